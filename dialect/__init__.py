@@ -1,0 +1,61 @@
+"""The secure SQL dialect: parsing and the restricted grammar (no planner, no engine)."""
+
+from __future__ import annotations
+
+from dialect.dialect import MpcDialect
+from dialect.errors import (
+    BindError,
+    DatabaseError,
+    DataError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ParseError,
+    PolicyError,
+    ProgrammingError,
+    ProtocolError,
+    UnsupportedError,
+    Warning,
+    error_from_dict,
+)
+from dialect.functions import (
+    AGGREGATE_FUNCTIONS,
+    MODEL_FUNCTIONS,
+    SCALAR_FUNCTIONS,
+    Lasso,
+    Linreg,
+    Ridge,
+    function_name,
+)
+from dialect.parsing import parse
+
+__all__ = [
+    "AGGREGATE_FUNCTIONS",
+    "MODEL_FUNCTIONS",
+    "SCALAR_FUNCTIONS",
+    "BindError",
+    "DataError",
+    "DatabaseError",
+    "Error",
+    "IntegrityError",
+    "InterfaceError",
+    "InternalError",
+    "Lasso",
+    "Linreg",
+    "MpcDialect",
+    "NotSupportedError",
+    "OperationalError",
+    "ParseError",
+    "PolicyError",
+    "ProgrammingError",
+    "ProtocolError",
+    "Ridge",
+    "UnsupportedError",
+    "Warning",
+    "error_from_dict",
+    "function_name",
+    "parse",
+]

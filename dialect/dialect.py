@@ -1,0 +1,21 @@
+"""``MpcDialect``: DuckDB's SQL dialect plus the typed model aggregates."""
+
+from __future__ import annotations
+
+from sqlglot.dialects.duckdb import DuckDB
+
+from dialect.functions import MODEL_FUNCTIONS
+
+
+def _model_mappings() -> dict:
+    mappings: dict = {}
+    for cls in MODEL_FUNCTIONS:
+        mappings.update(cls.default_parser_mappings())
+    return mappings
+
+
+class MpcDialect(DuckDB):
+    """DuckDB's dialect whose parser knows LASSO, RIDGE and LINREG as typed aggregates."""
+
+    class Parser(DuckDB.Parser):
+        FUNCTIONS = {**DuckDB.Parser.FUNCTIONS, **_model_mappings()}

@@ -1,0 +1,88 @@
+"""``parse(sql)``: SQL text -> a validated ``exp.Select`` of the secure grammar."""
+
+from __future__ import annotations
+
+import re
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError as SqlglotParseError
+from sqlglot.errors import TokenError
+
+from dialect.dialect import MpcDialect
+from dialect.errors import ParseError, ProgrammingError, UnsupportedError
+from dialect.grammar import GrammarChecker
+from dialect.positions import SourceMap
+
+_TOKEN_REPR = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: .*?>")
+_UNTERMINATED = re.compile(r"Missing (.+?) from")
+_MISSING = re.compile(r"Required keyword: '(\w+)' missing for <class '[\w.]*?(\w+)'>")
+
+
+def parse(sql: str) -> exp.Select:
+    """Parse ``sql`` with :class:`MpcDialect` and check it against the secure grammar.
+
+    Raises :class:`ParseError` for SQL that does not parse and :class:`UnsupportedError`
+    (naming the construct and its line/column) for SQL outside the grammar.
+    """
+    if not isinstance(sql, str):
+        raise ProgrammingError(f"SQL must be a string, not {type(sql).__name__}")
+    try:
+        statements = sqlglot.parse(sql, dialect=MpcDialect)
+    except SqlglotParseError as e:
+        raise _parse_error(e) from e
+    except TokenError as e:
+        raise _token_error(sql, e) from e
+    src = SourceMap(sql)
+    found = [s for s in statements if s is not None]
+    if not found:
+        raise UnsupportedError(
+            "empty SQL: expected one SELECT statement (line 1, column 1)",
+            construct="empty SQL", line=1, col=1,
+        )
+    if len(found) > 1:
+        starts = src.statement_starts()
+        line, col = src.line_col(starts[1] if len(starts) > 1 else 0)
+        raise UnsupportedError(
+            f"multiple statements are not supported (line {line}, column {col}); "
+            "send one SELECT at a time",
+            construct="multiple statements", line=line, col=col,
+        )
+    return GrammarChecker(src).check(found[0])
+
+
+def _parse_error(e: SqlglotParseError) -> ParseError:
+    """Our ParseError from sqlglot's: description, line, start column and highlight."""
+    info = e.errors[0] if e.errors else {}
+    description = str(info.get("description") or e)
+    description = _TOKEN_REPR.sub(
+        lambda m: "end of input" if m.group(1) == "SENTINEL" else repr(m.group(2)), description
+    )
+    missing = _MISSING.search(description)
+    if missing:
+        arg, cls = missing.groups()
+        description = (
+            f"{cls.upper()} needs a target column and at least one feature column"
+            if cls.upper() in ("LASSO", "RIDGE", "LINREG")
+            else f"{cls.upper()} is missing its {arg!r} argument"
+        )
+    line, col = info.get("line"), info.get("col")
+    highlight = info.get("highlight")
+    if isinstance(col, int) and highlight and "\n" not in highlight:
+        col = max(1, col - len(highlight) + 1)  # sqlglot points at the token's last character
+    message = f"syntax error: {description}"
+    if highlight:
+        message += f" near {highlight!r}"
+    if line is not None:
+        message += f" (line {line}, column {col})"
+    return ParseError(message, line=line, col=col, highlight=highlight)
+
+
+def _token_error(sql: str, e: TokenError) -> ParseError:
+    """Our ParseError for SQL that cannot be tokenized (e.g. an unterminated string)."""
+    match = _UNTERMINATED.match(str(e.__cause__ or ""))
+    if match and (offset := sql.rfind(match.group(1))) >= 0:
+        line, col = SourceMap(sql, tokens=[]).line_col(offset)
+        return ParseError(f"syntax error: unterminated {match.group(1)} (line {line}, column {col})",
+                          line=line, col=col, highlight=match.group(1))
+    return ParseError(f"syntax error: cannot tokenize the SQL ({e.__cause__ or e})")

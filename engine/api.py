@@ -1,0 +1,255 @@
+"""The Python DB-API (PEP 249) of mpcsql: ``connect()``, ``Connection`` and ``Cursor``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from dialect.errors import (
+    InterfaceError,
+    NotSupportedError,
+    ProgrammingError,
+    error_from_dict,
+)
+from engine import wire
+from engine.config import KEY_BITS
+from engine.federation import LocalFederation
+
+apilevel = "2.0"
+threadsafety = 1  # threads may share the module, not connections
+paramstyle = "qmark"
+
+
+def connect(
+    dsn: str | None = None,
+    *,
+    workdir: str | None = None,
+    policies: dict[str, dict[str, Any]] | None = None,
+    party: str = "ac",
+    key_bits: int = KEY_BITS,
+    query_timeout: float = 600.0,
+    transcript_dir: str | None = None,
+) -> Connection:
+    """Connect to a federation; with no ``dsn``, start the embedded three-party default.
+
+    ``party`` is the party whose analyst you are: queries go to its server, which coordinates.
+    ``policies`` maps a party name to its policy dict, e.g. ``{"emc": {"min_intersection": 20,
+    "allow": {"*": ["COUNT", "AVG"]}}}``.
+    """
+    if dsn is not None:
+        raise NotSupportedError("connecting to remote party servers is not available yet; "
+                                "use engine.connect() for the embedded federation")
+    fed = LocalFederation(workdir, policies=policies, key_bits=key_bits,
+                          query_timeout=query_timeout, transcript_dir=transcript_dir)
+    return Connection(fed, party)
+
+
+class Connection:
+    """A session with the federation, as an analyst of ``party``."""
+
+    def __init__(self, federation: LocalFederation, party: str):
+        self.federation = federation
+        self.party = party
+        self.query_timeout = 3600.0
+        self._closed = False
+        if party not in federation.addresses:
+            federation.stop()
+            raise ProgrammingError(f"unknown party {party!r}")
+
+    # --- PEP 249 --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.federation.stop()
+
+    def commit(self) -> None:
+        self._check()
+
+    def rollback(self) -> None:
+        raise NotSupportedError("mpcsql is read-only: there is nothing to roll back")
+
+    def cursor(self) -> Cursor:
+        self._check()
+        return Cursor(self)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- extensions -----------------------------------------------------------------------
+
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
+        """Shortcut: a new cursor that has executed ``sql``."""
+        return self.cursor().execute(sql, parameters)
+
+    def register(self, name: str, source: Any, *, party: str, key: str | None = None,
+                 table: str | None = None) -> None:
+        """Load ``source`` into ``party``'s own DuckDB file as table ``name`` with join ``key``.
+
+        ``source`` is a pandas DataFrame, a DuckDB relation, or a path to a CSV, Parquet or
+        DuckDB file (``table=`` names the table inside a DuckDB file).  The data goes only to
+        the owning party's server.
+        """
+        self._check()
+        msg: dict[str, Any] = {"op": "register", "table": name, "key": key}
+        blob = None
+        if isinstance(source, (str, os.PathLike)):
+            msg["path"] = os.path.abspath(os.fspath(source))
+            msg["source_table"] = table
+        else:
+            blob = _to_parquet(source)
+        self._request(party, msg, blob)
+
+    def tables(self) -> list[dict[str, Any]]:
+        """Schemas of every party's registered tables (names, owner, key, column types)."""
+        out = []
+        for name in self.federation.addresses:
+            out.extend(self._request(name, {"op": "catalog"})["tables"])
+        return out
+
+    def explain(self, sql: str) -> str:
+        """The secure plan for ``sql`` and, per party, exactly what it would learn."""
+        self._check()
+        return self._request(self.party, {"op": "explain", "sql": sql})["text"]
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InterfaceError("connection is closed")
+
+    def _request(self, party: str, msg: dict[str, Any], blob: bytes | None = None,
+                 timeout: float | None = 120.0) -> dict[str, Any]:
+        if party not in self.federation.addresses:
+            raise ProgrammingError(f"unknown party {party!r}; parties: "
+                                   + ", ".join(self.federation.addresses))
+        host, port = self.federation.addresses[party]
+        client = wire.BlockingClient(host, port, party=party)
+        try:
+            reply, _ = client.request(msg, blob, timeout=timeout)
+        finally:
+            client.close()
+        if not reply.get("ok"):
+            raise error_from_dict(reply["error"])
+        return reply
+
+
+def _to_parquet(source: Any) -> bytes:
+    import duckdb
+
+    fd, path = tempfile.mkstemp(suffix=".parquet")
+    os.close(fd)
+    try:
+        if isinstance(source, duckdb.DuckDBPyRelation):
+            source.write_parquet(path)
+        else:
+            try:
+                import pandas as pd
+            except ImportError as e:  # pragma: no cover
+                raise InterfaceError("registering a DataFrame needs pandas") from e
+            if not isinstance(source, pd.DataFrame):
+                raise ProgrammingError(
+                    "register() takes a pandas DataFrame, a DuckDB relation or a file path, "
+                    f"not {type(source).__name__}")
+            con = duckdb.connect()
+            con.register("_src", source)
+            con.execute(f"COPY (SELECT * FROM _src) TO '{path}' (FORMAT parquet)")
+            con.close()
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(path)
+
+
+class Cursor:
+    """A PEP 249 cursor; results arrive whole (aggregates are small)."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.description: list[tuple] | None = None
+        self.rowcount = -1
+        self.stats: dict[str, Any] | None = None
+        self._rows: list[tuple] = []
+        self._pos = 0
+        self._closed = False
+
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
+        """Run ``sql`` securely across the parties; results are fetched from this cursor."""
+        self._check()
+        if parameters:
+            from dialect import bind_parameters
+
+            sql = bind_parameters(sql, parameters)
+        con = self.connection
+        reply = con._request(con.party, {"op": "query", "sql": sql},
+                             timeout=con.query_timeout)
+        self.description = [(n, t, None, None, None, None, True) for n, t in reply["columns"]]
+        self._rows = [tuple(r) for r in reply["rows"]]
+        self._pos = 0
+        self.rowcount = len(self._rows)
+        self.stats = reply.get("stats")
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters) -> None:
+        raise NotSupportedError("executemany is not supported: queries are read-only aggregates")
+
+    def fetchone(self) -> tuple | None:
+        self._check_result()
+        if self._pos >= len(self._rows):
+            return None
+        self._pos += 1
+        return self._rows[self._pos - 1]
+
+    def fetchmany(self, size: int | None = None) -> list[tuple]:
+        self._check_result()
+        size = self.arraysize if size is None else size
+        out = self._rows[self._pos:self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def fetchall(self) -> list[tuple]:
+        self._check_result()
+        out = self._rows[self._pos:]
+        self._pos = len(self._rows)
+        return out
+
+    def df(self):
+        """The result as a pandas DataFrame."""
+        import pandas as pd
+
+        self._check_result()
+        return pd.DataFrame(self.fetchall(), columns=[d[0] for d in self.description])
+
+    def close(self) -> None:
+        self._closed = True
+
+    def setinputsizes(self, sizes) -> None:
+        pass
+
+    def setoutputsize(self, size, column=None) -> None:
+        pass
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def __enter__(self) -> Cursor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InterfaceError("cursor is closed")
+        self.connection._check()
+
+    def _check_result(self) -> None:
+        self._check()
+        if self.description is None:
+            raise ProgrammingError("no query has been executed on this cursor")

@@ -1,0 +1,73 @@
+"""Importing MPyC safely and building a runtime for one session among the parties.
+
+``import mpyc`` parses ``sys.argv`` (and exits on options it does not know, such as pytest's
+``-W``), so every import of MPyC in mpcsql goes through this module, which hides argv first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+
+
+def _import_mpyc():
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "mpcsql", "--no-log"]
+    try:
+        import mpyc  # noqa: F401
+        import mpyc.runtime as runtime
+    finally:
+        sys.argv = saved
+    return runtime
+
+
+runtime_module = _import_mpyc()
+mpc = runtime_module.mpc  # the single-party runtime MPyC creates on import (unit tests only)
+
+import mpyc  # noqa: E402  (after the argv-safe import above)
+import mpyc.asyncoro  # noqa: E402
+import mpyc.mpctools  # noqa: E402
+import mpyc.random  # noqa: E402
+import mpyc.secgroups  # noqa: E402
+import mpyc.seclists  # noqa: E402
+import mpyc.secpols  # noqa: E402
+import mpyc.sectypes  # noqa: E402
+import mpyc.statistics  # noqa: E402
+
+#: Default secure fixed-point type: 64-bit values with 32 fractional bits.
+FRAC_BITS = 32
+BIT_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+
+def make_runtime(pid: int, addresses: list[Address], threshold: int | None = None):
+    """Build an MPyC runtime for party ``pid`` of ``len(addresses)`` and install it globally.
+
+    MPyC keeps its runtime in module globals, so one process runs one session at a time.
+    """
+    options = mpyc._get_arg_parser().parse_args(["--no-log"])
+    m = len(addresses)
+    options.threshold = (m - 1) // 2 if threshold is None else threshold
+    options.no_async = m == 1
+    parties = [runtime_module.Party(i, a.host, a.port) for i, a in enumerate(addresses)]
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    rt = runtime_module.Runtime(pid, parties, options)
+    for mod in (mpyc.sectypes, mpyc.asyncoro, mpyc.mpctools, mpyc.seclists, mpyc.secpols,
+                mpyc.secgroups, mpyc.random, mpyc.statistics):
+        mod.runtime = rt
+    runtime_module.mpc = rt
+    return rt
+
+
+def secfxp():
+    """The secure fixed-point type used for all values (SecFxp(64, 32))."""
+    return runtime_module.Runtime.SecFxp(BIT_LENGTH, FRAC_BITS)

@@ -1,0 +1,1 @@
+"""Secure protocols run inside one MPyC session: private joins and secure aggregates."""

@@ -1,0 +1,285 @@
+"""One query's secure computation at one party: an MPyC session among the three parties.
+
+The party server forks a fresh process per query and calls :func:`run_job` in it, so MPyC's
+module-level runtime is never reused and killing the process aborts the query cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dialect.errors import OperationalError, PolicyError
+from engine import mpcrt
+from engine.protocols import aggregates, paillier
+from engine.protocols.fixedpoint import encode
+from engine.storage import LocalData
+from planner.plan import Plan, PrivateJoin, Scan
+
+
+@dataclass
+class Job:
+    """Everything one party needs to run its part of a query."""
+
+    query_id: str
+    plan: Plan
+    party: str
+    pids: dict[str, int]  # party name -> MPyC index
+    addresses: list[tuple[str, int]]  # MPyC listen address per pid
+    local: LocalData | None  # this party's rows (None at the helper)
+    min_rows: int  # largest minimum intersection/table size over all parties' policies
+    key_bits: int = paillier.KEY_BITS
+    transcript_dir: str | None = None
+    connect_timeout: float = 30.0
+
+
+@dataclass
+class SessionResult:
+    rows: list[tuple] | None  # None at parties that do not receive the result
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Transcript:
+    """What a party receives in the protocol (objects kept only when asked, for leakage tests)."""
+
+    def __init__(self, job: Job):
+        self.path = (os.path.join(job.transcript_dir, f"{job.query_id}-{job.party}.pkl")
+                     if job.transcript_dir else None)
+        self.items: list[dict[str, Any]] = []
+
+    def record(self, label: str, sender: str, obj: Any, nbytes: int) -> None:
+        self.items.append({"label": label, "from": sender, "nbytes": nbytes,
+                           "obj": obj if self.path else None})
+
+    def save(self, mpc_bytes_received: dict[str, int]) -> None:
+        if self.path:
+            with open(self.path, "wb") as f:
+                pickle.dump({"messages": self.items, "mpc_bytes_received": mpc_bytes_received}, f)
+
+
+class Session:
+    """Point-to-point messages and phase timing on top of one MPyC runtime."""
+
+    def __init__(self, job: Job, mpc):
+        self.job = job
+        self.mpc = mpc
+        self.pid = job.pids[job.party]
+        self.names = {i: n for n, i in job.pids.items()}
+        self.transcript = Transcript(job)
+        self.phases: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def phase(self, name: str) -> None:
+        """Close the running phase under ``name``."""
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self._t
+        self._t = now
+
+    async def send(self, label: str, obj: Any, sender: str, receivers: list[str]) -> Any:
+        """Send ``obj`` from ``sender`` to ``receivers``; returns it at the receivers."""
+        s = self.job.pids[sender]
+        rs = [self.job.pids[r] for r in receivers]
+        out = await self.mpc.transfer(obj if self.pid == s else None, senders=[s], receivers=rs)
+        if self.pid in rs and self.pid != s:
+            got = out[0]
+            self.transcript.record(label, sender, got, len(pickle.dumps(got)))
+            return got
+        return obj if self.pid == s else None
+
+
+def _patch_connection_loss(state: dict[str, Any]) -> None:
+    """Make a lost peer connection abort the session instead of hanging it."""
+    ex = mpcrt.mpyc.asyncoro.MessageExchanger
+    orig_lost = ex.connection_lost
+    orig_recv = ex.data_received
+
+    def connection_lost(self, exc):
+        if not state["closing"] and not state["lost"].done():
+            state["lost"].set_result(self.peer_pid)
+        try:
+            orig_lost(self, None)
+        except Exception:  # noqa: BLE001 - the session is being torn down anyway
+            pass
+
+    def data_received(self, data):
+        if self.peer_pid is not None:
+            state["received"][self.peer_pid] = state["received"].get(self.peer_pid, 0) + len(data)
+        orig_recv(self, data)
+
+    ex.connection_lost = connection_lost
+    ex.data_received = data_received
+
+
+def run_job(job: Job) -> SessionResult:
+    """Run this party's side of ``job`` to completion (blocking; call in a fresh process)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    addrs = [mpcrt.Address(h, p) for h, p in job.addresses]
+    mpc = mpcrt.make_runtime(job.pids[job.party], addrs)
+    state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {}}
+    _patch_connection_loss(state)
+    sess = Session(job, mpc)
+    return loop.run_until_complete(_run(sess, state))
+
+
+async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
+    mpc = sess.mpc
+    names = sess.names
+
+    async def guarded(coro, timeout=None):
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task, state["lost"]}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        if state["lost"].done():
+            peer = names.get(state["lost"].result(), "?")
+            raise OperationalError(f"lost connection to party {peer} during the query",
+                                   party=peer)
+        raise OperationalError("timed out connecting to the other parties")
+
+    await guarded(mpc.start(), timeout=sess.job.connect_timeout)
+    sess.phase("connect")
+    try:
+        rows = await guarded(_compute(sess))
+        state["closing"] = True
+        await guarded(mpc.shutdown(), timeout=30)
+    except BaseException:
+        state["closing"] = True
+        for peer in mpc.parties:
+            if peer.pid != mpc.pid and peer.protocol is not None:
+                try:
+                    peer.protocol.close_connection()
+                except Exception:  # noqa: BLE001
+                    pass
+        raise
+    received = {names[i]: n for i, n in state["received"].items()}
+    sent = {names[p.pid]: p.protocol.nbytes_sent for p in mpc.parties
+            if p.pid != mpc.pid and p.protocol is not None}
+    sess.transcript.save(received)
+    stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent}
+    return SessionResult(rows, stats)
+
+
+async def _compute(sess: Session) -> list[tuple] | None:
+    plan = sess.job.plan
+    sf = mpcrt.secfxp()
+    if isinstance(plan.source, PrivateJoin):
+        m, table = await private_join(sess, plan.source, sf)
+    else:
+        m, table = await share_table(sess, plan.source, sf)
+    return await aggregates.evaluate(sess, plan, m, table, sf)
+
+
+def _check_size(sess: Session, m: int, what: str) -> None:
+    if m < sess.job.min_rows:
+        raise PolicyError(
+            f"{what} is smaller than the minimum of {sess.job.min_rows} rows required by the "
+            "parties' policies; nothing was computed", rule="min_intersection")
+
+
+async def share_table(sess: Session, scan: Scan, sf):
+    """Single-table source: the owner secret-shares its (already checked) columns."""
+    owner = scan.party
+    n = await sess.send("row_count", len(sess.job.local.values) if sess.job.party == owner
+                        else None, owner, [p for p in sess.job.pids if p != owner])
+    n = len(sess.job.local.values) if sess.job.party == owner else n
+    _check_size(sess, n, f"table {scan.table}")
+    d = len(scan.columns)
+    if n == 0 or d == 0:
+        return n, None
+    mine = sess.job.pids[owner] == sess.pid
+    value = encode(sess.job.local.values) if mine else np.zeros((n, d), dtype=object)
+    x = sf.array(sf.field.array(value), integral=False)
+    table = sess.mpc.input(x, senders=sess.job.pids[owner])
+    sess.phase("share input")
+    return n, table
+
+
+async def private_join(sess: Session, join: PrivateJoin, sf):
+    """Published private inner join: keyed hashes, packed Paillier, helper masks; shares out."""
+    job, mpc = sess.job, sess.mpc
+    left, right, helper = join.left.party, join.right.party, join.helper
+    p = sf.field.order
+    me = job.party
+    d = {left: len(join.left.columns), right: len(join.right.columns)}
+
+    # 1. The data parties agree on an HMAC key the helper never sees.
+    key = await sess.send("hmac_key", os.urandom(32) if me == left else None, left, [right])
+
+    # 2. Each data party shuffles its rows, hashes ids, encrypts packed values under its own key.
+    outbox = None
+    if me in (left, right):
+        data = job.local
+        order = list(range(len(data.ids)))
+        paillier.shuffle(order)
+        hashes = paillier.keyed_hashes(key, (data.ids[i] for i in order))
+        sess.phase("hash")
+        pub, priv = paillier.generate_keypair(job.key_bits)
+        enc = encode(data.values[order]) if d[me] else None
+        cts = paillier.encrypt_rows(pub, enc.tolist()) if d[me] else []
+        outbox = {"n": int(pub.n), "hashes": hashes, "cts": cts}
+        sess.phase("encrypt")
+    inbox_l = await sess.send("hashed_encrypted_rows", outbox if me == left else None,
+                              left, [helper])
+    inbox_r = await sess.send("hashed_encrypted_rows", outbox if me == right else None,
+                              right, [helper])
+
+    # 3. The helper matches keyed hashes and fixes a random output order.
+    pairs = None
+    if me == helper:
+        pairs = paillier.match(paillier.split_hashes(inbox_l["hashes"]),
+                               paillier.split_hashes(inbox_r["hashes"]))
+        sess.phase("match")
+    m = await sess.send("intersection_size", len(pairs) if me == helper else None, helper,
+                        [left, right])
+    m = len(pairs) if me == helper else m
+    _check_size(sess, m, "the intersection")
+    if m == 0:
+        return 0, None
+
+    # 4. The helper masks and re-randomises the matched ciphertexts, in output order.
+    boxes: dict[str, Any] = {left: None, right: None}
+    hshares: dict[str, Any] = {}
+    if me == helper:
+        from phe import paillier as phe_paillier
+        for party, inbox, idx in ((left, inbox_l, 0), (right, inbox_r, 1)):
+            if d[party]:
+                pub = phe_paillier.PaillierPublicKey(int(inbox["n"]))
+                rows = [inbox["cts"][pair[idx]] for pair in pairs]
+                boxes[party], hshares[party] = paillier.helper_mask(pub, rows, d[party], p)
+        sess.phase("mask")
+    got = {}
+    for party in (left, right):
+        if d[party]:
+            got[party] = await sess.send("masked_rows", boxes[party], helper, [party])
+
+    # 5. Each data party decrypts its additive shares (v + r); the helper holds -r.
+    share = None
+    if me in (left, right) and d[me]:
+        share = paillier.decrypt_shares(priv, got[me], d[me], p)
+        sess.phase("decrypt")
+
+    # 6. Additive shares become Shamir shares: owner and helper input theirs, MPyC adds them.
+    blocks = []
+    for party in (left, right):
+        if not d[party]:
+            continue
+        shape = (m, d[party])
+        own = np.array(share, dtype=object).reshape(shape) if me == party else \
+            np.zeros(shape, dtype=object)
+        hel = np.array(hshares[party], dtype=object).reshape(shape) if me == helper else \
+            np.zeros(shape, dtype=object)
+        a = mpc.input(sf.array(sf.field.array(own), integral=False), senders=job.pids[party])
+        b = mpc.input(sf.array(sf.field.array(hel), integral=False), senders=job.pids[helper])
+        blocks.append(a + b)
+    table = blocks[0] if len(blocks) == 1 else (mpc.np_hstack(blocks) if blocks else None)
+    sess.phase("share input")
+    return m, table

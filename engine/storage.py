@@ -1,0 +1,174 @@
+"""One party's tables in its own DuckDB database file.
+
+The party server is the only process that opens the file.  Registered tables remember their key
+column in a small metadata table; ``load`` reads exactly the columns a plan needs and checks
+them (NULLs, non-numeric values, duplicate keys, range) before anything leaves the party.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+from dialect.errors import DataError, ProgrammingError
+from engine.protocols.fixedpoint import check_range
+from planner.catalog import ColumnSchema, TableSchema
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_META = "_mpcsql_tables"
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ProgrammingError(f"invalid identifier {name!r} (letters, digits and _ only)")
+    return '"' + name + '"'
+
+
+@dataclass
+class LocalData:
+    """The rows a party contributes: identifiers (or None) and a float64 value matrix."""
+
+    ids: list | None
+    values: np.ndarray  # shape (n, d), columns in Scan.columns order
+
+
+class PartyStore:
+    """A party's DuckDB database file with its exposed tables."""
+
+    def __init__(self, path: str, party: str):
+        self.path = path
+        self.party = party
+        self.con = duckdb.connect(path)
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {_META} (name VARCHAR PRIMARY KEY, "
+                         "key_column VARCHAR)")
+
+    def close(self) -> None:
+        self.con.close()
+
+    # --- registration ----------------------------------------------------------------------
+
+    def register(self, name: str, *, key: str | None, path: str | None = None,
+                 blob: bytes | None = None, fmt: str | None = None,
+                 table: str | None = None) -> TableSchema:
+        """Create or replace table ``name`` from a CSV/Parquet/DuckDB source or a Parquet blob."""
+        tname = _ident(name)
+        tmp = None
+        attached = False
+        try:
+            if blob is not None:
+                fd, tmp = tempfile.mkstemp(suffix=".parquet")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(blob)
+                source = f"read_parquet('{tmp}')"
+            elif path is not None:
+                if not os.path.exists(path):
+                    raise ProgrammingError(f"file not found: {path}", party=self.party)
+                quoted = path.replace("'", "''")
+                kind = (fmt or os.path.splitext(path)[1].lstrip(".")).lower()
+                if kind == "csv":
+                    source = f"read_csv('{quoted}', header=true)"
+                elif kind == "parquet":
+                    source = f"read_parquet('{quoted}')"
+                elif kind in ("duckdb", "db"):
+                    if not table:
+                        raise ProgrammingError("registering a DuckDB file needs table=...")
+                    self.con.execute(f"ATTACH '{quoted}' AS _src (READ_ONLY)")
+                    attached = True
+                    source = f"_src.{_ident(table)}"
+                else:
+                    raise ProgrammingError(f"unsupported file type {kind!r} (csv, parquet, duckdb)")
+            else:
+                raise ProgrammingError("register needs a DataFrame, relation or file path")
+            try:
+                self.con.execute(f"CREATE OR REPLACE TABLE {tname} AS SELECT * FROM {source}")
+            except duckdb.Error as e:
+                raise DataError(f"cannot read table {name}: {e}", party=self.party) from e
+        finally:
+            if attached:
+                self.con.execute("DETACH DATABASE IF EXISTS _src")
+            if tmp:
+                os.unlink(tmp)
+        schema = self._schema(name, key)
+        self.con.execute(f"INSERT OR REPLACE INTO {_META} VALUES (?, ?)", [name, schema.key])
+        return schema
+
+    def drop(self, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
+        self.con.execute(f"DELETE FROM {_META} WHERE name = ?", [name])
+
+    def _schema(self, name: str, key: str | None) -> TableSchema:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [name]
+        ).fetchall()
+        if not rows:
+            raise ProgrammingError(f"table {name} does not exist at {self.party}")
+        cols = tuple(ColumnSchema(c, t) for c, t in rows)
+        if key is not None:
+            match = [c.name for c in cols if c.name.lower() == key.lower()]
+            if not match:
+                self.drop(name)
+                raise ProgrammingError(
+                    f"key column {key!r} not found in table {name}; columns: "
+                    + ", ".join(c.name for c in cols), party=self.party)
+            key = match[0]
+        return TableSchema(name, self.party, key, cols)
+
+    def schemas(self) -> list[TableSchema]:
+        return [self._schema(n, k) for n, k in
+                self.con.execute(f"SELECT name, key_column FROM {_META} ORDER BY name").fetchall()]
+
+    # --- loading for a query --------------------------------------------------------------
+
+    def load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
+        """Read and check the columns a plan needs; DataError names the cause, never a value."""
+        t = _ident(table)
+        where = f"{self.party}'s table {table}"
+        if key is not None:
+            k = _ident(key)
+            nulls = self.con.execute(f"SELECT count(*) FROM {t} WHERE {k} IS NULL").fetchone()[0]
+            if nulls:
+                raise DataError(f"key column {table}.{key} contains {nulls} NULL value(s) in "
+                                f"{where}", party=self.party)
+            dups = self.con.execute(
+                f"SELECT count(*) FROM (SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1)"
+            ).fetchone()[0]
+            if dups:
+                raise DataError(f"key column {table}.{key} has {dups} duplicated id(s) in {where};"
+                                " join keys must be unique", party=self.party)
+        schema = {c.name.lower(): c for c in self._schema(table, key).columns}
+        exprs = []
+        for c in columns:
+            col = schema.get(c.lower())
+            if col is None:
+                raise ProgrammingError(f"unknown column {c} in {where}", party=self.party)
+            q = _ident(col.name)
+            nulls = self.con.execute(f"SELECT count(*) FROM {t} WHERE {q} IS NULL").fetchone()[0]
+            if nulls:
+                raise DataError(f"column {table}.{col.name} contains {nulls} NULL value(s) in "
+                                f"{where}; remove or impute them first", party=self.party)
+            if not col.numeric:
+                bad = self.con.execute(
+                    f"SELECT count(*) FROM {t} WHERE TRY_CAST({q} AS DOUBLE) IS NULL"
+                ).fetchone()[0]
+                if bad:
+                    raise DataError(f"column {table}.{col.name} ({col.dtype}) has {bad} "
+                                    f"non-numeric value(s) in {where}", party=self.party)
+            exprs.append(f"CAST({q} AS DOUBLE)")
+        select = ([_ident(key)] if key else []) + exprs
+        if not select:
+            n = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            return LocalData(None, np.zeros((n, 0)))
+        rows = self.con.execute(f"SELECT {', '.join(select)} FROM {t}").fetchnumpy()
+        names = list(rows.keys())
+        ids = rows[names[0]].tolist() if key else None
+        vals = [np.asarray(rows[n], dtype=np.float64) for n in names[1 if key else 0:]]
+        n = len(ids) if key else len(vals[0])
+        values = np.column_stack(vals) if vals else np.zeros((n, 0))
+        check_range(values, columns, table)
+        return LocalData(ids, values)
