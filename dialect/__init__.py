@@ -30,6 +30,7 @@ from dialect.functions import (
     Ridge,
     function_name,
 )
+from dialect.params import bind_parameters, sql_literal
 from dialect.parsing import parse
 
 __all__ = [
@@ -55,7 +56,9 @@ __all__ = [
     "Ridge",
     "UnsupportedError",
     "Warning",
+    "bind_parameters",
     "error_from_dict",
     "function_name",
     "parse",
+    "sql_literal",
 ]

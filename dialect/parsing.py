@@ -83,6 +83,7 @@ def _token_error(sql: str, e: TokenError) -> ParseError:
     match = _UNTERMINATED.match(str(e.__cause__ or ""))
     if match and (offset := sql.rfind(match.group(1))) >= 0:
         line, col = SourceMap(sql, tokens=[]).line_col(offset)
-        return ParseError(f"syntax error: unterminated {match.group(1)} (line {line}, column {col})",
-                          line=line, col=col, highlight=match.group(1))
+        quote = match.group(1)
+        return ParseError(f"syntax error: unterminated {quote} (line {line}, column {col})",
+                          line=line, col=col, highlight=quote)
     return ParseError(f"syntax error: cannot tokenize the SQL ({e.__cause__ or e})")

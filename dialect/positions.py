@@ -82,6 +82,18 @@ class SourceMap:
             i -= 1
         return self.tokens[first].start if first is not None else None
 
+    def function_start(self, func: exp.Func) -> int | None:
+        """Start of the name of a function call whose node has no recorded position."""
+        anchor = self.first_start(func)
+        if anchor is None:
+            return None
+        i = self._last_before(anchor)
+        while i >= 1 and self.tokens[i].token_type == TokenType.L_PAREN:
+            if self.tokens[i - 1].token_type != TokenType.L_PAREN:
+                return self.tokens[i - 1].start
+            i -= 1
+        return None
+
     def token_before(self, node: exp.Expression) -> Token | None:
         """The token just before ``node``'s first recorded position."""
         anchor = self.first_start(node)
@@ -118,8 +130,10 @@ class SourceMap:
             offset = self.keyword_start(keywords, self.first_start(node))
         if offset is None and node is not None:
             offset = self.own_start(node)
-            if offset is None:
-                offset = self.first_start(node)
+        if offset is None and isinstance(node, exp.Func):
+            offset = self.function_start(node)
+        if offset is None and node is not None:
+            offset = self.first_start(node)
         if offset is None and node is not None and node.parent is not None:
             return self.position(node.parent)
         if offset is None:

@@ -68,7 +68,7 @@ class LocalFederation:
                 )
             deadline = time.monotonic() + start_timeout
             for name, proc in self.procs.items():
-                self.addresses[name] = _await_ready(name, proc, deadline)
+                self.addresses[name] = _await_ready(name, proc, deadline, self.log_tail)
             for name, (host, port) in self.addresses.items():
                 c = wire.BlockingClient(host, port, party=name)
                 peers = {n: a for n, a in self.addresses.items() if n != name}
@@ -78,6 +78,14 @@ class LocalFederation:
             self.stop()
             raise
         atexit.register(self.stop)
+
+    def log_tail(self, name: str, lines: int = 5) -> str:
+        """The last lines of a party server's log (for start-up errors)."""
+        try:
+            with open(os.path.join(self.workdir, f"{name}.log"), errors="replace") as f:
+                return "".join(f.readlines()[-lines:]).strip()
+        except OSError:
+            return ""
 
     def pids(self) -> dict[str, int]:
         """OS process ids of the party servers (for tests and operators)."""
@@ -120,14 +128,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _await_ready(name: str, proc: subprocess.Popen, deadline: float) -> tuple[str, int]:
+def _await_ready(name: str, proc: subprocess.Popen, deadline: float, log_tail
+                 ) -> tuple[str, int]:
     import select
 
     buf = b""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise OperationalError(f"party server {name} exited during start-up "
-                                   f"(exit code {proc.returncode}); see its log", party=name)
+                                   f"(exit code {proc.returncode}): {log_tail(name)}", party=name)
         r, _, _ = select.select([proc.stdout], [], [], 0.1)
         if r:
             chunk = os.read(proc.stdout.fileno(), 4096)

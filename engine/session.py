@@ -112,8 +112,15 @@ def _patch_connection_loss(state: dict[str, Any]) -> None:
             state["received"][self.peer_pid] = state["received"].get(self.peer_pid, 0) + len(data)
         orig_recv(self, data)
 
+    orig_send = ex.send
+
+    def send(self, pc, payload):
+        state["sent"][self.peer_pid] = state["sent"].get(self.peer_pid, 0) + 12 + len(payload)
+        orig_send(self, pc, payload)
+
     ex.connection_lost = connection_lost
     ex.data_received = data_received
+    ex.send = send
 
 
 def run_job(job: Job) -> SessionResult:
@@ -122,7 +129,8 @@ def run_job(job: Job) -> SessionResult:
     asyncio.set_event_loop(loop)
     addrs = [mpcrt.Address(h, p) for h, p in job.addresses]
     mpc = mpcrt.make_runtime(job.pids[job.party], addrs)
-    state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {}}
+    state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {},
+                             "sent": {}}
     _patch_connection_loss(state)
     sess = Session(job, mpc)
     return loop.run_until_complete(_run(sess, state))
@@ -161,8 +169,7 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
                     pass
         raise
     received = {names[i]: n for i, n in state["received"].items()}
-    sent = {names[p.pid]: p.protocol.nbytes_sent for p in mpc.parties
-            if p.pid != mpc.pid and p.protocol is not None}
+    sent = {names[i]: n for i, n in state["sent"].items()}
     sess.transcript.save(received)
     stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent}
     return SessionResult(rows, stats)

@@ -1,0 +1,209 @@
+"""Binding: resolve the tables, aliases and columns of a parsed query against the catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from dialect.errors import BindError, DataError, NotSupportedError, ProgrammingError
+from dialect.functions import MODEL_FUNCTIONS, function_name
+from planner.catalog import DATA, Catalog, ColumnSchema, TableSchema
+from planner.naming import default_name, written_function_name
+from planner.options import bind_options
+from planner.plan import Aggregate, ColumnRef, OutputColumn
+
+
+@dataclass(frozen=True)
+class BoundQuery:
+    """A query with every name resolved: ``left`` (FROM), optional ``right`` (JOIN)."""
+
+    left: TableSchema
+    right: TableSchema | None
+    aggregates: tuple[Aggregate, ...]
+    output: tuple[OutputColumn, ...]
+
+    @property
+    def tables(self) -> tuple[TableSchema, ...]:
+        return (self.left,) if self.right is None else (self.left, self.right)
+
+
+class Binder:
+    """Binds one validated ``exp.Select`` (from :func:`dialect.parse`) to ``catalog``."""
+
+    def __init__(self, catalog: Catalog, sql: str) -> None:
+        self.catalog = catalog
+        self.sql = sql
+        self.scope: dict[str, TableSchema] = {}  # qualifier (alias or name, lower) -> table
+        self.aliased: dict[str, str] = {}  # table name -> alias, for aliased tables
+        self.using: str | None = None  # the USING column, lower case
+
+    # --- tables -------------------------------------------------------------------------------
+
+    def bind(self, select: exp.Select) -> BoundQuery:
+        left = self.bind_table(select.args["from_"].this)
+        joins = select.args.get("joins") or []
+        right = self.bind_join(left, joins[0]) if joins else None
+        aggregates = tuple(self.bind_item(item) for item in select.expressions)
+        models = [a for a in aggregates if a.is_model]
+        if models and len(aggregates) > 1:
+            raise NotSupportedError(
+                f"{models[0].func} must be the only item in SELECT: "
+                "a model aggregate cannot be mixed with other aggregates"
+            )
+        if models:
+            output = (OutputColumn("term", "VARCHAR"), OutputColumn("coefficient", "DOUBLE"))
+        else:
+            output = tuple(
+                OutputColumn(a.name, "BIGINT" if a.func == "COUNT" else "DOUBLE")
+                for a in aggregates
+            )
+        return BoundQuery(left, right, aggregates, output)
+
+    def bind_table(self, table: exp.Table) -> TableSchema:
+        schema = self.catalog.table(table.name)
+        if schema is None:
+            known = ", ".join(t.name for t in self.catalog.tables) or "none"
+            raise BindError(f"unknown table {table.name}; known tables: {known}")
+        owner = self.catalog.party(schema.party)
+        if owner.role != DATA:
+            raise BindError(f"table {schema.name} belongs to {owner.name}, not a data party")
+        qualifier = (table.alias or table.name).lower()
+        if qualifier in self.scope:
+            raise BindError(f"duplicate table name or alias {qualifier}")
+        self.scope[qualifier] = schema
+        if table.alias:
+            self.aliased[schema.name.lower()] = table.alias
+        return schema
+
+    def bind_join(self, left: TableSchema, join: exp.Join) -> TableSchema:
+        right = self.bind_table(join.this)
+        if left.party == right.party:
+            raise NotSupportedError(
+                f"tables {left.name} and {right.name} both belong to {left.party}: "
+                "a private join needs tables of two different data parties"
+            )
+        for t in (left, right):
+            if t.key is None:
+                raise BindError(f"table {t.name} has no declared key column and cannot be joined")
+        declared = f"{left.name}.{left.key} = {right.name}.{right.key}"
+        using = join.args.get("using")
+        if using:
+            name = using[0].name
+            for t in (left, right):
+                if t.column(name) is None:
+                    raise BindError(f"unknown column {name} in table {t.name}")
+            for t in (left, right):
+                if name.lower() != str(t.key).lower():
+                    raise BindError(
+                        f"the join must be on the declared key ({declared}); "
+                        f"{t.name}.{name} is not the key of {t.name}"
+                    )
+            self.using = name.lower()
+            return right
+        on = join.args["on"]
+        sides = [self.resolve(col) for col in (on.this, on.expression)]
+        if sides[0][0] == sides[1][0]:
+            raise BindError(
+                f"the join condition must compare a column of each table ({declared})"
+            )
+        for t, c in sides:
+            if c.name.lower() != str(t.key).lower():
+                raise BindError(
+                    f"the join must be on the declared key ({declared}); "
+                    f"{t.name}.{c.name} is not the key of {t.name}"
+                )
+        return right
+
+    # --- columns ------------------------------------------------------------------------------
+
+    def resolve(self, col: exp.Column) -> tuple[TableSchema, ColumnSchema]:
+        """The table and column a (possibly qualified) column reference names."""
+        name, qualifier = col.name, col.table
+        if qualifier:
+            table = self.scope.get(qualifier.lower())
+            if table is None:
+                alias = self.aliased.get(qualifier.lower())
+                if alias:
+                    raise BindError(f"table {qualifier} is aliased as {alias}; use {alias}.{name}")
+                raise BindError(f"unknown table or alias {qualifier} in {col.sql()}")
+            column = table.column(name)
+            if column is None:
+                raise BindError(f"unknown column {name} in table {table.name}")
+            return table, column
+        tables = list(dict.fromkeys(self.scope.values()))
+        hits = [(t, c) for t in tables if (c := t.column(name)) is not None]
+        if not hits:
+            where = " or ".join(t.name for t in tables)
+            raise BindError(f"unknown column {name} in table {where}")
+        if len(hits) > 1 and name.lower() != self.using:
+            names = " and ".join(t.name for t, _ in hits)
+            raise BindError(
+                f"ambiguous column {name}: it is in both {names}; qualify it, "
+                f"e.g. {hits[0][0].name}.{name}"
+            )
+        return hits[0]
+
+    def is_key(self, table: TableSchema, column: ColumnSchema) -> bool:
+        return table.key is not None and table.key.lower() == column.name.lower()
+
+    def column_ref(self, col: exp.Column, func: str, *, count: bool = False) -> ColumnRef | None:
+        """A value column for ``func``; ``None`` for COUNT(key), which means COUNT(*)."""
+        table, column = self.resolve(col)
+        if self.is_key(table, column):
+            if count:
+                return None
+            raise BindError(
+                f"column {column.name} is the key of {table.name}: the key is never revealed "
+                f"nor aggregated, so {func}({col.sql()}) is refused"
+            )
+        if not column.numeric:
+            need = "COUNT(column)" if count else func
+            hint = "; use COUNT(*)" if count else ""
+            raise DataError(
+                f"column {column.name} of {table.name} is {column.dtype} (non-numeric), "
+                f"{need} needs a numeric column{hint}"
+            )
+        return ColumnRef(table.party, table.name, column.name, column.dtype.upper())
+
+    # --- aggregates ---------------------------------------------------------------------------
+
+    def bind_item(self, item: exp.Expression) -> Aggregate:
+        alias = item.alias if isinstance(item, exp.Alias) else None
+        node = item.this if isinstance(item, exp.Alias) else item
+        func = function_name(node)
+        if isinstance(node, MODEL_FUNCTIONS):
+            return self.bind_model(node, func, alias)
+        if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
+            args: tuple[ColumnRef, ...] = ()
+        else:
+            ref = self.column_ref(node.this, func, count=isinstance(node, exp.Count))
+            args = () if ref is None else (ref,)
+        return Aggregate(func, args, alias or default_name(node, self.sql))
+
+    def bind_model(self, node: exp.Expression, func: str, alias: str | None) -> Aggregate:
+        positional: list[exp.Column] = [node.this]
+        kwargs: list[exp.Expression] = []
+        for arg in node.expressions:
+            if isinstance(arg, (exp.Kwarg, exp.PropertyEQ)):
+                kwargs.append(arg)
+            elif kwargs:
+                raise ProgrammingError(
+                    f"positional argument {arg.sql()} of {func} after named options"
+                )
+            else:
+                positional.append(arg)
+        if len(positional) < 2:
+            raise ProgrammingError(f"{func} needs a target column and at least one feature")
+        refs: list[ColumnRef] = []
+        for col in positional:
+            ref = self.column_ref(col, func)
+            assert ref is not None
+            if ref in refs:
+                role = "target" if refs.index(ref) == 0 else "feature"
+                what = "is also a feature" if role == "target" else "appears twice"
+                raise ProgrammingError(f"{role} {ref.column} {what} in {func}")
+            refs.append(ref)
+        options = bind_options(func, kwargs)
+        return Aggregate(func, tuple(refs), alias or written_function_name(node, self.sql),
+                         options)

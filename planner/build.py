@@ -1,0 +1,69 @@
+"""Plan building: a bound query -> Scan -> [PrivateJoin] -> SecretShare -> Aggregate -> Reveal."""
+
+from __future__ import annotations
+
+from dialect import parse
+from dialect.errors import BindError, NotSupportedError, ProgrammingError
+from planner.binder import Binder, BoundQuery
+from planner.catalog import DATA, Catalog, TableSchema
+from planner.plan import ColumnRef, Plan, PrivateJoin, Reveal, Scan, SecretShare, SecureAggregate
+
+
+def plan(sql: str, catalog: Catalog, *, receivers: tuple[str, ...] | None = None) -> Plan:
+    """Parse, bind and plan ``sql``; the result is revealed to ``receivers``.
+
+    ``receivers`` defaults to every data party of ``catalog``.  Raises the ``dialect.errors``
+    classes: ParseError/UnsupportedError (SQL), BindError/ProgrammingError (names, types,
+    options), NotSupportedError (queries the secure engine cannot run).
+    """
+    bound = Binder(catalog, sql).bind(parse(sql))
+    return build_plan(sql, catalog, bound, receivers=receivers)
+
+
+def used_columns(bound: BoundQuery) -> tuple[ColumnRef, ...]:
+    """Every aggregate argument, deduplicated, in first-use order."""
+    return tuple(dict.fromkeys(c for a in bound.aggregates for c in a.args))
+
+
+def _scan(table: TableSchema, columns: tuple[ColumnRef, ...], *, joined: bool) -> Scan:
+    mine = tuple(c.column for c in columns if c.table == table.name)
+    return Scan(table.party, table.name, table.key if joined else None, mine)
+
+
+def _receivers(catalog: Catalog, receivers: tuple[str, ...] | None) -> tuple[str, ...]:
+    if receivers is None:
+        return tuple(p.name for p in catalog.parties if p.role == DATA)
+    if isinstance(receivers, str):
+        receivers = (receivers,)
+    for name in receivers:
+        catalog.party(name)  # BindError for an unknown party
+    out = tuple(dict.fromkeys(receivers))
+    if not out:
+        raise ProgrammingError("receivers must name at least one party")
+    return out
+
+
+def build_plan(
+    sql: str, catalog: Catalog, bound: BoundQuery, *, receivers: tuple[str, ...] | None = None
+) -> Plan:
+    """The plan of an already bound query."""
+    columns = used_columns(bound)
+    source: Scan | PrivateJoin
+    if bound.right is None:
+        source = _scan(bound.left, columns, joined=False)
+    else:
+        helper = catalog.helper
+        if helper is None:
+            raise NotSupportedError("a private join needs a helper party; the catalog has none")
+        source = PrivateJoin(
+            left=_scan(bound.left, columns, joined=True),
+            right=_scan(bound.right, columns, joined=True),
+            helper=helper.name,
+        )
+    if not bound.aggregates:  # the grammar guarantees at least one
+        raise BindError("nothing to compute")
+    root = Reveal(
+        SecureAggregate(SecretShare(source, columns), bound.aggregates),
+        _receivers(catalog, receivers),
+    )
+    return Plan(sql, root, bound.output, tuple(p.name for p in catalog.parties))
