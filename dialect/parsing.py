@@ -36,10 +36,7 @@ def parse(sql: str) -> exp.Select:
     src = SourceMap(sql)
     found = [s for s in statements if s is not None]
     if not found:
-        raise UnsupportedError(
-            "empty SQL: expected one SELECT statement (line 1, column 1)",
-            construct="empty SQL", line=1, col=1,
-        )
+        raise ParseError("empty SQL: expected one SELECT statement", line=1, col=1)
     if len(found) > 1:
         starts = src.statement_starts()
         line, col = src.line_col(starts[1] if len(starts) > 1 else 0)

@@ -223,12 +223,16 @@ class PartyServer:
             raise ProgrammingError(f"query {msg['query_id']} was not prepared here")
         watch = asyncio.ensure_future(reader.read(1))
         run = asyncio.ensure_future(self._run_child(msg, prep))
-        done, _ = await asyncio.wait({watch, run}, return_when=asyncio.FIRST_COMPLETED)
-        if run in done:
+        try:
+            done, _ = await asyncio.wait({watch, run}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the coordinator cancels us: never leave a session running
             watch.cancel()
+            if not run.done():
+                run.cancel()
+                await asyncio.wait({run})
+        if run in done:
             return run.result()
-        run.cancel()  # the coordinator went away or aborted: kill our session, reply to nobody
-        return None
+        return None  # the coordinator went away or aborted: session killed, reply to nobody
 
     async def _run_child(self, msg, prep: Prepared) -> dict[str, Any]:
         job = Job(
@@ -374,6 +378,10 @@ class _Peers:
             done, pending = await asyncio.wait(tasks, timeout=timeout,
                                                return_when=asyncio.FIRST_EXCEPTION)
             failed = [t for t in done if t.exception() is not None]
+            if failed and pending:
+                # Let the others report too, so that the root cause wins over its echoes.
+                more, pending = await asyncio.wait(pending, timeout=2.0)
+                failed += [t for t in more if t.exception() is not None]
             if failed:
                 raise _first_error(failed, tasks)
             if pending:

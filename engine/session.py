@@ -100,12 +100,13 @@ def _patch_connection_loss(state: dict[str, Any]) -> None:
     orig_recv = ex.data_received
 
     def connection_lost(self, exc):
-        if not state["closing"] and not state["lost"].done():
-            state["lost"].set_result(self.peer_pid)
-        try:
-            orig_lost(self, None)
-        except Exception:  # noqa: BLE001 - the session is being torn down anyway
-            pass
+        if not state["closing"]:
+            # Keep the dead peer's protocol object: MPyC would otherwise fail on its next send
+            # inside a coroutine and stop the event loop; the session is aborted instead.
+            if not state["lost"].done():
+                state["lost"].set_result(self.peer_pid)
+            return
+        orig_lost(self, None)
 
     def data_received(self, data):
         if self.peer_pid is not None:
@@ -133,7 +134,14 @@ def run_job(job: Job) -> SessionResult:
                              "sent": {}}
     _patch_connection_loss(state)
     sess = Session(job, mpc)
-    return loop.run_until_complete(_run(sess, state))
+    try:
+        return loop.run_until_complete(_run(sess, state))
+    except RuntimeError as e:  # MPyC stops the loop when one of its coroutines fails
+        if state["lost"].done():
+            peer = sess.names.get(state["lost"].result(), "?")
+            raise OperationalError(f"lost connection to party {peer} during the query",
+                                   party=peer) from e
+        raise
 
 
 async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
@@ -146,6 +154,12 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
                                      return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
+        if state["lost"].done():
+            # A peer that stopped for a reason of its own (e.g. a policy refusal every party
+            # reaches at once) closes its connections: give our own reason a moment to surface.
+            await asyncio.wait({task}, timeout=1.0)
+            if task.done():
+                return task.result()
         task.cancel()
         if state["lost"].done():
             peer = names.get(state["lost"].result(), "?")
@@ -272,6 +286,7 @@ async def private_join(sess: Session, join: PrivateJoin, sf):
     share = None
     if me in (left, right) and d[me]:
         share = paillier.decrypt_shares(priv, got[me], d[me], p)
+        sess.transcript.record("decrypted_shares", me, share, 0)  # what the owner now knows
         sess.phase("decrypt")
 
     # 6. Additive shares become Shamir shares: owner and helper input theirs, MPyC adds them.

@@ -147,9 +147,6 @@ REFUSED = [
     ("  DROP TABLE ac", "DROP TABLE statement", (1, 3)),
     ("PRAGMA version", "PRAGMA statement", (1, 1)),
     ("SELECT COUNT(*) FROM ac; SELECT COUNT(*) FROM emc", "multiple statements", (1, 26)),
-    ("", "empty SQL", (1, 1)),
-    ("   -- only a comment\n", "empty SQL", (1, 1)),
-    (";", "empty SQL", (1, 1)),
     ("SELECT FOO(age) FROM ac", "unknown function FOO", (1, 8)),
     ("SELECT SUM(foo(age)) FROM ac", "unknown function FOO", (1, 12)),
     ("SELECT COUNT(*) FROM my_table_fn(1)", "unknown function MY_TABLE_FN", (1, 22)),
@@ -267,3 +264,9 @@ def test_bind_parameters() -> None:
         bind_parameters("SELECT ? FROM t", [object()])
     with pytest.raises(ProgrammingError):
         bind_parameters("SELECT ? FROM t", {"a": 1})
+
+
+@pytest.mark.parametrize("sql", ["", "   -- only a comment\n", ";"])
+def test_empty_sql_is_a_parse_error(sql: str) -> None:
+    with pytest.raises(ParseError, match=r"empty SQL.*line 1, column 1"):
+        parse(sql)

@@ -388,7 +388,7 @@ def test_policy_dict_round_trip() -> None:
     "d",
     [
         {"allow": {"*": ["MAX"]}},
-        {"min_intersection": 0},
+        {"min_intersection": -1},
         {"min_intersection": "10"},
         {"deny": {}},
         {"party": "ac"},

@@ -1,0 +1,70 @@
+"""Shared fixtures: real three-process federations on loopback with 2048-bit Paillier keys."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+OPEN_POLICY = {p: {"min_intersection": 0} for p in ("ac", "emc", "helper")}
+
+
+def make_tables(n_ac: int, n_emc: int, overlap: int, seed: int = 0):
+    """Two vertically partitioned tables with ``overlap`` shared ids (ints), shuffled."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(np.arange(1, 10_000_000), size=n_ac + n_emc - overlap, replace=False)
+    ac_ids = ids[:n_ac]
+    emc_ids = np.concatenate([ids[:overlap], ids[n_ac:]])
+    ac = pd.DataFrame({
+        "id": ac_ids,
+        "age": rng.integers(18, 90, n_ac),
+        "charges": np.round(rng.lognormal(9, 1, n_ac), 2),
+        "delta": rng.normal(0, 1000, n_ac),
+    })
+    emc = pd.DataFrame({
+        "id": emc_ids,
+        "bmi": np.round(rng.normal(30, 6, n_emc), 3),
+        "children": rng.integers(0, 5, n_emc),
+    })
+    return (ac.sample(frac=1, random_state=seed).reset_index(drop=True),
+            emc.sample(frac=1, random_state=seed + 1).reset_index(drop=True))
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendant process ids of ``pid``."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = map(int, line.split())
+        children.setdefault(pp, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def con():
+    """One embedded federation per test module (real processes, real 2048-bit Paillier)."""
+    import engine
+
+    c = engine.connect(policies=OPEN_POLICY)
+    yield c
+    c.close()
