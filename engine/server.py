@@ -31,8 +31,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from planner.policy import Policy
-
 from dialect.errors import (
     Error,
     InternalError,
@@ -47,6 +45,7 @@ from engine.storage import LocalData, PartyStore
 from planner import plan as make_plan
 from planner.catalog import Catalog, Party
 from planner.plan import Plan
+from planner.policy import Policy
 
 _FORK = multiprocessing.get_context("fork")
 

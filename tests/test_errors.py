@@ -1,4 +1,4 @@
-"""Bad input gets a clear PEP 249 error naming the cause; nothing is revealed; servers keep serving."""
+"""Bad input gets a PEP 249 error naming the cause; nothing revealed; servers keep serving."""
 
 from __future__ import annotations
 
