@@ -86,6 +86,7 @@ class Session:
         s = self.job.pids[sender]
         rs = [self.job.pids[r] for r in receivers]
         out = await self.mpc.transfer(obj if self.pid == s else None, senders=[s], receivers=rs)
+        self.phase("wait for peers")
         if self.pid in rs and self.pid != s:
             got = out[0]
             self.transcript.record(label, sender, got, len(pickle.dumps(got)))

@@ -43,12 +43,17 @@ async def evaluate(sess: Session, plan: Plan, m: int, table, sf) -> list[tuple] 
     if sess.pid not in receivers:
         return None
     row = []
-    for a in aggs:
+    for a, out in zip(aggs, plan.output, strict=True):
         if a.func == "COUNT":
             row.append(m)
         elif m == 0:
             row.append(None)
         else:
             s = sums[column_index(plan, a.args[0])]
-            row.append(s / 2**FRAC_BITS if a.func == "SUM" else s / 2**FRAC_BITS / m)
+            if a.func == "AVG":
+                row.append(s / 2**FRAC_BITS / m)
+            elif out.dtype == "HUGEINT":  # a sum of integers is exact: keep it an integer
+                row.append((s + (1 << (FRAC_BITS - 1))) >> FRAC_BITS)
+            else:
+                row.append(s / 2**FRAC_BITS)
     return [tuple(row)]
