@@ -146,3 +146,19 @@ def test_values_keep_fixed_point_precision(con):
     exact = math.fsum(ac["delta"])  # DuckDB's float sum is less exact than the secure one here
     assert abs(total - exact) <= 30 * 2**-33 + 1e-12
     assert abs(mean - exact / 30) <= 2**-33 + 1e-12
+
+
+def test_each_party_keeps_its_own_duckdb_file(tmp_path):
+    ac, emc = make_tables(10, 10, 5, seed=12)
+    with engine.connect(workdir=str(tmp_path), policies={"ac": {"min_intersection": 0}}) as c:
+        c.register("ac", ac, party="ac", key="id")
+        c.register("emc", emc, party="emc", key="id")
+        with pytest.raises(engine.ProgrammingError, match="helper"):
+            c.register("x", ac, party="helper", key="id")
+        tables = {t["name"]: t for t in c.tables()}
+        assert tables["ac"]["party"] == "ac" and tables["ac"]["key"] == "id"
+    ac_db = duckdb.connect(str(tmp_path / "ac.duckdb"), read_only=True)
+    emc_db = duckdb.connect(str(tmp_path / "emc.duckdb"), read_only=True)
+    assert ac_db.execute("SELECT count(*) FROM ac").fetchone()[0] == 10
+    names = {r[0] for r in emc_db.execute("SHOW TABLES").fetchall()}
+    assert "ac" not in names and "emc" in names
