@@ -88,15 +88,17 @@ class Connection:
         return self.cursor().execute(sql, parameters)
 
     def register(self, name: str, source: Any, *, party: str, key: str | None = None,
-                 table: str | None = None) -> None:
+                 table: str | None = None, bounds: dict[str, float] | None = None) -> None:
         """Load ``source`` into ``party``'s own DuckDB file as table ``name`` with join ``key``.
 
         ``source`` is a pandas DataFrame, a DuckDB relation, or a path to a CSV, Parquet or
         DuckDB file (``table=`` names the table inside a DuckDB file).  The data goes only to
-        the owning party's server.
+        the owning party's server.  ``bounds`` declares public magnitude bounds per column
+        (|x| <= bound); undeclared numeric columns are declared as the smallest power of two
+        above their largest magnitude.  Model aggregates use these public scales.
         """
         self._check()
-        msg: dict[str, Any] = {"op": "register", "table": name, "key": key}
+        msg: dict[str, Any] = {"op": "register", "table": name, "key": key, "bounds": bounds}
         blob = None
         if isinstance(source, (str, os.PathLike)):
             msg["path"] = os.path.abspath(os.fspath(source))

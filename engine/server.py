@@ -178,7 +178,7 @@ class PartyServer:
             raise ProgrammingError(f"{self.cfg.name} is a helper and holds no tables")
         schema = self.store.register(
             msg["table"], key=msg.get("key"), path=msg.get("path"), blob=blob,
-            fmt=msg.get("format"), table=msg.get("source_table"))
+            fmt=msg.get("format"), table=msg.get("source_table"), bounds=msg.get("bounds"))
         return {"ok": True, "columns": [[c.name, c.dtype] for c in schema.columns],
                 "key": schema.key}
 

@@ -125,12 +125,24 @@ def _patch_connection_loss(state: dict[str, Any]) -> None:
     ex.send = send
 
 
+def _listen_only_on(loop, host: str) -> None:
+    """MPyC listens on every interface; bind our session port to the configured host only."""
+    create_server = loop.create_server
+
+    def bound(*args, host_=host, **kwargs):
+        kwargs.setdefault("host", host_)
+        return create_server(*args, **kwargs)
+
+    loop.create_server = bound
+
+
 def run_job(job: Job) -> SessionResult:
     """Run this party's side of ``job`` to completion (blocking; call in a fresh process)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     addrs = [mpcrt.Address(h, p) for h, p in job.addresses]
     mpc = mpcrt.make_runtime(job.pids[job.party], addrs)
+    _listen_only_on(loop, addrs[job.pids[job.party]].host)
     state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {},
                              "sent": {}}
     _patch_connection_loss(state)

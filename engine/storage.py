@@ -7,6 +7,8 @@ them (NULLs, non-numeric values, duplicate keys, range) before anything leaves t
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tempfile
@@ -21,6 +23,16 @@ from planner.catalog import ColumnSchema, TableSchema
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META = "_mpcsql_tables"
+
+
+MIN_SCALE_BITS, MAX_SCALE_BITS = -16, 31
+
+
+def power_of_two_bits(bound: float) -> int:
+    """The smallest k (within [-16, 31]) with bound <= 2**k."""
+    if bound <= 0:
+        return 0
+    return int(min(MAX_SCALE_BITS, max(MIN_SCALE_BITS, math.ceil(math.log2(bound)))))
 
 
 def _ident(name: str) -> str:
@@ -45,7 +57,7 @@ class PartyStore:
         self.party = party
         self.con = duckdb.connect(path)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {_META} (name VARCHAR PRIMARY KEY, "
-                         "key_column VARCHAR)")
+                         "key_column VARCHAR, scale_bits VARCHAR)")
 
     def close(self) -> None:
         self.con.close()
@@ -54,8 +66,13 @@ class PartyStore:
 
     def register(self, name: str, *, key: str | None, path: str | None = None,
                  blob: bytes | None = None, fmt: str | None = None,
-                 table: str | None = None) -> TableSchema:
-        """Create or replace table ``name`` from a CSV/Parquet/DuckDB source or a Parquet blob."""
+                 table: str | None = None, bounds: dict[str, float] | None = None
+                 ) -> TableSchema:
+        """Create or replace table ``name`` from a CSV/Parquet/DuckDB source or a Parquet blob.
+
+        ``bounds`` declares public bounds |x| <= bound per column; columns without one get the
+        smallest power of two above their largest magnitude (published in the catalog).
+        """
         tname = _ident(name)
         tmp = None
         attached = False
@@ -93,22 +110,46 @@ class PartyStore:
                 self.con.execute("DETACH DATABASE IF EXISTS _src")
             if tmp:
                 os.unlink(tmp)
-        schema = self._schema(name, key)
-        self.con.execute(f"INSERT OR REPLACE INTO {_META} VALUES (?, ?)", [name, schema.key])
-        return schema
+        schema = self._schema(name, key, {})
+        bits = self._declare_bounds(name, schema, bounds or {})
+        self.con.execute(f"INSERT OR REPLACE INTO {_META} VALUES (?, ?, ?)",
+                         [name, schema.key, json.dumps(bits)])
+        return self._schema(name, schema.key, bits)
+
+    def _declare_bounds(self, name: str, schema: TableSchema, bounds: dict[str, float]
+                        ) -> dict[str, int]:
+        known = {c.name.lower(): c for c in schema.columns}
+        for col in bounds:
+            if col.lower() not in known:
+                self.drop(name)
+                raise ProgrammingError(f"bound given for unknown column {col!r} of {name}")
+        bits = {}
+        for c in schema.columns:
+            if not c.numeric or c.name == schema.key:
+                continue
+            bound = next((float(v) for k, v in bounds.items() if k.lower() == c.name.lower()),
+                         None)
+            if bound is None:
+                q = _ident(c.name)
+                bound = self.con.execute(
+                    f"SELECT max(abs(CAST({q} AS DOUBLE))) FROM {_ident(name)}").fetchone()[0]
+            if bound is not None and not math.isfinite(bound):
+                continue  # NaN/inf are refused when the column is used
+            bits[c.name] = power_of_two_bits(bound or 0.0)
+        return bits
 
     def drop(self, name: str) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
         self.con.execute(f"DELETE FROM {_META} WHERE name = ?", [name])
 
-    def _schema(self, name: str, key: str | None) -> TableSchema:
+    def _schema(self, name: str, key: str | None, bits: dict[str, int]) -> TableSchema:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [name]
         ).fetchall()
         if not rows:
             raise ProgrammingError(f"table {name} does not exist at {self.party}")
-        cols = tuple(ColumnSchema(c, t) for c, t in rows)
+        cols = tuple(ColumnSchema(c, t, bits.get(c)) for c, t in rows)
         if key is not None:
             match = [c.name for c in cols if c.name.lower() == key.lower()]
             if not match:
@@ -120,8 +161,15 @@ class PartyStore:
         return TableSchema(name, self.party, key, cols)
 
     def schemas(self) -> list[TableSchema]:
-        return [self._schema(n, k) for n, k in
-                self.con.execute(f"SELECT name, key_column FROM {_META} ORDER BY name").fetchall()]
+        rows = self.con.execute(
+            f"SELECT name, key_column, scale_bits FROM {_META} ORDER BY name").fetchall()
+        return [self._schema(n, k, json.loads(b or "{}")) for n, k, b in rows]
+
+    def schema(self, name: str) -> TableSchema:
+        for t in self.schemas():
+            if t.name == name:
+                return t
+        raise ProgrammingError(f"table {name} does not exist at {self.party}")
 
     # --- loading for a query --------------------------------------------------------------
 
@@ -141,7 +189,7 @@ class PartyStore:
             if dups:
                 raise DataError(f"key column {table}.{key} has {dups} duplicated id(s) in {where};"
                                 " join keys must be unique", party=self.party)
-        schema = {c.name.lower(): c for c in self._schema(table, key).columns}
+        schema = {c.name.lower(): c for c in self.schema(table).columns}
         exprs = []
         for c in columns:
             col = schema.get(c.lower())
@@ -171,4 +219,9 @@ class PartyStore:
         n = len(ids) if key else len(vals[0])
         values = np.column_stack(vals) if vals else np.zeros((n, 0))
         check_range(values, columns, table)
+        for j, c in enumerate(columns):
+            k = schema[c.lower()].scale_bits
+            if k is not None and values.size and np.abs(values[:, j]).max() > 2.0**k:
+                raise DataError(f"column {table}.{c} exceeds its declared bound 2^{k}; "
+                                "re-register the table with a larger bound", party=self.party)
         return LocalData(ids, values)

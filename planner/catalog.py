@@ -41,8 +41,11 @@ class Party:
 
 @dataclass(frozen=True)
 class ColumnSchema:
+    """A column; ``scale_bits`` is its owner's public declaration |x| <= 2**scale_bits."""
+
     name: str
     dtype: str
+    scale_bits: int | None = None
 
     @property
     def numeric(self) -> bool:
@@ -117,7 +120,7 @@ class Catalog:
                     "name": t.name,
                     "party": t.party,
                     "key": t.key,
-                    "columns": [[c.name, c.dtype] for c in t.columns],
+                    "columns": [[c.name, c.dtype, c.scale_bits] for c in t.columns],
                 }
                 for t in self.tables
             ],
@@ -130,7 +133,7 @@ class Catalog:
             tuple(
                 TableSchema(
                     t["name"], t["party"], t["key"],
-                    tuple(ColumnSchema(n, ty) for n, ty in t["columns"]),
+                    tuple(ColumnSchema(*c) for c in t["columns"]),
                 )
                 for t in d["tables"]
             ),
