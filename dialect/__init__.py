@@ -31,12 +31,15 @@ from dialect.functions import (
     function_name,
 )
 from dialect.params import bind_parameters, sql_literal
-from dialect.parsing import parse
+from dialect.parsing import parse, parse_query
+from dialect.settings import DEFAULTS, SETTINGS, ParsedQuery
 
 __all__ = [
     "AGGREGATE_FUNCTIONS",
+    "DEFAULTS",
     "MODEL_FUNCTIONS",
     "SCALAR_FUNCTIONS",
+    "SETTINGS",
     "BindError",
     "DataError",
     "DatabaseError",
@@ -50,6 +53,7 @@ __all__ = [
     "NotSupportedError",
     "OperationalError",
     "ParseError",
+    "ParsedQuery",
     "PolicyError",
     "ProgrammingError",
     "ProtocolError",
@@ -60,5 +64,6 @@ __all__ = [
     "error_from_dict",
     "function_name",
     "parse",
+    "parse_query",
     "sql_literal",
 ]

@@ -5,7 +5,8 @@ Accepted::
     SELECT <agg> [AS alias], ... FROM t1 [AS a] [[INNER] JOIN t2 [AS b] USING (k) | ON a.k = b.k]
 
 where ``<agg>`` is COUNT(*), COUNT(col), SUM(col), AVG(col) or
-LASSO/RIDGE/LINREG(target, feature, ..., option => literal, ...).
+LASSO/RIDGE/LINREG(target, feature, ..., option => literal, ...), optionally preceded by
+``SET join_protocol = '...';`` statements (checked in :mod:`dialect.settings`).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class Violation:
 class GrammarChecker:
     """Collects the violations of one statement; :meth:`check` raises the first in the text."""
 
-    def __init__(self, src: SourceMap) -> None:
+    def __init__(self, src: SourceMap, start: int | None = None) -> None:
         self.src = src
+        self.start = start  # offset of the checked statement (after any SET statements)
         self.found: list[Violation] = []
 
     # --- recording ----------------------------------------------------------------------------
@@ -90,6 +92,8 @@ class GrammarChecker:
             raise min(self.found).error()
 
     def statement_start(self) -> tuple[int, int]:
+        if self.start is not None:
+            return self.src.line_col(self.start)
         starts = self.src.statement_starts()
         return self.src.line_col(starts[0] if starts else 0)
 

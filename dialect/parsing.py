@@ -1,4 +1,7 @@
-"""``parse(sql)``: SQL text -> a validated ``exp.Select`` of the secure grammar."""
+"""``parse(sql)``: SQL text -> a validated ``exp.Select`` of the secure grammar.
+
+``parse_query(sql)`` also returns the ``SET name = 'value';`` settings written before it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dialect.dialect import MpcDialect
 from dialect.errors import ParseError, ProgrammingError, UnsupportedError
 from dialect.grammar import GrammarChecker
 from dialect.positions import SourceMap
+from dialect.settings import ParsedQuery, is_set_statement, read_setting
 
 _TOKEN_REPR = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: .*?>")
 _UNTERMINATED = re.compile(r"Missing (.+?) from")
@@ -23,8 +27,15 @@ def parse(sql: str) -> exp.Select:
     """Parse ``sql`` with :class:`MpcDialect` and check it against the secure grammar.
 
     Raises :class:`ParseError` for SQL that does not parse and :class:`UnsupportedError`
-    (naming the construct and its line/column) for SQL outside the grammar.
+    (naming the construct and its line/column) for SQL outside the grammar.  Leading
+    ``SET name = 'value';`` statements are checked but dropped: use :func:`parse_query` to
+    get them.
     """
+    return parse_query(sql).select
+
+
+def parse_query(sql: str) -> ParsedQuery:
+    """Like :func:`parse`, keeping the settings (``SET join_protocol = 'masked';``) before it."""
     if not isinstance(sql, str):
         raise ProgrammingError(f"SQL must be a string, not {type(sql).__name__}")
     try:
@@ -34,18 +45,42 @@ def parse(sql: str) -> exp.Select:
     except TokenError as e:
         raise _token_error(sql, e) from e
     src = SourceMap(sql)
-    found = [s for s in statements if s is not None]
+    # exp.Semicolon carries a comment that follows a ';': not a statement
+    found = [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]
     if not found:
         raise ParseError("empty SQL: expected one SELECT statement", line=1, col=1)
-    if len(found) > 1:
-        starts = src.statement_starts()
-        line, col = src.line_col(starts[1] if len(starts) > 1 else 0)
+    starts = src.statement_starts()
+    if len(starts) != len(found):  # positions are best effort
+        starts = [starts[0] if starts else 0] * len(found)
+    settings: dict[str, str] = {}
+    rest: list[int] = []  # indices of the statements that are not SETs
+    for i, stmt in enumerate(found):
+        if not is_set_statement(stmt):
+            rest.append(i)
+            continue
+        line, col = src.line_col(starts[i])
+        if rest:
+            raise UnsupportedError(
+                f"SET after the query (line {line}, column {col}); write SET before the SELECT",
+                construct="SET after the query", line=line, col=col,
+            )
+        name, value = read_setting(stmt, line, col)
+        if name in settings:
+            raise ProgrammingError(f"{name} is set twice (line {line}, column {col})")
+        settings[name] = value
+    if not rest:
+        line, col = src.line_col(len(sql.rstrip()))
+        raise ParseError("no SELECT after SET: expected one SELECT statement", line=line,
+                         col=col)
+    if len(rest) > 1:
+        line, col = src.line_col(starts[rest[1]])
         raise UnsupportedError(
             f"multiple statements are not supported (line {line}, column {col}); "
             "send one SELECT at a time",
             construct="multiple statements", line=line, col=col,
         )
-    return GrammarChecker(src).check(found[0])
+    select = GrammarChecker(src, start=starts[rest[0]]).check(found[rest[0]])
+    return ParsedQuery(select, tuple(settings.items()))
 
 
 def _parse_error(e: SqlglotParseError) -> ParseError:

@@ -205,7 +205,11 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
 async def _compute(sess: Session) -> list[tuple] | None:
     plan = sess.job.plan
     sf = mpcrt.secfxp()
-    if isinstance(plan.source, PrivateJoin):
+    if isinstance(plan.source, PrivateJoin) and plan.source.protocol == "masked":
+        from engine.protocols.masked_join import masked_join
+
+        m, table = await masked_join(sess, plan.source, sf)
+    elif isinstance(plan.source, PrivateJoin):
         m, table = await private_join(sess, plan.source, sf)
     else:
         m, table = await share_table(sess, plan.source, sf)

@@ -164,7 +164,8 @@ class Binder:
                 f"column {column.name} of {table.name} is {column.dtype} (non-numeric), "
                 f"{need} needs a numeric column{hint}"
             )
-        return ColumnRef(table.party, table.name, column.name, column.dtype.upper())
+        return ColumnRef(table.party, table.name, column.name, column.dtype.upper(),
+                         column.scale_bits)
 
     # --- aggregates ---------------------------------------------------------------------------
 

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-from dialect import parse
+from dialect import DEFAULTS, parse_query
 from dialect.errors import BindError, NotSupportedError, ProgrammingError
 from planner.binder import Binder, BoundQuery
 from planner.catalog import DATA, Catalog, TableSchema
-from planner.plan import ColumnRef, Plan, PrivateJoin, Reveal, Scan, SecretShare, SecureAggregate
+from planner.plan import (
+    JOIN_PROTOCOLS,
+    ColumnRef,
+    Plan,
+    PrivateJoin,
+    Reveal,
+    Scan,
+    SecretShare,
+    SecureAggregate,
+)
 
 
-def plan(sql: str, catalog: Catalog, *, receivers: tuple[str, ...] | None = None) -> Plan:
+def plan(
+    sql: str,
+    catalog: Catalog,
+    *,
+    receivers: tuple[str, ...] | None = None,
+    join_protocol: str | None = None,
+) -> Plan:
     """Parse, bind and plan ``sql``; the result is revealed to ``receivers``.
 
-    ``receivers`` defaults to every data party of ``catalog``.  Raises the ``dialect.errors``
-    classes: ParseError/UnsupportedError (SQL), BindError/ProgrammingError (names, types,
-    options), NotSupportedError (queries the secure engine cannot run).
+    ``receivers`` defaults to every data party of ``catalog``.  The private join uses
+    ``SET join_protocol = '...'`` from the SQL if given, else ``join_protocol`` (a federation
+    default), else ``'paillier'``.  Raises the ``dialect.errors`` classes:
+    ParseError/UnsupportedError (SQL), BindError/ProgrammingError (names, types, options,
+    settings), NotSupportedError (queries the secure engine cannot run).
     """
-    bound = Binder(catalog, sql).bind(parse(sql))
-    return build_plan(sql, catalog, bound, receivers=receivers)
+    query = parse_query(sql)
+    bound = Binder(catalog, sql).bind(query.select)
+    protocol = query.setting("join_protocol", join_protocol or DEFAULTS["join_protocol"])
+    return build_plan(sql, catalog, bound, receivers=receivers, join_protocol=protocol)
 
 
 def used_columns(bound: BoundQuery) -> tuple[ColumnRef, ...]:
@@ -44,9 +63,17 @@ def _receivers(catalog: Catalog, receivers: tuple[str, ...] | None) -> tuple[str
 
 
 def build_plan(
-    sql: str, catalog: Catalog, bound: BoundQuery, *, receivers: tuple[str, ...] | None = None
+    sql: str,
+    catalog: Catalog,
+    bound: BoundQuery,
+    *,
+    receivers: tuple[str, ...] | None = None,
+    join_protocol: str = "paillier",
 ) -> Plan:
-    """The plan of an already bound query."""
+    """The plan of an already bound query (``join_protocol`` is used only if it joins)."""
+    if join_protocol not in JOIN_PROTOCOLS:
+        allowed = ", ".join(f"'{p}'" for p in sorted(JOIN_PROTOCOLS))
+        raise ProgrammingError(f"unknown join_protocol {join_protocol!r}; allowed: {allowed}")
     columns = used_columns(bound)
     source: Scan | PrivateJoin
     if bound.right is None:
@@ -59,6 +86,7 @@ def build_plan(
             left=_scan(bound.left, columns, joined=True),
             right=_scan(bound.right, columns, joined=True),
             helper=helper.name,
+            protocol=join_protocol,
         )
     if not bound.aggregates:  # the grammar guarantees at least one
         raise BindError("nothing to compute")

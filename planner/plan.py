@@ -20,7 +20,9 @@ SCALAR_AGGREGATES = frozenset({"COUNT", "SUM", "AVG"})
 MODEL_AGGREGATES = frozenset({"LASSO", "RIDGE", "LINREG"})
 ALL_AGGREGATES = SCALAR_AGGREGATES | MODEL_AGGREGATES
 
-JOIN_PROTOCOLS = frozenset({"paillier"})
+#: Private join protocols (docs/protocols.md): the published Paillier one and the masked fast
+#: path (PRF masks shared by the data parties; no public-key operation per row).
+JOIN_PROTOCOLS = frozenset({"paillier", "masked"})
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -47,6 +49,7 @@ class ColumnRef:
     table: str
     column: str
     dtype: str = "DOUBLE"
+    scale_bits: int | None = None  # public bound |x| <= 2**scale_bits declared in the catalog
 
     def __post_init__(self) -> None:
         _check(bool(self.party and self.table and self.column), "empty column reference")
@@ -104,7 +107,7 @@ class PrivateJoin(Node):
     def learns(self) -> dict[str, list[str]]:
         a, b = self.left.party, self.right.party
         both = f"|{self.left.table} ∩ {self.right.table}|"
-        return {
+        facts = {
             a: [f"{both} (intersection size)"],
             b: [f"{both} (intersection size)"],
             self.helper: [
@@ -112,6 +115,15 @@ class PrivateJoin(Node):
                 f"|{self.left.table}|, |{self.right.table}| (row counts)",
             ],
         }
+        if self.protocol == "masked":
+            # Each data party receives, for the other's value columns, the matched positions
+            # in the other's shuffled list: a random subset of range(|other table|).
+            for me, other in ((self.left, self.right), (self.right, self.left)):
+                if other.columns:
+                    facts[me.party].append(
+                        f"|{other.table}| (row count of {other.party}: the positions it "
+                        "receives are a random subset of that range)")
+        return facts
 
 
 @dataclass(frozen=True)

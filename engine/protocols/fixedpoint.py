@@ -32,11 +32,16 @@ def check_range(values: np.ndarray, columns: tuple[str, ...], table: str) -> Non
         )
 
 
+def encode_int64(values: np.ndarray) -> np.ndarray:
+    """Encode floats as an int64 array round(x * 2**FRAC_BITS) (exact after check_range)."""
+    scaled = np.ldexp(np.asarray(values, dtype=np.float64), FRAC_BITS)
+    # |scaled| < 2**63 after check_range, so int64 is exact.
+    return np.rint(scaled).astype(np.int64)
+
+
 def encode(values: np.ndarray) -> np.ndarray:
     """Encode floats as Python-int object array round(x * 2**FRAC_BITS) (exact, no overflow)."""
-    scaled = np.ldexp(np.asarray(values, dtype=np.float64), FRAC_BITS)
-    # |scaled| < 2**63 after check_range, so int64 is exact; object dtype for field arithmetic.
-    return np.rint(scaled).astype(np.int64).astype(object)
+    return encode_int64(values).astype(object)  # object dtype for field arithmetic
 
 
 def decode(v: int | float) -> float:
