@@ -31,7 +31,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from dialect.errors import (
+    DataError,
     Error,
     InternalError,
     OperationalError,
@@ -210,6 +213,8 @@ class PartyServer:
         scan = plan.scan_at(self.cfg.name)
         local = self.store.load(scan.table, scan.key if _joined(plan) else None,
                                 scan.columns) if scan else None
+        if local is not None:
+            _check_model_features(plan, scan, local, self.cfg.name)
         port = _free_port(self.cfg.host)
         self.prepared[msg["query_id"]] = Prepared(plan, local, port)
         return {"ok": True, "fingerprint": plan.fingerprint(), "port": port,
@@ -316,6 +321,19 @@ class PartyServer:
         stats["total_seconds"] = time.perf_counter() - t0
         return {"ok": True, "rows": mine["rows"],
                 "columns": [[c.name, c.dtype] for c in plan.output], "stats": stats}
+
+
+def _check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:
+    """A feature that is constant in the owner's whole table is refused before any MPC."""
+    agg = plan.aggregate.aggregates[0]
+    if not agg.is_model or not len(local.values):
+        return
+    features = {c.column.lower() for c in agg.args[1:] if c.party == party}
+    for j, col in enumerate(scan.columns):
+        if col.lower() in features and np.ptp(local.values[:, j]) == 0:
+            what = "all zero" if not local.values[:, j].any() else "constant"
+            raise DataError(f"{agg.func}: feature {scan.table}.{col} is {what} in {party}'s "
+                            "table, so it cannot be a regression feature", party=party)
 
 
 def _joined(plan: Plan) -> bool:

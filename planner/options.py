@@ -78,4 +78,19 @@ def bind_options(func: str, kwargs: list[exp.Expression]) -> tuple[tuple[str, Op
         if not check(value):
             raise ProgrammingError(f"option {name} of {func} must be {what}, not {value!r}")
         out[name] = convert(value)
+    if func == "LASSO" and out.get("alpha", 1.0) <= 0:
+        raise ProgrammingError("LASSO needs alpha > 0 (alpha => 0 is ordinary least squares: "
+                               "use LINREG)")
+    solvers = SOLVERS[func]
+    if "solver" in out and str(out["solver"]).lower() not in solvers:
+        raise ProgrammingError(f"unknown solver {out['solver']!r} of {func}; known: "
+                               + ", ".join(solvers))
     return tuple(out.items())
+
+
+#: Solvers each model accepts (see engine/protocols/regression.py for the automatic rule).
+SOLVERS: dict[str, tuple[str, ...]] = {
+    "LASSO": ("auto", "cd", "admm"),
+    "RIDGE": ("auto", "ldl"),
+    "LINREG": ("auto", "ldl"),
+}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import duckdb
+import re
+
 import pytest
 
 from dialect.errors import (
@@ -112,13 +114,13 @@ def test_lasso_plan(catalog: Catalog) -> None:
 def test_model_options_are_typed(catalog: Catalog) -> None:
     p = plan(
         "SELECT RIDGE(charges, age, alpha => 2, fit_intercept => false, max_iter => 50, "
-        "tol => 1e-6, standardize => TRUE, solver => 'cholesky') AS m FROM ac",
+        "tol => 1e-6, standardize => TRUE, solver => 'ldl') AS m FROM ac",
         catalog,
     )
     (agg,) = p.aggregate.aggregates
     assert agg.name == "m"
     assert agg.options == (("alpha", 2.0), ("fit_intercept", False), ("max_iter", 50),
-                           ("tol", 1e-6), ("standardize", True), ("solver", "cholesky"))
+                           ("tol", 1e-6), ("standardize", True), ("solver", "ldl"))
     assert isinstance(agg.option("alpha"), float)
     (agg,) = plan("SELECT LASSO(charges, age, alpha := 0.5) FROM ac", catalog).aggregate.aggregates
     assert agg.options == (("alpha", 0.5),) and agg.name == "lasso"
@@ -450,3 +452,14 @@ def test_plan_nodes_check_invariants() -> None:
         Reveal(SecureAggregate(shared, (Aggregate("COUNT", (), "n"),)), ())
     with pytest.raises(InternalError):
         ColumnRef("ac", "", "x")
+
+
+@pytest.mark.parametrize("sql,words", [
+    ("SELECT LASSO(charges, age, alpha => 0) FROM ac", "LASSO needs alpha > 0"),
+    ("SELECT LASSO(charges, age, alpha => -1) FROM ac", "alpha of LASSO must be"),
+    ("SELECT LASSO(charges, age, solver => 'newton') FROM ac", "unknown solver 'newton'"),
+    ("SELECT RIDGE(charges, age, solver => 'admm') FROM ac", "known: auto, ldl"),
+])
+def test_model_option_refusals(catalog: Catalog, sql: str, words: str) -> None:
+    with pytest.raises(ProgrammingError, match=re.escape(words)):
+        plan(sql, catalog)
