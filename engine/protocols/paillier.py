@@ -1,22 +1,35 @@
 """Party-local steps of the published private inner join (keyed hashing + packed Paillier).
 
-See docs/protocols.md for the message flow and what each party learns.  Every function here is
-pure: it takes plaintext or ciphertext integers and returns integers; the session code moves
-them between parties.
+See docs/protocols.md for the message flow and what each party learns.  Every step here is
+local to one party: it takes plaintext or ciphertext integers and returns integers; the session
+code moves them between parties.
 
 Packing: a row's encoded values v (|v| < 2**63) are offset to v + 2**63 in [0, 2**64) and packed
 into slots of SLOT_BITS bits of one Paillier plaintext.  The helper adds to every slot a mask r
 uniform in [0, 2**(64 + SIGMA)), so a slot never carries into the next one, and the owner learns
 v + 2**63 + r, which hides v up to statistical distance 2**-SIGMA.
+
+Speed: all modular arithmetic runs on gmpy2 ``mpz``.  The owner, who knows p and q, computes
+encryption randomisers r**n mod n**2 and decryptions by CRT modulo p**2 and q**2; the helper,
+who only has the public key, computes r**n mod n**2 directly (standard Paillier, r uniform in
+Z_n^*).  Batches of at least ``MIN_PARALLEL`` ciphertexts are split over forked worker
+processes (``workers``, default ``os.cpu_count()``); each worker draws its randomness from
+``os.urandom`` (via ``secrets``), so no random state is shared between workers.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
+import multiprocessing
+import os
 import secrets
-from collections.abc import Iterable, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 
+import gmpy2
+from gmpy2 import mpz
 from phe import paillier
 
 from dialect.errors import DataError
@@ -28,6 +41,7 @@ MASK_BITS = OFFSET_BITS + SIGMA
 SLOT_BITS = MASK_BITS + 1  # v + 2**63 + r < 2**64 + 2**104 < 2**105
 KEY_BITS = 2048
 HASH_BYTES = 32
+MIN_PARALLEL = 64  # fewer ciphertexts than this are not worth forking worker processes for
 
 
 def slots_per_ciphertext(key_bits: int) -> int:
@@ -79,34 +93,359 @@ def pack_row(encoded: Sequence[int], slots: int) -> list[int]:
     return out
 
 
-def encrypt_rows(public_key, rows: Sequence[Sequence[int]]) -> list[list[int]]:
-    """Encrypt each row's packed encodings; returns raw ciphertext integers per row."""
+# --- parallel map over forked workers -------------------------------------------------------
+
+
+def effective_workers(workers: int | None, count: int) -> int:
+    """Worker processes to use for ``count`` items: 1 below MIN_PARALLEL or inside a daemon."""
+    w = (os.cpu_count() or 1) if workers is None else int(workers)
+    if w <= 1 or count < MIN_PARALLEL or multiprocessing.current_process().daemon:
+        return 1  # daemonic processes may not have children
+    return min(w, count // (MIN_PARALLEL // 2))  # at least 32 items per worker
+
+
+def _claims(fd: int, count: int, chunk: int) -> Iterable[range]:
+    """Chunks of [0, count) taken from a shared pipe of 4-byte chunk starts until it is empty.
+
+    The pipe is filled before forking and read non-blocking; reads of 4 bytes are atomic, so
+    every chunk is taken by exactly one process (dynamic load balancing on a busy machine).
+    """
+    while True:
+        try:
+            token = os.read(fd, 4)
+        except BlockingIOError:
+            return
+        if len(token) < 4:
+            return
+        start = int.from_bytes(token, "little")
+        yield range(start, min(count, start + chunk))
+
+
+def _run_worker(item: Callable[[int], int], fd: int, count: int, chunk: int, conn,
+                parent: int) -> None:
+    """Body of a forked worker: compute claimed chunks, send ``[(start, values), ...]``."""
+    gc.disable()  # a collection would touch (and copy) the parent's whole heap; refcounts suffice
+    try:
+        out = []
+        for todo in _claims(fd, count, chunk):
+            vals = []
+            for i in todo:
+                if os.getppid() != parent:  # the session process died: never outlive it
+                    os._exit(3)
+                vals.append(int(item(i)))
+            out.append((todo.start, vals))
+        conn.send(("ok", out))
+    except BaseException:  # noqa: BLE001 - report to the parent, which raises
+        conn.send(("error", traceback.format_exc(limit=6)))
+    finally:
+        conn.close()
+
+
+class _Forked:
+    """``item(i)`` for i in [0, count) being computed by ``procs`` forked worker processes.
+
+    ``item`` may be a closure over keys and data: the workers inherit them by fork and only the
+    results are pickled back.  The caller may take chunks itself (:meth:`work_here`) meanwhile.
+    """
+
+    def __init__(self, item: Callable[[int], int], count: int, procs: int):
+        self.item, self.count = item, count
+        self.chunk = max(1, min(16, -(-count // (4 * (procs + 1)))), -(-count // 4096))
+        self.results: dict[int, list[int]] = {}
+        self.procs: list = []
+        self.conns: list = []
+        self.collected = False
+        self.fd, wfd = os.pipe()
+        try:
+            tokens = b"".join(s.to_bytes(4, "little") for s in range(0, count, self.chunk))
+            os.write(wfd, tokens)  # <= 16 KiB: fits the pipe buffer
+        finally:
+            os.close(wfd)
+        os.set_blocking(self.fd, False)
+        ctx = multiprocessing.get_context("fork")
+        try:
+            for _ in range(procs):
+                recv_end, send_end = ctx.Pipe(duplex=False)
+                self.conns.append(recv_end)
+                proc = ctx.Process(target=_run_worker, daemon=True, args=(
+                    item, self.fd, count, self.chunk, send_end, os.getpid()))
+                proc.start()
+                send_end.close()  # a dead worker shows as EOF; later workers don't inherit it
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+
+    def work_here(self) -> None:
+        for todo in _claims(self.fd, self.count, self.chunk):
+            self.results[todo.start] = [int(self.item(i)) for i in todo]
+
+    def done(self) -> bool:
+        return all(conn.poll() for conn in self.conns)
+
+    def collect(self) -> list[int]:
+        """Wait for the workers; all values in index order."""
+        try:
+            for conn, proc in zip(self.conns, self.procs, strict=True):
+                try:
+                    status, payload = conn.recv()
+                except EOFError:
+                    proc.join(timeout=5)
+                    raise RuntimeError(f"crypto worker died (exit code {proc.exitcode})") from None
+                if status != "ok":
+                    raise RuntimeError(f"crypto worker failed:\n{payload}")
+                self.results.update(payload)
+            self.collected = True
+        finally:
+            self.close()
+        out = [v for start in sorted(self.results) for v in self.results[start]]
+        if len(out) != self.count:
+            raise RuntimeError("crypto workers returned an incomplete result")
+        return out
+
+    def close(self) -> None:
+        """Reap the workers; ones still computing (error or cancellation) are killed."""
+        for conn in self.conns:
+            conn.close()
+        for proc in self.procs:
+            if proc.is_alive() and self.collected:
+                proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+        self.procs, self.conns = [], []
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _fork_map(item: Callable[[int], int], count: int, workers: int) -> list[int]:
+    """``[item(i) for i in range(count)]`` on this process and ``workers - 1`` forked ones.
+
+    All of them take chunks from a shared queue; results keep the original order.
+    """
+    if workers <= 1 or count <= 1:
+        return [int(item(i)) for i in range(count)]
+    forked = _Forked(item, count, workers - 1)
+    try:
+        forked.work_here()
+        return forked.collect()
+    finally:
+        forked.close()
+
+
+# --- fast Paillier primitives ----------------------------------------------------------------
+
+
+def _random_unit(m: mpz) -> mpz:
+    """Uniform in Z_m^* from the operating system's CSPRNG."""
+    while True:
+        r = mpz(secrets.randbelow(int(m) - 1) + 1)
+        if gmpy2.gcd(r, m) == 1:
+            return r
+
+
+class _PublicCtx:
+    """A public key's constants as mpz."""
+
+    def __init__(self, public_key):
+        self.n = mpz(public_key.n)
+        self.nsq = self.n * self.n
+
+    def randomizer(self, _i: int = 0) -> mpz:
+        """r**n mod n**2 for r uniform in Z_n^* (standard Paillier re-randomiser)."""
+        return gmpy2.powmod(_random_unit(self.n), self.n, self.nsq)
+
+
+class _PrivateCtx(_PublicCtx):
+    """A private key's CRT constants as mpz (p < q as in phe)."""
+
+    def __init__(self, private_key):
+        super().__init__(private_key.public_key)
+        p, q = mpz(private_key.p), mpz(private_key.q)
+        if p * q != self.n or p == q:
+            raise ValueError("private key does not match its public key")
+        # Standard Paillier keys (p, q of equal length) have gcd(n, phi(n)) = 1; the CRT
+        # randomiser below relies on gcd(q, p - 1) = gcd(p, q - 1) = 1.
+        if gmpy2.gcd(q, p - 1) != 1 or gmpy2.gcd(p, q - 1) != 1:
+            raise ValueError("Paillier key with gcd(n, phi(n)) != 1")
+        self.p, self.q = p, q
+        self.psq, self.qsq = p * p, q * q
+        self.qsq_inv = gmpy2.invert(self.qsq, self.psq)
+        self.p_inv = gmpy2.invert(p, q)
+        g = self.n + 1
+        self.hp = gmpy2.invert((gmpy2.powmod(g, p - 1, self.psq) - 1) // p, p)
+        self.hq = gmpy2.invert((gmpy2.powmod(g, q - 1, self.qsq) - 1) // q, q)
+
+    def nth_power(self, sp: mpz, sq: mpz) -> mpz:
+        """x in Z_{n^2}^* with x = sp**p mod p**2 and x = sq**q mod q**2.
+
+        This equals r**n mod n**2 for the r with r = sp**(1/q) mod p and r = sq**(1/p) mod q
+        (r**n mod p**2 depends only on r**q mod p, since a = b mod p implies a**p = b**p
+        mod p**2).  As x -> x**q permutes Z_p^* (gcd(q, p - 1) = 1), sp, sq uniform makes r
+        uniform in Z_n^*: the result has exactly the distribution of phe's r**n mod n**2, at the
+        cost of two 1024-bit exponents modulo 2048-bit moduli instead of a 2048-bit exponent
+        modulo a 4096-bit one.
+        """
+        xp = gmpy2.powmod(sp, self.p, self.psq)
+        xq = gmpy2.powmod(sq, self.q, self.qsq)
+        return xq + self.qsq * ((xp - xq) * self.qsq_inv % self.psq)
+
+    def randomizer(self, _i: int = 0) -> mpz:
+        return self.nth_power(_random_unit(self.p), _random_unit(self.q))
+
+    def decrypt(self, c: int) -> mpz:
+        """Paillier decryption by CRT (as phe's raw_decrypt, on mpz)."""
+        c = mpz(c)
+        mp = (gmpy2.powmod(c, self.p - 1, self.psq) - 1) // self.p * self.hp % self.p
+        mq = (gmpy2.powmod(c, self.q - 1, self.qsq) - 1) // self.q * self.hq % self.q
+        return mp + self.p * ((mq - mp) * self.p_inv % self.q)
+
+
+def _context(public_key, private_key) -> _PublicCtx:
+    if private_key is None:
+        return _PublicCtx(public_key)
+    if int(private_key.public_key.n) != int(public_key.n):
+        raise ValueError("private key does not belong to the public key")
+    return _PrivateCtx(private_key)
+
+
+def precompute_randomizers(
+    public_key, count: int, *, private_key=None, workers: int | None = None
+) -> list[int]:
+    """``count`` fresh randomisers r**n mod n**2 (r uniform in Z_n^*), each for one use only.
+
+    For :func:`helper_mask` (``randomizers=``); :class:`RandomizerJob` computes them in the
+    background instead.  With the owner's ``private_key`` they are computed by CRT.
+    """
+    ctx = _context(public_key, private_key)
+    return _fork_map(ctx.randomizer, count, effective_workers(workers, count))
+
+
+class RandomizerJob:
+    """Randomisers r**n mod n**2 computed in the background (e.g. while the helper waits).
+
+    Starts ``workers`` forked processes and returns at once; :meth:`result` waits and returns
+    ``count`` values for :func:`helper_mask` (``randomizers=``).  The CPU time is the same as
+    computing them on demand; only when it is spent changes.  In a daemonic process (which may
+    not fork) the values are computed in the constructor.
+    """
+
+    def __init__(self, public_key, count: int, *, private_key=None, workers: int | None = None):
+        ctx = _context(public_key, private_key)
+        w = max(1, min((os.cpu_count() or 1) if workers is None else int(workers), count))
+        self._values: list[int] | None = None
+        self._forked: _Forked | None = None
+        if multiprocessing.current_process().daemon or count == 0:
+            self._values = [int(ctx.randomizer()) for _ in range(count)]
+        else:
+            self._forked = _Forked(ctx.randomizer, count, w)
+
+    def ready(self) -> bool:
+        return self._values is not None or (self._forked is not None and self._forked.done())
+
+    def result(self) -> list[int]:
+        if self._values is None:
+            if self._forked is None:
+                raise RuntimeError("randomiser job was cancelled")
+            self._values = self._forked.collect()
+            self._forked = None
+        return self._values
+
+    def cancel(self) -> None:
+        if self._forked is not None:
+            self._forked.close()
+            self._forked = None
+
+
+def encrypt_many(
+    public_key, plaintexts: Sequence[int], *, private_key=None, workers: int | None = None
+) -> list[int]:
+    """Raw Paillier encryptions (g = n + 1) of integers in [0, n), fresh randomness each.
+
+    With the owner's ``private_key`` the randomisers are computed by CRT (same distribution).
+    """
+    ctx = _context(public_key, private_key)
+    n, nsq = ctx.n, ctx.nsq
+    for m in plaintexts:
+        if not 0 <= m < n:
+            raise ValueError("Paillier plaintext out of range [0, n)")
+    rn = _fork_map(ctx.randomizer, len(plaintexts), effective_workers(workers, len(plaintexts)))
+    return [int((n * m + 1) * x % nsq) for m, x in zip(plaintexts, rn, strict=True)]
+
+
+def decrypt_many(private_key, ciphertexts: Sequence[int], *, workers: int | None = None
+                 ) -> list[int]:
+    """Raw Paillier decryptions by CRT, in order."""
+    ctx = _PrivateCtx(private_key)
+    cts = [mpz(c) for c in ciphertexts]
+    return _fork_map(lambda i: ctx.decrypt(cts[i]), len(cts), effective_workers(workers, len(cts)))
+
+
+def _regroup(flat: list[int], lengths: Sequence[int]) -> list[list[int]]:
+    out, pos = [], 0
+    for k in lengths:
+        out.append(flat[pos:pos + k])
+        pos += k
+    return out
+
+
+# --- the join's local steps ------------------------------------------------------------------
+
+
+def encrypt_rows(
+    public_key, rows: Sequence[Sequence[int]], *, private_key=None, workers: int | None = None
+) -> list[list[int]]:
+    """Encrypt each row's packed encodings; returns raw ciphertext integers per row.
+
+    The owner should pass its ``private_key``: encryption is then several times faster (CRT).
+    """
     slots = slots_per_ciphertext(public_key.n.bit_length())
-    return [[public_key.raw_encrypt(p) for p in pack_row(r, slots)] for r in rows]
+    packed = [pack_row(r, slots) for r in rows]
+    flat = encrypt_many(public_key, [p for row in packed for p in row],
+                        private_key=private_key, workers=workers)
+    return _regroup(flat, [len(row) for row in packed])
 
 
 def helper_mask(
-    public_key, rows: Sequence[Sequence[int]], d: int, modulus: int
+    public_key, rows: Sequence[Sequence[int]], d: int, modulus: int, *,
+    workers: int | None = None, randomizers: list[int] | None = None,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Helper: add fresh slot masks to each ciphertext and re-randomise it.
 
     Returns the masked ciphertexts (for the owner) and the helper's additive shares
-    (-r mod ``modulus``, one per value) in the same row order.
+    (-r mod ``modulus``, one per value) in the same row order.  Re-randomisers r**n mod n**2
+    (r uniform in Z_n^*) are computed on ``workers`` processes, or taken (popped, so never
+    reused) from ``randomizers`` made for this key by :func:`precompute_randomizers` or
+    :class:`RandomizerJob`.
     """
-    n = public_key.n
-    nsquare = public_key.nsquare
-    slots = slots_per_ciphertext(n.bit_length())
+    n = mpz(public_key.n)
+    nsq = n * n
+    slots = slots_per_ciphertext(public_key.n.bit_length())
+    count = sum(len(row) for row in rows)
+    if randomizers is None:
+        rn = precompute_randomizers(public_key, count, workers=workers)
+    else:
+        if len(randomizers) < count:
+            raise ValueError(f"{count} randomisers needed, {len(randomizers)} given")
+        rn = [randomizers.pop() for _ in range(count)]
+    low = (1 << MASK_BITS) - 1
     masked_rows, shares = [], []
+    pos = 0
     for row in rows:
         masked, row_shares = [], []
         remaining = d
         for c in row:
             k = min(slots, remaining)
             remaining -= k
-            masks = [secrets.randbits(MASK_BITS) for _ in range(k)]
-            packed = sum(r << (j * SLOT_BITS) for j, r in enumerate(masks))
-            # Enc(packed) with fresh randomness both adds the masks and re-randomises c.
-            masked.append(c * public_key.raw_encrypt(packed) % nsquare)
+            bits = secrets.randbits(k * MASK_BITS) if k else 0  # k independent 104-bit masks
+            masks = [(bits >> (j * MASK_BITS)) & low for j in range(k)]
+            packed = 0
+            for j, r in enumerate(masks):
+                packed |= r << (j * SLOT_BITS)
+            # c * Enc(packed; fresh r) both adds the masks and re-randomises c.
+            masked.append(int(mpz(c) * (n * packed + 1) % nsq * rn[pos] % nsq))
+            pos += 1
             row_shares.extend((-r) % modulus for r in masks)
         masked_rows.append(masked)
         shares.append(row_shares)
@@ -114,17 +453,21 @@ def helper_mask(
 
 
 def decrypt_shares(
-    private_key, rows: Sequence[Sequence[int]], d: int, modulus: int
+    private_key, rows: Sequence[Sequence[int]], d: int, modulus: int, *,
+    workers: int | None = None,
 ) -> list[list[int]]:
     """Owner: decrypt masked ciphertexts and unpack its additive shares (v + r mod modulus)."""
     slots = slots_per_ciphertext(private_key.public_key.n.bit_length())
     mask = (1 << SLOT_BITS) - 1
+    plain = decrypt_many(private_key, [c for row in rows for c in row], workers=workers)
     out = []
+    pos = 0
     for row in rows:
         vals: list[int] = []
         remaining = d
-        for c in row:
-            p = private_key.raw_decrypt(c)
+        for _ in row:
+            p = plain[pos]
+            pos += 1
             k = min(slots, remaining)
             remaining -= k
             vals.extend((((p >> (j * SLOT_BITS)) & mask) - OFFSET) % modulus for j in range(k))
