@@ -202,8 +202,21 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     return SessionResult(rows, stats)
 
 
+def _scale_for_models(job: Job) -> None:
+    """Model aggregates work on |x| <= 1: divide each column by its public catalog bound."""
+    plan = job.plan
+    if job.local is None or not plan.aggregate.aggregates[0].is_model:
+        return
+    bits = {c.column.lower(): c.scale_bits or 0 for c in plan.shared.columns
+            if c.party == job.party}
+    scan = plan.scan_at(job.party)
+    exps = np.array([-bits[c.lower()] for c in scan.columns], dtype=np.int64)
+    job.local.values = np.ldexp(job.local.values, exps)  # exact: powers of two
+
+
 async def _compute(sess: Session) -> list[tuple] | None:
     plan = sess.job.plan
+    _scale_for_models(sess.job)
     sf = mpcrt.secfxp()
     if isinstance(plan.source, PrivateJoin) and plan.source.protocol == "masked":
         from engine.protocols.masked_join import masked_join
@@ -262,7 +275,7 @@ async def private_join(sess: Session, join: PrivateJoin, sf):
         sess.phase("hash")
         pub, priv = paillier.generate_keypair(job.key_bits)
         enc = encode(data.values[order]) if d[me] else None
-        cts = paillier.encrypt_rows(pub, enc.tolist()) if d[me] else []
+        cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv) if d[me] else []
         outbox = {"n": int(pub.n), "hashes": hashes, "cts": cts}
         sess.phase("encrypt")
     inbox_l = await sess.send("hashed_encrypted_rows", outbox if me == left else None,
