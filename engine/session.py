@@ -125,6 +125,15 @@ def _patch_connection_loss(state: dict[str, Any]) -> None:
     ex.send = send
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this session process and its (crypto worker) children, MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + kids) / 1024.0  # Linux reports KiB
+
+
 def _listen_only_on(loop, host: str) -> None:
     """MPyC listens on every interface; bind our session port to the configured host only."""
     create_server = loop.create_server
@@ -198,7 +207,8 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     received = {names[i]: n for i, n in state["received"].items()}
     sent = {names[i]: n for i, n in state["sent"].items()}
     sess.transcript.save(received)
-    stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent}
+    stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent,
+             "peak_rss_mb": _peak_rss_mb()}
     return SessionResult(rows, stats)
 
 
