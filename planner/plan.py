@@ -205,6 +205,10 @@ class SecureAggregate(Node):
         pad = " " * indent
         lines = [f"{pad}SecureAggregate (MPyC SecFxp)"]
         lines += [f"{pad}  {a.to_s()}" for a in self.aggregates]
+        models = [a for a in self.aggregates if a.is_model]
+        if models:
+            bounds = ", ".join(f"|{c.qualified}| <= 2^{c.scale_bits or 0}" for c in models[0].args)
+            lines.append(f"{pad}  public scales declared in the catalog: {bounds}")
         lines.append(self.input.to_s(indent + 2))
         return "\n".join(lines)
 
