@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dialect.errors import NotSupportedError
+from dialect.errors import DataError
+from engine.protocols import regression
 from engine.protocols.fixedpoint import FRAC_BITS
-from planner.plan import ColumnRef, Plan
+from planner.plan import Aggregate, ColumnRef, Plan
 
 if TYPE_CHECKING:
     from engine.session import Session
@@ -25,8 +26,8 @@ async def evaluate(sess: Session, plan: Plan, m: int, table, sf) -> list[tuple] 
     mpc = sess.mpc
     receivers = [sess.job.pids[r] for r in plan.root.receivers]
     aggs = plan.aggregate.aggregates
-    if any(a.is_model for a in aggs):
-        raise NotSupportedError(f"{aggs[0].func} is not available yet")
+    if aggs[0].is_model:
+        return await fit_model(sess, plan, m, table, receivers)
     summed = sorted({column_index(plan, a.args[0]) for a in aggs if a.func in ("SUM", "AVG")})
     sums: dict[int, Any] = {}
     if summed and m > 0:
@@ -57,3 +58,46 @@ async def evaluate(sess: Session, plan: Plan, m: int, table, sf) -> list[tuple] 
             else:
                 row.append(s / 2**FRAC_BITS)
     return [tuple(row)]
+
+
+def model_scales(agg: Aggregate) -> tuple[float, list[float]]:
+    """The public factors 2**-k the owners applied to the target and to each feature."""
+    factor = [2.0 ** -(c.scale_bits or 0) for c in agg.args]
+    return factor[0], factor[1:]
+
+
+def term_names(agg: Aggregate) -> list[str]:
+    """Feature names as written, qualified only where two tables share a column name."""
+    names = [c.column for c in agg.args[1:]]
+    return [f"{c.table}.{c.column}" if names.count(c.column) > 1 else c.column
+            for c in agg.args[1:]]
+
+
+async def fit_model(sess: Session, plan: Plan, m: int, table, receivers: list[int]
+                    ) -> list[tuple] | None:
+    """LASSO / RIDGE / LINREG on the shared rows; opens only the coefficients."""
+    agg = plan.aggregate.aggregates[0]
+    d = len(agg.args) - 1
+    if m == 0:
+        raise DataError(f"{agg.func}: the intersection is empty; there is nothing to fit")
+    if m <= d:
+        raise DataError(f"{agg.func}: {d} features need more than {d} rows; the intersection "
+                        "is smaller (more features than rows)")
+    idx = [column_index(plan, c) for c in agg.args]
+    y = table[:, idx[0]]
+    X = table[:, idx[1:]]
+    y_scale, x_scale = model_scales(agg)
+    opts = dict(agg.options)
+    solver = opts.get("solver")
+    coef = await regression.fit(
+        X, y, m, agg.func, alpha=float(opts.get("alpha", 1.0)),
+        fit_intercept=bool(opts.get("fit_intercept", True)), max_iter=opts.get("max_iter"),
+        tol=opts.get("tol"), standardize=bool(opts.get("standardize", False)),
+        solver=None if solver in (None, "auto", "ldl") else solver,
+        x_scale=x_scale, y_scale=y_scale, receivers=receivers)
+    sess.phase("solve")
+    if coef is None:
+        return None
+    b = coef[0] / y_scale
+    w = [coef[j + 1] * x_scale[j] / y_scale for j in range(d)]
+    return [("intercept", b)] + list(zip(term_names(agg), w, strict=True))
