@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import duckdb
 import re
 
+import duckdb
 import pytest
 
 from dialect.errors import (
