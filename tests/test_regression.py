@@ -268,3 +268,18 @@ def test_solver_rule_and_iterations():
     assert regression.iterations(7, 1e-9) == 7
     assert regression.iterations(None, 1e-4) == 100
     assert regression.iterations(None, 1e-8) == 200
+
+
+def test_limb_gram_is_bit_exact():
+    """The float64/limb Z^T Z equals the exact Python-int product mod p (the slow path)."""
+    from engine.protocols.regression import _local_moments
+
+    p = mpcrt.secfxp().field.order
+    rng = np.random.default_rng(0)
+    Z = np.array([[int.from_bytes(rng.bytes(16), "little") % p for _ in range(4)]
+                  for _ in range(300)], dtype=object)
+    Z[0, 0], Z[1, 1] = p - 1, 0  # extremes
+    ztz, sums = _local_moments(Z, p)
+    exact = (Z.T @ Z) % p
+    assert (ztz == exact).all()
+    assert (sums == Z.sum(axis=0) % p).all()
