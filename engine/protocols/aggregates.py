@@ -94,7 +94,7 @@ async def fit_model(sess: Session, plan: Plan, m: int, table, receivers: list[in
         fit_intercept=bool(opts.get("fit_intercept", True)), max_iter=opts.get("max_iter"),
         tol=opts.get("tol"), standardize=bool(opts.get("standardize", False)),
         solver=None if solver in (None, "auto", "ldl") else solver,
-        x_scale=x_scale, y_scale=y_scale, receivers=receivers)
+        x_scale=x_scale, y_scale=y_scale, receivers=receivers, on_phase=sess.phase)
     sess.phase("solve")
     if coef is None:
         return None

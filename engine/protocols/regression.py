@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import math
 from asyncio import Future
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -437,7 +437,8 @@ def _penalties(kind: str, alpha: float, d: int, x_scale, y_scale: float) -> np.n
 async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: bool = True,
               max_iter: int | None = None, tol: float | None = None, standardize: bool = False,
               solver: str | None = None, sectype=None, x_scale: Sequence[float] | None = None,
-              y_scale: float = 1.0, receivers: Sequence[int] | None = None) -> list[float] | None:
+              y_scale: float = 1.0, receivers: Sequence[int] | None = None,
+              on_phase: Callable[[str], None] | None = None) -> list[float] | None:
     """Fit ``kind`` (LASSO, RIDGE, LINREG) on secret X (m x d) and y ((m,) or (m, 1)).
 
     Returns [b', w'_1, ..., w'_d] in the scaled units of the inputs, opened to ``receivers``
@@ -475,6 +476,9 @@ async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: boo
     t2 = solver_type()
     center = fit_intercept or standardize
     Gc, means = await _moments(X, y, m, center)
+    if on_phase is not None:  # wait for our own shares of the Gram (no extra messages)
+        await rt.gather(Gc)
+        on_phase("gram")
     G = Gc[:d, :d]
     c = Gc[:d, d]
     g = rt.np_diagonal(G)
