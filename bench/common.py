@@ -1,0 +1,336 @@
+"""Shared pieces of the benchmarks: data sets, one measured secure query, its plaintext twin.
+
+Everything secure goes through the public API (``engine.connect``, ``Connection.register``,
+``Cursor.execute``, ``Cursor.stats``); the plaintext reference is DuckDB's join of the same two
+tables followed by scikit-learn (models) or by DuckDB's own aggregates, timed in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PARTIES = ("ac", "emc", "helper")
+WAIT = "wait for peers"
+#: Display order of the phase names that the session statistics use; unknown names follow.
+PHASE_ORDER = ("connect", "hash", "encrypt", "match", "mask", "decrypt", "derive shares",
+               "share input", "gram", "moments", "aggregate", "solve", "reveal")
+#: Phases of the private join (Paillier: hash/encrypt/match/mask/decrypt; masked: hash/mask/
+#: match/derive shares).  "connect" (MPyC start-up) is counted with the join.
+JOIN_PHASES = ("connect", "hash", "encrypt", "match", "mask", "decrypt", "derive shares")
+INPUT_PHASES = ("share input",)
+GRAM_PHASES = ("gram", "moments")
+SOLVE_PHASES = ("solve", "aggregate", "reveal")
+MODELS = ("lasso", "ridge", "linreg")
+QUERIES = MODELS + ("sum", "count")
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Two vertically partitioned tables: ``ac`` (id, target, its features) and ``emc``."""
+
+    name: str
+    ac: pd.DataFrame
+    emc: pd.DataFrame
+    target: str
+    ac_features: list[str]
+    emc_features: list[str]
+
+    @property
+    def features(self) -> list[str]:
+        return self.ac_features + self.emc_features
+
+    @property
+    def d(self) -> int:
+        return len(self.features)
+
+
+def synthetic(rows: int, d_ac: int, d_emc: int, *, overlap: float = 1.0, seed: int = 0,
+              rho: float = 0.5, noise: float = 1.0) -> Dataset:
+    """``rows`` rows per party, ``overlap`` of them in both tables; target at ac.
+
+    Features: a Gaussian design with Toeplitz correlation rho^|i-j| over all d_ac + d_emc
+    features (so ac's and emc's features are correlated too); target = 1 + X beta + noise with
+    every third coefficient zero and the others of size 0.5..2 with random signs.
+    """
+    if not 0.0 < overlap <= 1.0:
+        raise ValueError("overlap must be in (0, 1]")
+    rng = np.random.default_rng(seed)
+    d = d_ac + d_emc
+    both = max(1, round(rows * overlap))
+    total = 2 * rows - both
+    idx = np.arange(d)
+    chol = np.linalg.cholesky(rho ** np.abs(idx[:, None] - idx[None, :]))
+    X = rng.standard_normal((total, d)) @ chol.T
+    beta = rng.uniform(0.5, 2.0, d) * rng.choice([-1.0, 1.0], d)
+    beta[::3] = 0.0
+    y = 1.0 + X @ beta + noise * rng.standard_normal(total)
+    ids = 10**9 + rng.choice(9 * 10**9, size=total, replace=False)
+    ac_rows = np.r_[0:rows]  # 0..both-1 are in both tables
+    emc_rows = np.r_[0:both, rows:total]
+    a_cols = [f"a{j + 1}" for j in range(d_ac)]
+    e_cols = [f"e{j + 1}" for j in range(d_emc)]
+    ac = pd.DataFrame({"id": ids[ac_rows], "y": y[ac_rows]})
+    for j, c in enumerate(a_cols):
+        ac[c] = X[ac_rows, j]
+    emc = pd.DataFrame({"id": ids[emc_rows]})
+    for j, c in enumerate(e_cols):
+        emc[c] = X[emc_rows, d_ac + j]
+    ac = ac.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    emc = emc.sample(frac=1.0, random_state=seed + 1).reset_index(drop=True)
+    return Dataset(f"synthetic {rows}x{d}", ac, emc, "y", a_cols, e_cols)
+
+
+def vertical_split(df: pd.DataFrame, target: str, ac_features: Sequence[str],
+                   emc_features: Sequence[str], name: str, seed: int = 0) -> Dataset:
+    """Split a plain table by columns (every row in both parties; synthetic random ids)."""
+    rng = np.random.default_rng(seed)
+    ids = 10**9 + rng.choice(9 * 10**9, size=len(df), replace=False)
+    df = df.reset_index(drop=True).assign(id=ids)
+    ac = df[["id", target, *ac_features]].sample(frac=1.0, random_state=seed)
+    emc = df[["id", *emc_features]].sample(frac=1.0, random_state=seed + 1)
+    return Dataset(name, ac.reset_index(drop=True), emc.reset_index(drop=True), target,
+                   list(ac_features), list(emc_features))
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def query_sql(ds: Dataset, query: str, *, alpha: float = 0.001, protocol: str = "paillier"
+              ) -> str:
+    """The benchmark's SQL: a model over all features, SUMs of every column, or COUNT(*)."""
+    cols = [f"ac.{c}" for c in ds.ac_features] + [f"emc.{c}" for c in ds.emc_features]
+    if query == "lasso" or query == "ridge":
+        sel = f"{query.upper()}(ac.{ds.target}, {', '.join(cols)}, alpha => {alpha!r})"
+    elif query == "linreg":
+        sel = f"LINREG(ac.{ds.target}, {', '.join(cols)})"
+    elif query == "sum":
+        sel = ", ".join(f"SUM({c})" for c in [f"ac.{ds.target}", *cols])
+    elif query == "count":
+        sel = "COUNT(*)"
+    else:
+        raise ValueError(f"unknown query {query!r}; known: {', '.join(QUERIES)}")
+    return (f"SET join_protocol = '{protocol}'; "
+            f"SELECT {sel} FROM ac INNER JOIN emc USING (id)")
+
+
+def sklearn_model(query: str, alpha: float):
+    """scikit-learn's counterpart of the SQL model aggregate (tight tolerance for LASSO)."""
+    from sklearn.linear_model import Lasso, LinearRegression, Ridge
+
+    if query == "lasso":
+        return Lasso(alpha=alpha, tol=1e-10, max_iter=100_000)
+    if query == "ridge":
+        return Ridge(alpha=alpha)
+    return LinearRegression()
+
+
+@dataclass
+class Plain:
+    """The plaintext answer: model coefficients by term (or result row) and its time."""
+
+    seconds: float
+    coef: dict[str, float] | None = None
+    row: tuple | None = None
+    X: np.ndarray | None = None
+    y: np.ndarray | None = None
+
+
+def plaintext(ds: Dataset, query: str, alpha: float) -> Plain:
+    """DuckDB join (+ scikit-learn fit, or DuckDB aggregates) of the same tables, timed."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.register("ac", ds.ac)
+    con.register("emc", ds.emc)
+    if query in MODELS:
+        cols = [f"ac.{ds.target}"] + [f"ac.{c}" for c in ds.ac_features] + \
+            [f"emc.{c}" for c in ds.emc_features]
+        arrs = con.execute(f"SELECT {', '.join(cols)} FROM ac INNER JOIN emc USING (id)"
+                           ).fetchnumpy()
+        Z = np.column_stack([np.asarray(v, dtype=np.float64) for v in arrs.values()])
+        y, X = Z[:, 0], Z[:, 1:]
+        model = sklearn_model(query, alpha).fit(X, y)
+        seconds = time.perf_counter() - t0
+        coef = {"intercept": float(model.intercept_)}
+        coef.update(zip(ds.features, map(float, model.coef_), strict=True))
+        con.close()
+        return Plain(seconds, coef=coef, X=X, y=y)
+    sql = query_sql(ds, query).split("; ", 1)[1]
+    row = con.execute(sql).fetchone()
+    seconds = time.perf_counter() - t0
+    con.close()
+    return Plain(seconds, row=tuple(row))
+
+
+def objective(query: str, alpha: float, X: np.ndarray, y: np.ndarray, coef: dict[str, float],
+              features: Sequence[str]) -> float:
+    """scikit-learn's objective of the model ``coef`` on (X, y)."""
+    w = np.array([coef[f] for f in features])
+    r = y - X @ w - coef["intercept"]
+    if query == "lasso":
+        return float(r @ r / (2 * len(y)) + alpha * np.abs(w).sum())
+    if query == "ridge":
+        return float(r @ r + alpha * w @ w)
+    return float(r @ r)
+
+
+# --- secure runs --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One secure query: its result, the session statistics and the error vs plaintext."""
+
+    rows: list[tuple]
+    stats: dict[str, Any]
+    wall: float
+    error: float = math.nan  # max |secure - plaintext| over coefficients / result values
+    obj_diff: float = math.nan  # objective(secure) - objective(sklearn), models only
+
+    def phase(self, name: str) -> float:
+        """Seconds in phase ``name``: the maximum over the parties (NaN if none had it)."""
+        vals = [ph[name] for p in PARTIES
+                if name in (ph := (self.stats.get(p, {}) or {}).get("phases", {}))]
+        return max(vals) if vals else math.nan
+
+    def phases(self) -> dict[str, float]:
+        names = {n for p in PARTIES for n in (self.stats.get(p, {}) or {}).get("phases", {})}
+        return {n: self.phase(n) for n in names}
+
+    def group(self, names: Iterable[str]) -> float:
+        """Sum over the phases ``names`` of each phase's maximum over the parties."""
+        return sum(v for n in names if not math.isnan(v := self.phase(n)))
+
+    @property
+    def total(self) -> float:
+        return float(self.stats.get("total_seconds", self.wall))
+
+    def sent_mb(self, party: str) -> float:
+        return sum((self.stats.get(party, {}) or {}).get("bytes_sent", {}).values()) / 1e6
+
+    def peak_mb(self, party: str) -> float:
+        return float((self.stats.get(party, {}) or {}).get("peak_rss_mb", math.nan))
+
+
+def execute(con, sql: str) -> Run:
+    """Run ``sql`` through the DB-API and keep its rows and statistics."""
+    t0 = time.perf_counter()
+    cur = con.cursor()
+    cur.execute(sql)
+    rows = cur.fetchall()
+    return Run(rows, cur.stats or {}, time.perf_counter() - t0)
+
+
+def compare(run: Run, plain: Plain, ds: Dataset, query: str, alpha: float) -> None:
+    """Fill in ``run.error`` (and ``run.obj_diff`` for models) against the plaintext answer."""
+    if query in MODELS:
+        got = {str(t).split(".")[-1]: float(c) for t, c in run.rows}
+        run.error = max(abs(got[t] - v) for t, v in plain.coef.items())
+        run.obj_diff = (objective(query, alpha, plain.X, plain.y, got, ds.features)
+                        - objective(query, alpha, plain.X, plain.y, plain.coef, ds.features))
+    else:
+        run.error = max(abs(float(a) - float(b)) for a, b in zip(run.rows[0], plain.row,
+                                                                   strict=True))
+
+
+def register(con, ds: Dataset) -> None:
+    """Send each party its own table (the only time data crosses to a party server)."""
+    con.register("ac", ds.ac, party="ac", key="id")
+    con.register("emc", ds.emc, party="emc", key="id")
+
+
+# --- summaries ----------------------------------------------------------------------------------
+
+
+def median(values: Iterable[float]) -> float:
+    vals = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(vals) if vals else math.nan
+
+
+def worst(values: Iterable[float]) -> float:
+    vals = [abs(v) for v in values if not (isinstance(v, float) and math.isnan(v))]
+    return max(vals) if vals else math.nan
+
+
+def ordered_phases(names: Iterable[str]) -> list[str]:
+    names = set(names) - {WAIT}
+    known = [n for n in PHASE_ORDER if n in names]
+    return known + sorted(names - set(known))
+
+
+def secs(v: float, digits: int = 2) -> str:
+    """Seconds (or MB) for tables; '–' for a phase that did not occur."""
+    return "–" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def sci(v: float) -> str:
+    """Errors for tables."""
+    return "–" if v is None or math.isnan(v) else f"{v:.1e}"
+
+
+_NUMERIC = re.compile(r"^[-+0-9.e/–x ]*$")
+
+
+def markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table of strings; numeric-looking columns are right-aligned."""
+    cells = [[str(c) for c in r] for r in rows]
+    numeric = [all(_NUMERIC.match(r[i]) for r in cells) for i in range(len(headers))]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(vals: Sequence[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w)
+                                 for v, w, num in zip(vals, widths, numeric, strict=True)) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                         for w, num in zip(widths, numeric, strict=True)) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in cells])
+
+
+def machine_note(start: tuple[str, float] | None = None) -> str:
+    """Cores, and the 1-minute load average at the start (``start``) and now."""
+    now = (time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0])
+    first = start or now
+    return (f"{os.cpu_count()} cores; 1-min load average {first[1]:.1f} at the start "
+            f"({first[0]}), {now[1]:.1f} at the end ({now[0]})")
+
+
+def load_now() -> tuple[str, float]:
+    return time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
+
+
+@dataclass
+class Repeated:
+    """Medians over repetitions of one configuration."""
+
+    runs: list[Run] = field(default_factory=list)
+    plains: list[Plain] = field(default_factory=list)
+
+    def med(self, fn) -> float:
+        return median(fn(r) for r in self.runs)
+
+    @property
+    def plain_seconds(self) -> float:
+        return median(p.seconds for p in self.plains)
+
+    @property
+    def error(self) -> float:
+        return worst(r.error for r in self.runs)
+
+    @property
+    def obj_diff(self) -> float:
+        vals = [r.obj_diff for r in self.runs if not math.isnan(r.obj_diff)]
+        return max(vals, key=abs) if vals else math.nan

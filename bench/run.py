@@ -1,0 +1,168 @@
+"""End-to-end benchmark: synthetic vertically partitioned data, one secure query, one table.
+
+Generates ``--rows`` rows per party (``--overlap`` of them in both tables) with a correlated
+Gaussian design split ``--features A+E`` between ac and emc and a linear target at ac,
+registers both tables through the public API (three party processes, 2048-bit Paillier keys
+unless ``--key-bits``), runs ``--query`` with each ``--protocol`` ``--repeat`` times next to the
+plaintext DuckDB join + scikit-learn, and prints medians. Usage::
+
+    python -m bench.run [--rows 1000,5000] [--features 15+15] [--overlap 1.0] [--seed 0]
+                        [--query lasso|ridge|linreg|sum|count] [--protocol paillier,masked]
+                        [--alpha 0.05] [--repeat 3] [--netem DELAY_MS[:RATE_MBIT]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+if __package__ in (None, ""):  # python bench/run.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import engine  # noqa: E402
+from bench.common import (  # noqa: E402
+    MODELS,
+    PARTIES,
+    QUERIES,
+    WAIT,
+    Repeated,
+    compare,
+    execute,
+    load_now,
+    machine_note,
+    markdown,
+    ordered_phases,
+    plaintext,
+    query_sql,
+    register,
+    sci,
+    secs,
+    synthetic,
+)
+
+
+def _features(spec: str) -> tuple[int, int]:
+    a, sep, e = spec.partition("+")
+    if not sep:
+        raise argparse.ArgumentTypeError("--features expects AC+EMC, e.g. 15+15")
+    return int(a), int(e)
+
+
+def _ints(spec: str) -> list[int]:
+    return [int(float(s)) for s in spec.split(",") if s]
+
+
+def _protocols(spec: str) -> list[str]:
+    out = [s.strip() for s in spec.split(",") if s.strip()]
+    for p in out:
+        if p not in ("paillier", "masked"):
+            raise argparse.ArgumentTypeError(f"unknown protocol {p!r} (paillier, masked)")
+    return out
+
+
+def open_connection(args: argparse.Namespace):
+    """The embedded federation, or (``--netem``) three servers in network namespaces."""
+    if not args.netem:
+        return engine.connect(key_bits=args.key_bits, query_timeout=args.timeout), "loopback"
+    from bench import netns
+    from engine.api import Connection
+
+    shaping = netns.Shaping.parse(args.netem)
+    ok, how, use_netem = netns.check(shaping)
+    if not ok:
+        print(f"netem mode: skipped — not available on this machine: {how}")
+        return None, ""
+    fed = netns.NetnsFederation(shaping, use_netem=use_netem, key_bits=args.key_bits,
+                                query_timeout=args.timeout)
+    return Connection(fed, "ac"), f"3 network namespaces, {shaping} ({how})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=_ints, default=[1000], help="rows per party, e.g. 1000,5000")
+    ap.add_argument("--features", type=_features, default=(15, 15), help="AC+EMC, e.g. 15+15")
+    ap.add_argument("--overlap", type=float, default=1.0,
+                    help="fraction of each party's rows that are in the other table")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--query", choices=QUERIES, default="lasso")
+    ap.add_argument("--protocol", type=_protocols, default=["paillier"],
+                    help="paillier, masked, or both: paillier,masked")
+    ap.add_argument("--alpha", type=float, default=0.05, help="LASSO/RIDGE penalty")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (medians)")
+    ap.add_argument("--netem", metavar="DELAY_MS[:RATE_MBIT]", default=None,
+                    help="parties in 3 network namespaces with shaped links (root only)")
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="query timeout, seconds")
+    args = ap.parse_args(argv)
+    started = load_now()
+    d_ac, d_emc = args.features
+
+    con, network = open_connection(args)
+    if con is None:
+        return 0
+    results: list[tuple[dict, Repeated]] = []
+    failures: list[str] = []
+    try:
+        for rows in args.rows:
+            ds = synthetic(rows, d_ac, d_emc, overlap=args.overlap, seed=args.seed)
+            register(con, ds)
+            plaintext(ds, args.query, args.alpha)  # warm-up: imports, DuckDB start-up
+            for protocol in args.protocol:
+                sql = query_sql(ds, args.query, alpha=args.alpha, protocol=protocol)
+                rep = Repeated()
+                for i in range(args.repeat):
+                    plain = plaintext(ds, args.query, args.alpha)
+                    try:
+                        run = execute(con, sql)
+                    except engine.Error as e:
+                        failures.append(f"{rows} rows, {protocol}: {type(e).__name__}: {e}")
+                        break
+                    compare(run, plain, ds, args.query, args.alpha)
+                    rep.runs.append(run)
+                    rep.plains.append(plain)
+                    print(f"# {rows} rows/party, {protocol}, run {i + 1}/{args.repeat}: "
+                          f"{run.total:.1f} s", file=sys.stderr, flush=True)
+                if rep.runs:
+                    results.append(({"rows": rows, "protocol": protocol, "d": ds.d}, rep))
+    finally:
+        con.close()
+
+    phases = ordered_phases({n for _, rep in results for r in rep.runs for n in r.phases()})
+    err = "max abs coef err" if args.query in MODELS else "max abs err"
+    headers = (["rows/party", "joined", "features", "protocol"] + [f"{p} s" for p in phases]
+               + [f"{WAIT} s", "total s", "sent MB ac/emc/helper", "peak MB ac/emc/helper", err,
+                  "plain s", "ratio"])
+    table = []
+    for cfg, rep in results:
+        joined = round(cfg["rows"] * args.overlap)
+        sent = "/".join(secs(rep.med(lambda r, p=p: r.sent_mb(p)), 1) for p in PARTIES)
+        peak = "/".join(secs(rep.med(lambda r, p=p: r.peak_mb(p)), 0) for p in PARTIES)
+        total = rep.med(lambda r: r.total)
+        table.append(
+            [str(cfg["rows"]), str(joined), f"{d_ac}+{d_emc}", cfg["protocol"]]
+            + [secs(rep.med(lambda r, n=n: r.phase(n))) for n in phases]
+            + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, sci(rep.error),
+               secs(rep.plain_seconds, 3),
+               secs(total / rep.plain_seconds if rep.plain_seconds else math.nan, 0)])
+    n_runs = min((len(rep.runs) for _, rep in results), default=0)
+    print(f"\nmpcsql {args.query.upper()} over a private inner join; {args.key_bits}-bit Paillier; "
+          f"{network}; seed {args.seed}; alpha {args.alpha:g}; {machine_note(started)}")
+    print(f"Medians of {n_runs} run(s). Phase columns: seconds per phase as the session stats "
+          "name it, maximum over the three parties; "
+          f"'{WAIT}' is time blocked on another party's message, shown separately. total: the "
+          "coordinator's wall clock (plan + run). err: worst over the runs, vs "
+          + ("scikit-learn on the DuckDB-joined plaintext (intercept and coefficients). "
+             if args.query in MODELS else "DuckDB's answer. ")
+          + "plain s: DuckDB join + " + ("scikit-learn fit" if args.query in MODELS
+                                         else "aggregate")
+          + " in this process; ratio = total/plain.\n")
+    print(markdown(headers, table))
+    for f in failures:
+        print(f"\nFAILED {f}")
+    return 1 if failures and not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
