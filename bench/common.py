@@ -211,6 +211,41 @@ class Run:
         names = {n for p in PARTIES for n in (self.stats.get(p, {}) or {}).get("phases", {})}
         return {n: self.phase(n) for n in names}
 
+    def stages(self) -> dict[str, float]:
+        """Critical-path seconds of the stages join, input, gram and solve.
+
+        Every party's phases tile its session, so each party's cumulative time marks when it
+        left a stage; all of its "wait for peers" time falls in the join (the later stages
+        wait inside MPyC, i.e. inside their own phase).  A stage ends when the last party
+        leaves it; its length is the difference to the previous stage's end.  (Summing each
+        phase's maximum over the parties instead would count, e.g., the owners' decryption
+        twice: once as "decrypt" and once as the helper's wait for their shares in "gram".)
+        """
+        known = {*JOIN_PHASES, WAIT, *INPUT_PHASES, *GRAM_PHASES}
+        groups = (("join", (*JOIN_PHASES, WAIT)), ("input", INPUT_PHASES),
+                  ("gram", GRAM_PHASES))
+        ends: dict[str, list[float]] = {name: [] for name, _ in groups}
+        ends["solve"] = []
+        for p in PARTIES:
+            ph = (self.stats.get(p, {}) or {}).get("phases", {})
+            if not ph:
+                continue
+            t = 0.0
+            for name, members in groups:
+                t += sum(ph.get(n, 0.0) for n in members)
+                ends[name].append(t)
+            ends["solve"].append(t + sum(v for n, v in ph.items() if n not in known))
+        out, prev = {}, 0.0
+        for name in ("join", "input", "gram", "solve"):
+            end = max(ends[name], default=prev)
+            out[name] = max(0.0, end - prev)
+            prev = max(prev, end)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": [list(r) for r in self.rows], "stats": self.stats, "wall": self.wall,
+                "error": self.error, "obj_diff": self.obj_diff}
+
     def group(self, names: Iterable[str]) -> float:
         """Sum over the phases ``names`` of each phase's maximum over the parties."""
         return sum(v for n in names if not math.isnan(v := self.phase(n)))
@@ -334,3 +369,13 @@ class Repeated:
     def obj_diff(self) -> float:
         vals = [r.obj_diff for r in self.runs if not math.isnan(r.obj_diff)]
         return max(vals, key=abs) if vals else math.nan
+
+
+def dump_json(path: str, entries: Sequence[tuple[dict[str, Any], Repeated]]) -> None:
+    """Every run's rows, raw session stats and errors, per configuration, as JSON."""
+    import json
+
+    out = [{"config": cfg, "plain_seconds": [p.seconds for p in rep.plains],
+            "runs": [r.to_json() for r in rep.runs]} for cfg, rep in entries]
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=str)

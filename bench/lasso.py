@@ -12,15 +12,15 @@ Cells (rows joined x features; target always at ac, features split between ac an
   cells: 442 x 30, 1338 x 30, 5000 x {10, 30}, 20000 x {10, 30} (20000 only with ``--full``),
   every row in both tables; alpha 0.05.
 
-Per cell: seconds per phase group (join = MPyC connect + hash/encrypt/match/mask/decrypt or the
-masked join's steps; input = share input; Gram = the moments phase, where the stats name it;
-solve = every other phase), the time blocked on peers, total, bytes sent per party,
+Per cell: seconds per stage on the critical path (join, input, Gram, solve; see
+:meth:`bench.common.Run.stages`), the time blocked on peers, total, bytes sent per party,
 max |coef - sklearn| (intercept included), objective(secure) - objective(sklearn) on the
 joined rows, and the ratio to the plaintext DuckDB join + scikit-learn
 ``Lasso(alpha, tol=1e-10, max_iter=100000)``. Usage::
 
     python -m bench.lasso [--quick | --full] [--protocol paillier|masked|paillier,masked]
                           [--repeat N] [--key-bits 2048] [--cells 442x10,5000x30]
+                          [--json PATH]
 """
 
 from __future__ import annotations
@@ -40,13 +40,12 @@ import pandas as pd  # noqa: E402
 import engine  # noqa: E402
 from bench.common import (  # noqa: E402
     GRAM_PHASES,
-    INPUT_PHASES,
-    JOIN_PHASES,
     PARTIES,
     WAIT,
     Dataset,
     Repeated,
     compare,
+    dump_json,
     execute,
     load_now,
     machine_note,
@@ -139,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=0.05, help="alpha of the synthetic cells")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--json", metavar="PATH", help="also write every run's raw stats here")
     args = ap.parse_args(argv)
     started = load_now()
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
@@ -169,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 if rep.runs:
                     results.append((label, ds, alpha, protocol, rep))
 
-    other = {*JOIN_PHASES, *INPUT_PHASES, *GRAM_PHASES, WAIT}  # the rest counts as solve
     has_gram = any(not math.isnan(r.phase(n)) for *_, rep in results for r in rep.runs
                    for n in GRAM_PHASES)
     headers = ["data", "n joined", "d", "alpha", "protocol", "join s", "input s"] \
@@ -181,27 +180,35 @@ def main(argv: list[str] | None = None) -> int:
         n = len(rep.plains[0].y)
         total = rep.med(lambda r: r.total)
         plain = rep.plain_seconds
+        stage = {k: secs(rep.med(lambda r, k=k: r.stages()[k]))
+                 for k in ("join", "input", "gram", "solve")}
+        if not has_gram:
+            stage["solve"] = secs(rep.med(lambda r: r.stages()["gram"] + r.stages()["solve"]))
         table.append(
-            [ds.name, str(n), str(ds.d), f"{alpha:g}", protocol,
-             secs(rep.med(lambda r: r.group(JOIN_PHASES))),
-             secs(rep.med(lambda r: r.group(INPUT_PHASES)))]
-            + ([secs(rep.med(lambda r: r.group(GRAM_PHASES)))] if has_gram else [])
-            + [secs(rep.med(lambda r: r.group(set(r.phases()) - other))),
-               secs(rep.med(lambda r: r.phase(WAIT))), secs(total),
+            [ds.name, str(n), str(ds.d), f"{alpha:g}", protocol, stage["join"], stage["input"]]
+            + ([stage["gram"]] if has_gram else [])
+            + [stage["solve"], secs(rep.med(lambda r: r.phase(WAIT))), secs(total),
                "/".join(secs(rep.med(lambda r, p=p: r.sent_mb(p)), 1) for p in PARTIES),
                sci(rep.error), sci(rep.obj_diff), secs(plain, 3),
                secs(total / plain if plain else math.nan, 0)])
+    if args.json:
+        dump_json(args.json, [({"data": ds.name, "n": len(rep.plains[0].y), "d": ds.d,
+                                "alpha": alpha, "protocol": protocol}, rep)
+                               for _label, ds, alpha, protocol, rep in results])
     n_runs = min((len(rep.runs) for *_, rep in results), default=0)
     print(f"\nSecure LASSO over a private inner join, {args.key_bits}-bit Paillier, three local "
           f"processes; {machine_note(started)}; median of {n_runs} run(s) per cell.\n")
     print(markdown(headers, table))
-    print("\nPhase groups: sum over the phases of each phase's maximum over the three parties "
-          "(join includes MPyC connect); "
-          f"'{WAIT}' (time blocked on another party's message) is shown separately; total is "
-          "the coordinator's wall clock. Errors: vs scikit-learn Lasso(alpha, tol=1e-10, "
-          "max_iter=100000) on the DuckDB-joined rows, intercept included; obj diff = "
-          "objective(secure) - objective(sklearn), (1/2n)||y - Xw - b||^2 + alpha||w||_1. "
-          "plain s: DuckDB join + scikit-learn in this process; ratio = total / plain s.")
+    print("\nStages on the critical path (each party's phases tile its session; a stage ends "
+          "when the last party leaves it): join = MPyC connect, hashing, encryption, matching, "
+          "masking, decryption and every wait for a peer's join message; input = share input; "
+          "Gram = the moments of the joined rows incl. receiving the input shares; solve = the "
+          f"rest. '{WAIT}': the most any party spent blocked on a peer's join message (part "
+          "of join). total: the coordinator's wall clock (plan + fork + session). Errors: "
+          "vs scikit-learn Lasso(alpha, tol=1e-10, max_iter=100000) on the DuckDB-joined "
+          "rows, intercept included; obj diff = objective(secure) - objective(sklearn), "
+          "objective (1/2n)||y - Xw - b||^2 + alpha||w||_1. plain s: DuckDB join + "
+          "scikit-learn in this process; ratio = total / plain s.")
     for f in failures:
         print(f"\nFAILED {f}")
     return 1 if failures and not results else 0

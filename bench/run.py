@@ -29,6 +29,7 @@ from bench.common import (  # noqa: E402
     WAIT,
     Repeated,
     compare,
+    dump_json,
     execute,
     load_now,
     machine_note,
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="parties in 3 network namespaces with shaped links (root only)")
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--timeout", type=float, default=3600.0, help="query timeout, seconds")
+    ap.add_argument("--json", metavar="PATH", help="also write every run's raw stats here")
     args = ap.parse_args(argv)
     started = load_now()
     d_ac, d_emc = args.features
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, sci(rep.error),
                secs(rep.plain_seconds, 3),
                secs(total / rep.plain_seconds if rep.plain_seconds else math.nan, 0)])
+    if args.json:
+        dump_json(args.json, results)
     n_runs = min((len(rep.runs) for _, rep in results), default=0)
     print(f"\nmpcsql {args.query.upper()} over a private inner join; {args.key_bits}-bit Paillier; "
           f"{network}; seed {args.seed}; alpha {args.alpha:g}; {machine_note(started)}")
