@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import ssl
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from dialect.errors import (
 from engine import wire
 from engine.config import KEY_BITS
 from engine.federation import LocalFederation
+from engine.queries import new_query_id
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
@@ -25,6 +28,8 @@ paramstyle = "qmark"
 def connect(
     dsn: str | None = None,
     *,
+    tls: ssl.SSLContext | dict[str, str] | None = None,
+    connect_timeout: float = 30.0,
     workdir: str | None = None,
     policies: dict[str, dict[str, Any]] | None = None,
     party: str = "ac",
@@ -34,13 +39,31 @@ def connect(
 ) -> Connection:
     """Connect to a federation; with no ``dsn``, start the embedded three-party default.
 
-    ``party`` is the party whose analyst you are: queries go to its server, which coordinates.
-    ``policies`` maps a party name to its policy dict, e.g. ``{"emc": {"min_intersection": 20,
-    "allow": {"*": ["COUNT", "AVG"]}}}``.
+    ``dsn`` = ``"mpcsql://host:port[?party=NAME]"`` connects to your own party's running
+    server; ``tls`` is an ``ssl.SSLContext`` or ``{"ca": ..., "cert": ..., "key": ...}`` (PEM
+    paths: the federation CA and your analyst certificate and key); ``?party=`` makes sure the
+    server is that party's.  The embedded-only options (``workdir``, ``policies``, ``party``,
+    ``key_bits``, ``transcript_dir``) are set by each party's ``party.toml`` instead.
+
+    Embedded: ``party`` is the party whose analyst you are: queries go to its server, which
+    coordinates.  ``policies`` maps a party name to its policy dict, e.g. ``{"emc":
+    {"min_intersection": 20, "allow": {"*": ["COUNT", "AVG"]}}}``.
     """
     if dsn is not None:
-        raise NotSupportedError("connecting to remote party servers is not available yet; "
-                                "use engine.connect() for the embedded federation")
+        from engine.remote import RemoteServer, client_ssl, parse_dsn
+
+        if workdir is not None or policies is not None or transcript_dir is not None:
+            raise InterfaceError("workdir, policies and transcript_dir are for the embedded "
+                                 "federation; a party server takes them from its party.toml")
+        host, port, expect = parse_dsn(dsn)
+        server = RemoteServer(host, port, tls=client_ssl(tls), expect_party=expect,
+                              timeout=connect_timeout)
+        con = Connection(server, server.party)
+        con.query_timeout = max(con.query_timeout, query_timeout)
+        return con
+    if tls is not None:
+        raise NotSupportedError("tls= applies to mpcsql:// connections; the embedded "
+                                "federation runs on loopback without TLS")
     fed = LocalFederation(workdir, policies=policies, key_bits=key_bits,
                           query_timeout=query_timeout, transcript_dir=transcript_dir)
     return Connection(fed, party)
@@ -53,6 +76,9 @@ class Connection:
         self.federation = federation
         self.party = party
         self.query_timeout = 3600.0
+        #: parties that receive query results (None: every data party); each party's
+        #: ``receivers`` policy rule must allow all of them
+        self.receivers: list[str] | None = None
         self._closed = False
         if party not in federation.addresses:
             federation.stop()
@@ -87,6 +113,13 @@ class Connection:
         """Shortcut: a new cursor that has executed ``sql``."""
         return self.cursor().execute(sql, parameters)
 
+    @property
+    def remote(self) -> bool:
+        """Whether this connection talks to a party server over the network (``mpcsql://``)."""
+        from engine.remote import RemoteServer
+
+        return isinstance(self.federation, RemoteServer)
+
     def register(self, name: str, source: Any, *, party: str, key: str | None = None,
                  table: str | None = None, bounds: dict[str, float] | None = None) -> None:
         """Load ``source`` into ``party``'s own DuckDB file as table ``name`` with join ``key``.
@@ -98,6 +131,10 @@ class Connection:
         above their largest magnitude.  Model aggregates use these public scales.
         """
         self._check()
+        if self.remote:
+            raise NotSupportedError(
+                "register() is for the embedded federation; a party server exposes the tables "
+                "listed in its party.toml (its administrator loads them into its DuckDB file)")
         msg: dict[str, Any] = {"op": "register", "table": name, "key": key, "bounds": bounds}
         blob = None
         if isinstance(source, (str, os.PathLike)):
@@ -109,15 +146,38 @@ class Connection:
 
     def tables(self) -> list[dict[str, Any]]:
         """Schemas of every party's registered tables (names, owner, key, column types)."""
+        self._check()
+        if self.remote:
+            return self._request(self.party, {"op": "tables"}, timeout=60)["tables"]
         out = []
         for name in self.federation.addresses:
             out.extend(self._request(name, {"op": "catalog"})["tables"])
         return out
 
     def explain(self, sql: str) -> str:
-        """The secure plan for ``sql`` and, per party, exactly what it would learn."""
+        """The secure plan for ``sql``, what each party would learn, and each party's rules."""
         self._check()
-        return self._request(self.party, {"op": "explain", "sql": sql})["text"]
+        return self._request(self.party, {"op": "explain", "sql": sql,
+                                          "receivers": self.receivers})["text"]
+
+    def queries(self) -> list[dict[str, Any]]:
+        """Recent queries at this connection's party, oldest first.
+
+        Each is a dict with ``query_id``, ``state`` (queued, running, done, failed, cancelled),
+        ``role`` (coordinator or participant), ``analyst``, ``coordinator``, ``sql``,
+        ``submitted``/``started``/``finished`` (UTC ISO times) and ``error``.
+        """
+        self._check()
+        return self._request(self.party, {"op": "status"}, timeout=30)["queries"]
+
+    def cancel(self, query_id: str) -> str:
+        """Cancel a queued or running query of yours; returns the state it was in.
+
+        A running query is aborted at every party; its analyst gets an OperationalError.
+        """
+        self._check()
+        return self._request(self.party, {"op": "cancel", "query_id": query_id},
+                             timeout=60)["was"]
 
     def _check(self) -> None:
         if self._closed:
@@ -128,6 +188,9 @@ class Connection:
         if party not in self.federation.addresses:
             raise ProgrammingError(f"unknown party {party!r}; parties: "
                                    + ", ".join(self.federation.addresses))
+        msg = {**msg, "user": _os_user()}  # shown as local:<user> where there is no TLS
+        if self.remote:
+            return self.federation.request(msg, blob, timeout)
         host, port = self.federation.addresses[party]
         client = wire.BlockingClient(host, port, party=party)
         try:
@@ -137,6 +200,13 @@ class Connection:
         if not reply.get("ok"):
             raise error_from_dict(reply["error"])
         return reply
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _to_parquet(source: Any) -> bytes:
@@ -176,6 +246,7 @@ class Cursor:
         self.description: list[tuple] | None = None
         self.rowcount = -1
         self.stats: dict[str, Any] | None = None
+        self.query_id: str | None = None  # id of the last query executed (set when it starts)
         self._rows: list[tuple] = []
         self._pos = 0
         self._closed = False
@@ -188,7 +259,9 @@ class Cursor:
 
             sql = bind_parameters(sql, parameters)
         con = self.connection
-        reply = con._request(con.party, {"op": "query", "sql": sql},
+        self.query_id = new_query_id()
+        reply = con._request(con.party, {"op": "query", "sql": sql, "query_id": self.query_id,
+                                         "receivers": con.receivers},
                              timeout=con.query_timeout)
         self.description = [(n, t, None, None, None, None, True) for n, t in reply["columns"]]
         self._rows = [tuple(r) for r in reply["rows"]]
@@ -226,6 +299,12 @@ class Cursor:
 
         self._check_result()
         return pd.DataFrame(self.fetchall(), columns=[d[0] for d in self.description])
+
+    def cancel(self) -> None:
+        """Cancel this cursor's running query (call from another thread)."""
+        if self.query_id is None:
+            raise ProgrammingError("no query has been executed on this cursor")
+        self.connection.cancel(self.query_id)
 
     def close(self) -> None:
         self._closed = True

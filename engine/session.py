@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from dialect.errors import OperationalError, PolicyError
+from dialect.errors import OperationalError
 from engine import mpcrt
 from engine.protocols import aggregates, paillier
 from engine.protocols.fixedpoint import encode
 from engine.storage import LocalData
 from planner.plan import Plan, PrivateJoin, Scan
+from planner.policy import too_small
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Job:
     addresses: list[tuple[str, int]]  # MPyC listen address per pid
     local: LocalData | None  # this party's rows (None at the helper)
     min_rows: int  # largest minimum intersection/table size over all parties' policies
+    min_rows_by: str | None = None  # the party whose policy sets min_rows (named in a refusal)
     key_bits: int = paillier.KEY_BITS
     transcript_dir: str | None = None
     connect_timeout: float = 30.0
@@ -239,20 +241,28 @@ async def _compute(sess: Session) -> list[tuple] | None:
     return await aggregates.evaluate(sess, plan, m, table, sf)
 
 
-def _check_size(sess: Session, m: int, what: str) -> None:
-    if m < sess.job.min_rows:
-        raise PolicyError(
-            f"{what} is smaller than the minimum of {sess.job.min_rows} rows required by the "
-            "parties' policies; nothing was computed", rule="min_intersection")
+async def announce_size(sess: Session, label: str, m: int | None, sender: str,
+                        receivers: list[str], what: str) -> int:
+    """``sender`` (who knows m) sends m to ``receivers`` only if m >= the largest minimum.
+
+    Otherwise it sends ``None``, so a refusal reveals one bit ("too small") and never m.
+    """
+    job = sess.job
+    ok = job.party != sender or m >= job.min_rows
+    got = await sess.send(label, m if ok else None, sender, receivers)
+    if job.party != sender:
+        m = got
+    if m is None or not ok:
+        raise too_small(job.min_rows_by, job.min_rows, what=what)
+    return m
 
 
 async def share_table(sess: Session, scan: Scan, sf):
     """Single-table source: the owner secret-shares its (already checked) columns."""
     owner = scan.party
-    n = await sess.send("row_count", len(sess.job.local.values) if sess.job.party == owner
-                        else None, owner, [p for p in sess.job.pids if p != owner])
-    n = len(sess.job.local.values) if sess.job.party == owner else n
-    _check_size(sess, n, f"table {scan.table}")
+    n = await announce_size(sess, "row_count", len(sess.job.local.values)
+                            if sess.job.party == owner else None, owner,
+                            [p for p in sess.job.pids if p != owner], f"table {scan.table}")
     d = len(scan.columns)
     if n == 0 or d == 0:
         return n, None
@@ -299,10 +309,8 @@ async def private_join(sess: Session, join: PrivateJoin, sf):
         pairs = paillier.match(paillier.split_hashes(inbox_l["hashes"]),
                                paillier.split_hashes(inbox_r["hashes"]))
         sess.phase("match")
-    m = await sess.send("intersection_size", len(pairs) if me == helper else None, helper,
-                        [left, right])
-    m = len(pairs) if me == helper else m
-    _check_size(sess, m, "the intersection")
+    m = await announce_size(sess, "intersection_size", len(pairs) if me == helper else None,
+                            helper, [left, right], "the intersection")
     if m == 0:
         return 0, None
 

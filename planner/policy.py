@@ -1,41 +1,92 @@
-"""Per-party policies: which aggregates may touch which columns, and minimum row counts.
+"""Per-party policies: what a party lets a query do with its data and its computation.
 
-``allowed_functions`` is keyed by ``"*"``, ``"table"`` or ``"table.column"``; the most specific
-key present wins.  Without a ``"*"`` key every aggregate is allowed where no key applies.
+A policy is the ``[policy]`` table of a party's ``party.toml`` (or the dict given to
+``engine.connect(policies=...)``); :meth:`Policy.from_dict` validates it.  Keys:
+
+``allow``            aggregates allowed per ``"*"``, ``"table"`` or ``"table.column"`` (the most
+                     specific key present wins; without ``"*"`` everything else is allowed)
+``never_leave``      ``"table.column"`` (or ``"party.table.column"``) that no query may use in
+                     any way: aggregated, counted, or as the join key
+``min_intersection`` minimum rows an aggregate may cover (intersection or table size)
+``min_group_rows``   minimum rows per group where a query forms groups (none does today)
+``receivers``        parties that may receive the results of queries this party takes part in
+``join_protocols``   private join protocols this party takes part in (``paillier``, ``masked``)
+``analysts``         analyst identities (exact, or ``fnmatch`` patterns such as ``"*@ac"``)
+                     allowed to run queries this party takes part in; absent: anyone
+                     authenticated
+
+``allow``/``never_leave`` concern the party's own columns; the other rules apply to every query
+the party takes part in (in this federation every query runs at every party).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
 
 from dialect.errors import PolicyError
-from planner.plan import ALL_AGGREGATES, Plan, PrivateJoin
+from planner.plan import ALL_AGGREGATES, JOIN_PROTOCOLS, Plan, PrivateJoin
 
-_KEYS = frozenset({"party", "min_intersection", "allow"})
+_KEYS = frozenset({"party", "min_intersection", "allow", "never_leave", "min_group_rows",
+                   "receivers", "join_protocols", "analysts"})
+DEFAULT_MIN_INTERSECTION = 10
 
 
 def _default_allow() -> Mapping[str, frozenset[str]]:
     return {"*": ALL_AGGREGATES}
 
 
+def _names(party: str, key: str, value: Any) -> tuple[str, ...] | None:
+    """A TOML list of non-empty strings (``None`` stays ``None``: the rule is absent)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f"policy of {party}: {key} must be a list of strings, not {value!r}")
+    out = []
+    for v in value:
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"policy of {party}: {key} entries must be non-empty strings, "
+                             f"not {v!r}")
+        out.append(v.strip())
+    return tuple(dict.fromkeys(out))
+
+
+def _count(party: str, key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"policy of {party}: {key} must be an integer, not {value!r}")
+    if value < 0:
+        raise ValueError(f"policy of {party}: {key} must be at least 0")
+    return value
+
+
+def _refuse(party: str, rule: str, why: str) -> PolicyError:
+    return PolicyError(f"query refused by policy of {party} ({rule}): {why}", party=party,
+                       rule=rule)
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The policy of one data party; it rules only over that party's own tables."""
+    """The policy of one party (data party or helper)."""
 
     party: str
     allowed_functions: Mapping[str, frozenset[str]] = field(
         default_factory=_default_allow, hash=False
     )
-    min_intersection: int = 10
+    min_intersection: int = DEFAULT_MIN_INTERSECTION
+    never_leave: frozenset[str] = frozenset()  # "table.column", lower case
+    min_group_rows: int | None = None
+    receivers: tuple[str, ...] | None = None
+    join_protocols: tuple[str, ...] | None = None
+    analysts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.min_intersection, int) or isinstance(self.min_intersection, bool):
-            raise ValueError("min_intersection must be an integer")
-        if self.min_intersection < 0:
-            raise ValueError("min_intersection must be at least 0")
+        p = self.party
+        _count(p, "min_intersection", self.min_intersection)
+        if self.min_group_rows is not None:
+            _count(p, "min_group_rows", self.min_group_rows)
         allow: dict[str, frozenset[str]] = {}
         for key, funcs in self.allowed_functions.items():
             if isinstance(funcs, str):
@@ -44,14 +95,36 @@ class Policy:
             unknown = norm - ALL_AGGREGATES
             if unknown:
                 raise ValueError(
-                    f"policy of {self.party}: unknown aggregate(s) {', '.join(sorted(unknown))} "
+                    f"policy of {p}: unknown aggregate(s) {', '.join(sorted(unknown))} "
                     f"for {key!r}; known: {', '.join(sorted(ALL_AGGREGATES))}"
                 )
             k = str(key).strip().lower()
             if not k or k.count(".") > 1 or (k != "*" and "*" in k):
-                raise ValueError(f"policy of {self.party}: bad key {key!r}")
+                raise ValueError(f"policy of {p}: bad key {key!r}")
             allow[k] = norm
         object.__setattr__(self, "allowed_functions", MappingProxyType(allow))
+        object.__setattr__(self, "never_leave", frozenset(
+            self._column_key(c) for c in (_names(p, "never_leave", self.never_leave) or ())))
+        object.__setattr__(self, "receivers", _names(p, "receivers", self.receivers))
+        object.__setattr__(self, "analysts", _names(p, "analysts", self.analysts))
+        protos = _names(p, "join_protocols", self.join_protocols)
+        if protos is not None:
+            protos = tuple(x.lower() for x in protos)
+            bad = set(protos) - JOIN_PROTOCOLS
+            if bad:
+                raise ValueError(f"policy of {p}: unknown join protocol(s) "
+                                 f"{', '.join(sorted(bad))}; known: "
+                                 f"{', '.join(sorted(JOIN_PROTOCOLS))}")
+        object.__setattr__(self, "join_protocols", protos)
+
+    def _column_key(self, name: str) -> str:
+        parts = name.lower().split(".")
+        if len(parts) == 3 and parts[0] == self.party.lower():
+            parts = parts[1:]
+        if len(parts) != 2 or not all(parts) or any("*" in x for x in parts):
+            raise ValueError(f"policy of {self.party}: never_leave entries are 'table.column' "
+                             f"or '{self.party}.table.column', not {name!r}")
+        return ".".join(parts)
 
     # --- rules --------------------------------------------------------------------------------
 
@@ -65,6 +138,12 @@ class Policy:
         key = self.rule(table, column)
         return ALL_AGGREGATES if key is None else self.allowed_functions[key]
 
+    def analyst_allowed(self, analyst: str | None) -> bool:
+        """Whether ``analyst`` may run queries this party takes part in."""
+        if self.analysts is None:
+            return True
+        return analyst is not None and any(fnmatchcase(analyst, a) for a in self.analysts)
+
     def _uses(self, plan: Plan) -> list[tuple[str, str, str | None]]:
         """(function, table, column) of every use of this party's data by ``plan``."""
         mine = [s for s in plan.scans if s.party == self.party]
@@ -75,70 +154,147 @@ class Policy:
             uses += [(agg.func, c.table, c.column) for c in agg.args if c.party == self.party]
         return list(dict.fromkeys(uses))
 
-    def check(self, plan: Plan) -> None:
-        """Raise :class:`PolicyError` if this party's policy refuses ``plan``."""
+    def _kept(self, plan: Plan) -> list[str]:
+        """Descriptions of this party's ``never_leave`` columns that ``plan`` would use."""
+        out = []
+        for s in plan.scans:
+            if s.party != self.party:
+                continue
+            if s.key and f"{s.table}.{s.key}".lower() in self.never_leave:
+                out.append(f"{s.table}.{s.key} (as the join key: its keyed hashes would leave "
+                           f"{self.party})")
+        for agg in plan.aggregate.aggregates:
+            out += [f"{c.qualified} (in {agg.func})" for c in agg.args
+                    if c.party == self.party and c.qualified.lower() in self.never_leave]
+        return list(dict.fromkeys(out))
+
+    def check(self, plan: Plan, analyst: str | None = None) -> None:
+        """Raise :class:`PolicyError` (naming this party and the rule) if the policy refuses.
+
+        ``analyst`` is the authenticated identity of whoever asked for the query.
+        """
+        p = self.party
+        if not self.analyst_allowed(analyst):
+            who = analyst if analyst is not None else "an unidentified analyst"
+            raise _refuse(p, "analysts", f"{who} may not run queries that involve {p}")
+        kept = self._kept(plan)
+        if kept:
+            raise _refuse(p, "never_leave", f"column {kept[0]} may never leave {p}")
         for func, table, column in self._uses(plan):
             if func not in self.allowed(table, column):
                 what = f"{table}.{column}" if column else f"table {table} (COUNT(*))"
                 raise PolicyError(
-                    f"query refused by policy of {self.party}: {func} is not allowed on {what}",
-                    party=self.party, rule="allow",
+                    f"query refused by policy of {p}: {func} is not allowed on {what}",
+                    party=p, rule="allow",
                 )
+        if isinstance(plan.source, PrivateJoin) and self.join_protocols is not None \
+                and plan.source.protocol not in self.join_protocols:
+            raise _refuse(p, "join_protocols",
+                          f"join_protocol '{plan.source.protocol}' is not allowed; allowed: "
+                          + ", ".join(f"'{x}'" for x in self.join_protocols))
+        if self.receivers is not None:
+            extra = [r for r in plan.root.receivers if r not in self.receivers]
+            if extra:
+                raise _refuse(p, "receivers",
+                              f"the result may not be revealed to {', '.join(extra)} "
+                              f"(allowed receivers: {', '.join(self.receivers) or 'none'})")
 
     def check_rows(self, rows: int, plan: Plan) -> None:
         """Raise :class:`PolicyError` if the aggregates would run over too few rows.
 
-        ``rows`` is the intersection size of a join, or the table size of a single-table query;
-        only checked when ``plan`` reads a table of this party.
+        ``rows`` is the intersection size of a join, or the table size of a single-table query.
+        The error says only that the size is too small, never the size itself.
         """
-        if not any(s.party == self.party for s in plan.scans):
-            return
         if rows < self.min_intersection:
-            what = "the intersection" if isinstance(plan.source, PrivateJoin) else "the table"
-            raise PolicyError(
-                f"query refused by policy of {self.party}: {what} has {rows} rows, "
-                f"fewer than min_intersection = {self.min_intersection}",
-                party=self.party, rule="min_intersection",
-            )
+            raise too_small(self.party, self.min_intersection, plan)
 
-    def describe(self, plan: Plan) -> list[str]:
+    def describe(self, plan: Plan, analyst: str | None = None) -> list[str]:
         """Which rules of this policy apply to ``plan``, one line each (for explain)."""
-        uses = self._uses(plan)
-        if not uses and not any(s.party == self.party for s in plan.scans):
-            return [f"{self.party}: no table of {self.party} is used; its policy does not apply"]
+        p = self.party
         lines = []
+        if self.analysts is not None:
+            ok = "allowed" if self.analyst_allowed(analyst) else "REFUSED"
+            lines.append(f"{p}: analyst {analyst or '(unidentified)'} {ok} by rule analysts "
+                         f"= [{', '.join(self.analysts)}]")
+        kept = self._kept(plan)
+        if self.never_leave:
+            verdict = (f"REFUSED: {kept[0]} may never leave {p}" if kept else "none used")
+            lines.append(f"{p}: never_leave [{', '.join(sorted(self.never_leave))}]: {verdict}")
+        uses = self._uses(plan)
+        if not uses and not any(s.party == p for s in plan.scans):
+            lines.append(f"{p}: no table of {p} is used (allow rules do not apply)")
         for func, table, column in uses:
             key = self.rule(table, column)
             verdict = "allowed" if func in self.allowed(table, column) else "REFUSED"
             what = f"{table}.{column}" if column else f"table {table} (COUNT(*))"
             by = f"rule {key!r}" if key else "the default (all aggregates)"
-            lines.append(f"{self.party}: {func} on {what} {verdict} by {by}")
+            lines.append(f"{p}: {func} on {what} {verdict} by {by}")
+        if isinstance(plan.source, PrivateJoin) and self.join_protocols is not None:
+            ok = "allowed" if plan.source.protocol in self.join_protocols else "REFUSED"
+            lines.append(f"{p}: join_protocol '{plan.source.protocol}' {ok} by rule "
+                         f"join_protocols = [{', '.join(self.join_protocols)}]")
+        if self.receivers is not None:
+            extra = [r for r in plan.root.receivers if r not in self.receivers]
+            ok = f"REFUSED for {', '.join(extra)}" if extra else "allowed"
+            lines.append(f"{p}: result to [{', '.join(plan.root.receivers)}] {ok} by rule "
+                         f"receivers = [{', '.join(self.receivers)}]")
         rows = "intersection" if isinstance(plan.source, PrivateJoin) else "table"
-        lines.append(f"{self.party}: the {rows} must have at least {self.min_intersection} rows")
+        lines.append(f"{p}: the {rows} must have at least {self.min_intersection} rows "
+                     "(checked when its size is known; a refusal reveals only 'too small')")
+        if self.min_group_rows is not None:
+            lines.append(f"{p}: min_group_rows = {self.min_group_rows} (this query forms no "
+                         "groups)")
         return lines
 
     # --- (de)serialisation --------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A TOML-friendly dict: ``{"party", "min_intersection", "allow": {key: [FUNC, ...]}}``."""
-        return {
+        """A TOML-friendly dict with every key that is set (the form :meth:`from_dict` reads)."""
+        d: dict[str, Any] = {
             "party": self.party,
             "min_intersection": self.min_intersection,
             "allow": {k: sorted(v) for k, v in self.allowed_functions.items()},
         }
+        if self.never_leave:
+            d["never_leave"] = sorted(self.never_leave)
+        for key in ("min_group_rows", "receivers", "join_protocols", "analysts"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value if isinstance(value, int) else list(value)
+        return d
 
     @classmethod
     def from_dict(cls, party: str, d: Mapping[str, Any] | None = None) -> Policy:
-        """The policy of ``party`` from :meth:`to_dict`'s form (``None`` or ``{}``: default)."""
+        """The policy of ``party`` from a ``[policy]`` table (``None`` or ``{}``: default)."""
         d = d or {}
         unknown = set(d) - _KEYS
         if unknown:
-            raise ValueError(f"unknown policy key(s): {', '.join(sorted(unknown))}")
+            raise ValueError(f"policy of {party}: unknown key(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(_KEYS - {'party'}))}")
         if d.get("party", party) != party:
             raise ValueError(f"policy of {d['party']!r} given for party {party!r}")
         allow = d.get("allow")
+        if allow is not None and not isinstance(allow, Mapping):
+            raise ValueError(f"policy of {party}: allow must be a table of key = [FUNC, ...]")
         return cls(
             party,
             _default_allow() if allow is None else dict(allow),
-            d.get("min_intersection", 10),
+            d.get("min_intersection", DEFAULT_MIN_INTERSECTION),
+            never_leave=d.get("never_leave") or (),
+            min_group_rows=d.get("min_group_rows"),
+            receivers=d.get("receivers"),
+            join_protocols=d.get("join_protocols"),
+            analysts=d.get("analysts"),
         )
+
+
+def too_small(party: str | None, minimum: int, plan: Plan | None = None,
+              what: str | None = None) -> PolicyError:
+    """The min_intersection refusal: says the size is too small, never what it is."""
+    if what is None:
+        joined = plan is None or isinstance(plan.source, PrivateJoin)
+        what = "the intersection" if joined else "the table"
+    who = f"policy of {party}" if party else "the parties' policies"
+    return PolicyError(
+        f"query refused by {who} (min_intersection): {what} is smaller than the minimum of "
+        f"{minimum} rows; nothing was computed", party=party, rule="min_intersection")

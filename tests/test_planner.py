@@ -368,9 +368,9 @@ def test_policy_min_rows(catalog: Catalog) -> None:
     pol.check_rows(50, p)
     with pytest.raises(PolicyError) as info:
         pol.check_rows(49, p)
-    assert info.value.rule == "min_intersection" and "intersection has 49 rows" in str(info.value)
-    pol.check_rows(1, plan("SELECT SUM(bmi) FROM emc", catalog))  # not ac's table
-    with pytest.raises(PolicyError, match="the table has 3 rows"):
+    assert info.value.rule == "min_intersection" and "intersection is smaller" in str(info.value)
+    assert "49" not in str(info.value)  # a refusal says "too small", never the size
+    with pytest.raises(PolicyError, match="the table is smaller than the minimum of 50"):
         pol.check_rows(3, plan("SELECT SUM(age) FROM ac", catalog))
 
 
@@ -407,8 +407,8 @@ def test_policy_describe(catalog: Catalog) -> None:
     lines = pol.describe(plan(Q_JOIN, catalog))
     assert "emc: SUM on emc.bmi allowed by rule 'emc.bmi'" in lines
     assert "emc: COUNT on table emc (COUNT(*)) allowed by the default (all aggregates)" in lines
-    assert lines[-1] == "emc: the intersection must have at least 20 rows"
-    assert "does not apply" in Policy("helper").describe(plan(Q_JOIN, catalog))[0]
+    assert lines[-1].startswith("emc: the intersection must have at least 20 rows")
+    assert "no table of helper" in Policy("helper").describe(plan(Q_JOIN, catalog))[0]
 
 
 # --- plan nodes refuse invalid construction ---------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 from dialect.errors import ProtocolError
 from engine.protocols import paillier
 from engine.protocols.fixedpoint import encode_int64
-from engine.session import _check_size
+from engine.session import announce_size
 from planner.plan import PrivateJoin
 
 if TYPE_CHECKING:
@@ -278,10 +278,8 @@ async def masked_join(sess: Session, join: PrivateJoin, sf) -> tuple[int, Any]:
         pairs = paillier.match(paillier.split_hashes(inbox_l["hashes"]),
                                paillier.split_hashes(inbox_r["hashes"]))
         sess.phase("match")
-    m = await sess.send("intersection_size", len(pairs) if me == helper else None, helper,
-                        [left, right])
-    m = len(pairs) if me == helper else m
-    _check_size(sess, m, "the intersection")
+    m = await announce_size(sess, "intersection_size", len(pairs) if me == helper else None,
+                            helper, [left, right], "the intersection")
     if m == 0 or not (d[left] or d[right]):
         return m, None
 
