@@ -137,6 +137,10 @@ class PolicyError(ProgrammingError):
         return d
 
 
+class AuthorizationError(ProgrammingError):
+    """An authenticated client or peer asked for something its identity may not do."""
+
+
 class ProtocolError(OperationalError):
     """A secure protocol could not complete (peer lost, time-out, malformed message)."""
 
@@ -158,6 +162,7 @@ _CLASSES: dict[str, type[Error]] = {
         BindError,
         PolicyError,
         ProtocolError,
+        AuthorizationError,
     )
 }
 

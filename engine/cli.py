@@ -1,4 +1,5 @@
-"""The ``mpcsql`` command: ``demo``, ``query`` and ``explain`` on the embedded federation."""
+"""The ``mpcsql`` command: ``demo``, ``query`` and ``explain`` (embedded local parties, or a
+running party server with ``--server``), and ``init``/``certs``/``serve`` (see cli_deploy)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,10 @@ def _sklearn_lasso(ac, emc) -> list[float]:
 def _open(args):
     import engine
 
+    if args.server:
+        from engine.cli_deploy import open_remote
+
+        return open_remote(args)
     con = engine.connect(key_bits=args.key_bits)
     for spec in args.table or []:
         name, _, path = spec.partition("=")
@@ -138,6 +143,9 @@ def cmd_explain(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cli_deploy import add_commands as add_deploy_commands
+    from engine.cli_deploy import add_server_options
+
     ap = argparse.ArgumentParser(prog="mpcsql", description="Secure SQL across three parties.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the bundled insurer/hospital demo")
@@ -152,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--key", default="id", help="join key column (default: id)")
         p.add_argument("--key-bits", type=int, default=2048, help=argparse.SUPPRESS)
         if name == "query":
+        add_server_options(p)
             p.add_argument("--format", choices=("table", "csv", "json"), default="table")
         p.set_defaults(func=func)
     args = ap.parse_args(argv)
+    add_deploy_commands(sub)
     from dialect.errors import Error
 
     try:

@@ -1,16 +1,35 @@
-"""Configuration of one party server."""
+"""Configuration of one party server: the dataclass, and loading it from ``party.toml``."""
 
 from __future__ import annotations
 
+import os
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any
+
+from dialect.errors import ProgrammingError
+from engine.tls import TLSFiles
 
 KEY_BITS = 2048  # Paillier modulus size used in production
 
 
+class ConfigError(ProgrammingError):
+    """A ``party.toml`` that cannot be used; names the file, the setting and the cause."""
+
+
+@dataclass
+class ExposedTable:
+    """A table of the party's DuckDB file that queries may use (only these columns)."""
+
+    name: str
+    key: str
+    columns: list[str] | None = None  # None: every column
+    bounds: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class PartyConfig:
-    """How one party server runs (the embedded federation builds this; see also party.toml)."""
+    """How one party server runs (from ``party.toml``, or built by the embedded federation)."""
 
     name: str
     role: str
@@ -22,15 +41,208 @@ class PartyConfig:
     policy: dict[str, Any] = field(default_factory=dict)
     query_timeout: float = 600.0
     connect_timeout: float = 30.0
+    peer_timeout: float = 60.0  # a peer must answer a control request (not a run) within this
     key_bits: int = KEY_BITS
     transcript_dir: str | None = None
     parent_pid: int | None = None
+    tls: TLSFiles | None = None  # None: plain TCP (embedded federation on loopback)
+    peer_certs: dict[str, str] = field(default_factory=dict)  # pinned peer certificates
+    tables: list[ExposedTable] | None = None  # None: tables come from register() (embedded)
+    audit_log: str | None = None
+    config_path: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartyConfig:
         d = dict(d)
         d["parties"] = [tuple(p) for p in d["parties"]]
         d["peers"] = {k: tuple(v) for k, v in d.get("peers", {}).items()}
+        if d.get("tls"):
+            d["tls"] = TLSFiles(**d["tls"])
+        if d.get("tables") is not None:
+            d["tables"] = [ExposedTable(**t) for t in d["tables"]]
         return cls(**d)
 
 
+# --- party.toml ------------------------------------------------------------------------------
+
+_SECTIONS: dict[str, set[str] | None] = {
+    "party": {"name", "role"},
+    "federation": {"parties", "helper"},
+    "listen": {"host", "port"},
+    "tls": {"ca", "cert", "key"},
+    "peers": None,
+    "database": {"path"},
+    "tables": None,
+    "policy": None,  # checked by planner.policy.Policy
+    "audit": {"path"},
+    "timeouts": {"connect", "peer", "query"},
+    "crypto": {"paillier_key_bits"},
+}
+
+
+def _address(value: Any, where: str) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{where} must be 'host:port', not {value!r}")
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where} must be 'host:port' with a port in 1..65535, not {value!r}")
+    return host, int(port)
+
+
+def load_party_toml(path: str) -> PartyConfig:
+    """Read and check a ``party.toml``; paths in it are relative to the file."""
+    path = os.path.abspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    try:
+        return _build(raw, os.path.dirname(path), path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.message}") from None
+
+
+def _section(raw: dict[str, Any], name: str, required: bool = True) -> dict[str, Any]:
+    sec = raw.get(name)
+    if sec is None:
+        if required:
+            raise ConfigError(f"missing section [{name}]")
+        return {}
+    if not isinstance(sec, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    allowed = _SECTIONS[name]
+    if allowed is not None:
+        unknown = set(sec) - allowed
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(allowed))}")
+    return sec
+
+
+def _get(sec: dict[str, Any], key: str, kind: type | tuple, where: str, default: Any = ...):
+    if key not in sec:
+        if default is ...:
+            raise ConfigError(f"missing setting {where}.{key}")
+        return default
+    value = sec[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}.{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; known: "
+                          f"{', '.join(sorted(_SECTIONS))}")
+
+    def rel(p: str) -> str:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+
+    party = _section(raw, "party")
+    name = _get(party, "name", str, "party")
+    role = _get(party, "role", str, "party")
+    if role not in ("data", "helper"):
+        raise ConfigError(f"party.role must be 'data' or 'helper', not {role!r}")
+
+    fed = _section(raw, "federation")
+    names = _get(fed, "parties", list, "federation")
+    helper = _get(fed, "helper", str, "federation")
+    if len(names) != 3 or len(set(names)) != 3 or not all(isinstance(n, str) for n in names):
+        raise ConfigError("federation.parties must list three distinct party names")
+    if name not in names or helper not in names:
+        raise ConfigError(f"federation.parties {names} must include this party ({name!r}) "
+                          f"and the helper ({helper!r})")
+    if (name == helper) != (role == "helper"):
+        raise ConfigError(f"party.role = {role!r} contradicts federation.helper = {helper!r}")
+    parties = [(n, "helper" if n == helper else "data") for n in names]
+
+    listen = _section(raw, "listen")
+    host = _get(listen, "host", str, "listen", "127.0.0.1")
+    port = _get(listen, "port", int, "listen")
+
+    tls_sec = _section(raw, "tls")
+    tls = TLSFiles(*(rel(_get(tls_sec, k, str, "tls")) for k in ("ca", "cert", "key")))
+    for what, p in (("tls.ca", tls.ca), ("tls.cert", tls.cert), ("tls.key", tls.key)):
+        if not os.path.isfile(p):
+            raise ConfigError(f"{what}: file not found: {p}")
+
+    peers_sec = _section(raw, "peers")
+    expected = set(names) - {name}
+    if set(peers_sec) != expected:
+        raise ConfigError(f"[peers] must have exactly one entry per other party "
+                          f"({', '.join(sorted(expected))}); found "
+                          f"{', '.join(sorted(peers_sec)) or 'none'}")
+    peers, pins = {}, {}
+    for peer, sec in peers_sec.items():
+        where = f"peers.{peer}"
+        if not isinstance(sec, dict) or set(sec) - {"address", "cert"}:
+            raise ConfigError(f"[{where}] takes address = 'host:port' and optionally cert")
+        peers[peer] = _address(_get(sec, "address", str, where), f"{where}.address")
+        if "cert" in sec:
+            pins[peer] = rel(_get(sec, "cert", str, where))
+            if not os.path.isfile(pins[peer]):
+                raise ConfigError(f"{where}.cert: file not found: {pins[peer]}")
+
+    db = _section(raw, "database", required=role == "data")
+    database = rel(_get(db, "path", str, "database")) if db else ":memory:"
+    tables = _tables(raw.get("tables", []), role)
+
+    policy = _section(raw, "policy", required=False)
+    from planner.policy import Policy  # config -> planner is the allowed direction
+
+    try:
+        Policy.from_dict(name, policy)
+    except ValueError as e:
+        raise ConfigError(f"[policy]: {e}") from None
+
+    audit = _section(raw, "audit", required=False)
+    timeouts = _section(raw, "timeouts", required=False)
+    crypto = _section(raw, "crypto", required=False)
+
+    def seconds(key: str, default: float) -> float:
+        v = float(_get(timeouts, key, (int, float), "timeouts", default))
+        if v <= 0:
+            raise ConfigError(f"timeouts.{key} must be positive")
+        return v
+
+    key_bits = _get(crypto, "paillier_key_bits", int, "crypto", KEY_BITS)
+    if key_bits < 2048:
+        raise ConfigError("crypto.paillier_key_bits must be at least 2048")
+    return PartyConfig(
+        name=name, role=role, parties=parties, database=database, host=host, port=port,
+        peers=peers, policy=dict(policy), query_timeout=seconds("query", 600.0),
+        connect_timeout=seconds("connect", 10.0), peer_timeout=seconds("peer", 60.0),
+        key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
+        audit_log=rel(_get(audit, "path", str, "audit")) if "path" in audit else None,
+        config_path=path,
+    )
+
+
+def _tables(raw: Any, role: str) -> list[ExposedTable]:
+    if not isinstance(raw, list):
+        raise ConfigError("[[tables]] must be an array of tables")
+    if raw and role == "helper":
+        raise ConfigError("the helper holds no data: remove its [[tables]]")
+    out, seen = [], set()
+    for i, t in enumerate(raw):
+        where = f"tables[{i}]"
+        if not isinstance(t, dict) or set(t) - {"name", "key", "columns", "bounds"}:
+            raise ConfigError(f"{where} takes name, key, columns and bounds")
+        name = _get(t, "name", str, where)
+        if name.lower() in seen:
+            raise ConfigError(f"table {name!r} is listed twice")
+        seen.add(name.lower())
+        cols = _get(t, "columns", list, where, None)
+        if cols is not None and (not cols or not all(isinstance(c, str) for c in cols)):
+            raise ConfigError(f"{where}.columns must be a non-empty list of column names")
+        bounds = _get(t, "bounds", dict, where, {})
+        if not all(isinstance(v, (int, float)) and v > 0 for v in bounds.values()):
+            raise ConfigError(f"{where}.bounds must map column names to positive numbers")
+        out.append(ExposedTable(name, _get(t, "key", str, where), cols,
+                                {k: float(v) for k, v in bounds.items()}))
+    return out

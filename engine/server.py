@@ -98,6 +98,8 @@ def _child_main(job: Job, conn) -> None:
                 os._exit(3)
 
     threading.Thread(target=watchdog, daemon=True).start()
+    signal.set_wakeup_fd(-1)  # the server's loop owns that fd: our signals are not its own
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         res = run_job(job)
@@ -816,11 +818,18 @@ def serve(cfg: PartyConfig, *, stop_on_sigint: bool = False) -> int:
     except (Error, CertError) as e:
         print(f"mpcsql serve: {e}", file=sys.stderr, flush=True)
         return 2
-    stop = lambda *_: server.stopping.set()  # noqa: E731
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop if stop_on_sigint else signal.SIG_IGN)
+    if not stop_on_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()  # handlers that wake the loop at once
+        for sig in (signal.SIGTERM, signal.SIGINT) if stop_on_sigint else (signal.SIGTERM,):
+            loop.add_signal_handler(sig, server.stopping.set)
+        await server.serve()
+        log.info("party %s stopped", cfg.name)
+
     try:
-        asyncio.run(server.serve())
+        asyncio.run(run())
     except OSError as e:  # e.g. the listen address is in use
         print(f"mpcsql serve: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}",
               file=sys.stderr, flush=True)
@@ -835,8 +844,11 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--config", help="path to party.toml")
     src.add_argument("--config-json", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)  # MPyC configures the root logger itself
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     if args.config:
         try:
             cfg = load_party_toml(args.config)

@@ -41,6 +41,7 @@ class Job:
     connect_timeout: float = 30.0
 
 
+    tls: Any = None  # engine.session_tls.SessionTLS: run the MPyC channels over mutual TLS
 @dataclass
 class SessionResult:
     rows: list[tuple] | None  # None at parties that do not receive the result
@@ -149,6 +150,12 @@ def _listen_only_on(loop, host: str) -> None:
 
 def run_job(job: Job) -> SessionResult:
     """Run this party's side of ``job`` to completion (blocking; call in a fresh process)."""
+def _lost(state: dict[str, Any], peer: str) -> OperationalError:
+    if state.get("tls_error"):
+        return OperationalError(state["tls_error"], party=peer)
+    return OperationalError(f"lost connection to party {peer} during the query", party=peer)
+
+
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     addrs = [mpcrt.Address(h, p) for h, p in job.addresses]
@@ -159,12 +166,16 @@ def run_job(job: Job) -> SessionResult:
     _patch_connection_loss(state)
     sess = Session(job, mpc)
     try:
+    if job.tls is not None:
+        from engine import session_tls
+
+        session_tls.install(loop, job.tls, job.pids[job.party],
+                            {i: n for n, i in job.pids.items()}, list(job.addresses), state)
         return loop.run_until_complete(_run(sess, state))
     except RuntimeError as e:  # MPyC stops the loop when one of its coroutines fails
         if state["lost"].done():
             peer = sess.names.get(state["lost"].result(), "?")
-            raise OperationalError(f"lost connection to party {peer} during the query",
-                                   party=peer) from e
+            raise _lost(state, peer) from e
         raise
 
 
@@ -187,9 +198,14 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
         task.cancel()
         if state["lost"].done():
             peer = names.get(state["lost"].result(), "?")
-            raise OperationalError(f"lost connection to party {peer} during the query",
-                                   party=peer)
-        raise OperationalError("timed out connecting to the other parties")
+            raise _lost(state, peer)
+        missing = [n for i, n in names.items()
+                   if i != sess.pid and mpc.parties[i].protocol is None]
+        if missing:
+            raise OperationalError(
+                f"timed out after {timeout:g} s connecting to the session port of party "
+                f"{', '.join(missing)}", party=missing[0])
+        raise OperationalError(f"timed out after {timeout:g} s waiting for the other parties")
 
     await guarded(mpc.start(), timeout=sess.job.connect_timeout)
     sess.phase("connect")
@@ -210,7 +226,7 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     sent = {names[i]: n for i, n in state["sent"].items()}
     sess.transcript.save(received)
     stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent,
-             "peak_rss_mb": _peak_rss_mb()}
+             "peak_rss_mb": _peak_rss_mb(), "tls_peers": sorted(state.get("tls_peers", ()))}
     return SessionResult(rows, stats)
 
 

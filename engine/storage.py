@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from dialect.errors import DataError, ProgrammingError
+from dialect.errors import DataError, NotSupportedError, ProgrammingError
 from engine.protocols.fixedpoint import check_range
 from planner.catalog import ColumnSchema, TableSchema
 
@@ -52,12 +52,49 @@ class LocalData:
 class PartyStore:
     """A party's DuckDB database file with its exposed tables."""
 
-    def __init__(self, path: str, party: str):
+    def __init__(self, path: str, party: str, *, read_only: bool = False):
         self.path = path
         self.party = party
+        self.exposed: dict[str, TableSchema] | None = None  # set by expose() (party.toml)
+        if read_only and path != ":memory:":
+            if not os.path.isfile(path):
+                raise ProgrammingError(f"database file not found: {path}", party=party)
+            try:
+                self.con = duckdb.connect(path, read_only=True)
+            except duckdb.Error as e:
+                raise ProgrammingError(f"cannot open database {path}: {e}", party=party) from e
+            return
         self.con = duckdb.connect(path)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {_META} (name VARCHAR PRIMARY KEY, "
                          "key_column VARCHAR, scale_bits VARCHAR)")
+
+    def expose(self, tables: list[tuple[str, str, list[str] | None, dict[str, float]]]) -> None:
+        """Serve exactly these (table, key, columns or None for all, bounds) and nothing else.
+
+        Used with ``party.toml``: the tables already live in the party's DuckDB file; names,
+        key and columns are checked here so that a bad configuration fails at start-up.
+        """
+        exposed: dict[str, TableSchema] = {}
+        for name, key, columns, bounds in tables:
+            full = self._schema(name, key, {}, drop_on_error=False)
+            known = {c.name.lower(): c for c in full.columns}
+            wanted = [c.name for c in full.columns if c.name != full.key] if columns is None \
+                else columns
+            for c in list(wanted) + list(bounds):
+                if c.lower() not in known:
+                    raise ProgrammingError(
+                        f"table {name} has no column {c!r}; columns: "
+                        + ", ".join(known[k].name for k in known), party=self.party)
+                if c.lower() == full.key.lower():
+                    raise ProgrammingError(f"{name}.{c} is the key column; it is never exposed "
+                                           "as a value column", party=self.party)
+            cols = (known[full.key.lower()],) + tuple(known[c.lower()] for c in wanted)
+            schema = TableSchema(name, self.party, full.key, cols)
+            bits = self._declare_bounds(name, schema, bounds)
+            exposed[name] = TableSchema(name, self.party, full.key,
+                                        tuple(ColumnSchema(c.name, c.dtype, bits.get(c.name))
+                                              for c in cols))
+        self.exposed = exposed
 
     def close(self) -> None:
         self.con.close()
@@ -73,6 +110,9 @@ class PartyStore:
         ``bounds`` declares public bounds |x| <= bound per column; columns without one get the
         smallest power of two above their largest magnitude (published in the catalog).
         """
+        if self.exposed is not None:
+            raise NotSupportedError(f"{self.party} serves the tables listed in its party.toml; "
+                                    "load data into its DuckDB file and restart the server")
         tname = _ident(name)
         tmp = None
         attached = False
@@ -139,10 +179,13 @@ class PartyStore:
         return bits
 
     def drop(self, name: str) -> None:
+        if self.exposed is not None:
+            raise NotSupportedError(f"{self.party} serves the tables listed in its party.toml")
         self.con.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
         self.con.execute(f"DELETE FROM {_META} WHERE name = ?", [name])
 
-    def _schema(self, name: str, key: str | None, bits: dict[str, int]) -> TableSchema:
+    def _schema(self, name: str, key: str | None, bits: dict[str, int], *,
+                drop_on_error: bool = True) -> TableSchema:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [name]
@@ -153,7 +196,8 @@ class PartyStore:
         if key is not None:
             match = [c.name for c in cols if c.name.lower() == key.lower()]
             if not match:
-                self.drop(name)
+                if drop_on_error:
+                    self.drop(name)
                 raise ProgrammingError(
                     f"key column {key!r} not found in table {name}; columns: "
                     + ", ".join(c.name for c in cols), party=self.party)
@@ -161,6 +205,8 @@ class PartyStore:
         return TableSchema(name, self.party, key, cols)
 
     def schemas(self) -> list[TableSchema]:
+        if self.exposed is not None:
+            return list(self.exposed.values())
         rows = self.con.execute(
             f"SELECT name, key_column, scale_bits FROM {_META} ORDER BY name").fetchall()
         return [self._schema(n, k, json.loads(b or "{}")) for n, k, b in rows]

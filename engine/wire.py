@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import struct
 from typing import Any
 
@@ -46,17 +47,45 @@ async def recv(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes | No
 
 
 class BlockingClient:
-    """A synchronous request/response connection to one party server (used by the API)."""
+    """A synchronous request/response connection to one party server (used by the API).
 
-    def __init__(self, host: str, port: int, *, party: str = "?", timeout: float = 30.0):
+    With ``ssl_context`` the connection is mutually authenticated TLS and the server must
+    present a party certificate (named ``party``, unless ``party`` is ``"?"``).
+    """
+
+    def __init__(self, host: str, port: int, *, party: str = "?", timeout: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None):
         self.party = party
         self.address = (host, port)
+        self.answered = False
+        where = f"party {party} at {host}:{port}" if party != "?" else f"{host}:{port}"
         try:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
+            sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as e:
-            raise OperationalError(
-                f"cannot reach party {party} at {host}:{port}: {e}", party=party
-            ) from e
+            raise OperationalError(f"cannot reach {where}: {e}", party=_named(party)) from e
+        if ssl_context is None:
+            self.sock = sock
+            return
+        try:
+            self.sock = ssl_context.wrap_socket(sock, server_hostname=party if party != "?"
+                                                else None)
+        except (ssl.SSLError, OSError) as e:
+            sock.close()
+            raise OperationalError(f"TLS handshake with {where} failed: {_tls_reason(e)}",
+                                   party=_named(party)) from e
+        from engine.certs import CertError, identity_of_der
+
+        try:
+            ident = identity_of_der(self.sock.getpeercert(binary_form=True))
+        except (CertError, ValueError) as e:
+            self.close()
+            raise OperationalError(f"{where} is not an mpcsql party server: {e}",
+                                   party=_named(party)) from e
+        if ident.kind != "party" or party not in ("?", ident.name):
+            self.close()
+            raise OperationalError(f"{where} presented the certificate of {ident}",
+                                   party=_named(party))
+        self.server_identity = ident
 
     def request(self, msg: dict[str, Any], blob: bytes | None = None,
                 timeout: float | None = None) -> tuple[dict[str, Any], bytes | None]:
@@ -66,12 +95,27 @@ class BlockingClient:
             n = struct.unpack(">I", self._read(4))[0]
             reply = json.loads(self._read(n))
             data = self._read(int(reply.pop("blob_len"))) if "blob_len" in reply else None
+            self.answered = True
             return reply, data
-        except (OSError, ConnectionError, struct.error, json.JSONDecodeError) as e:
+        except ssl.SSLError as e:  # TLS 1.3: a refused client certificate shows up here
             raise OperationalError(
-                f"lost connection to party {self.party} ({type(e).__name__}: {e})",
-                party=self.party,
-            ) from e
+                f"party {self.party} refused the connection: {_tls_reason(e)}",
+                party=_named(self.party)) from e
+        except TimeoutError as e:
+            raise OperationalError(
+                f"party {self.party} did not answer within {timeout:g} s",
+                party=_named(self.party)) from e
+        except (OSError, ConnectionError, struct.error, json.JSONDecodeError) as e:
+            where = (f"party {self.party}" if self.party != "?"
+                     else "{}:{}".format(*self.address))
+            if not self.answered and isinstance(e, ConnectionError):
+                hint = ("it refused our client certificate (not signed by a CA it trusts?)"
+                        if isinstance(self.sock, ssl.SSLSocket) else
+                        "it may require mutual TLS (pass tls=... / --tls-*)")
+                raise OperationalError(f"{where} closed the connection without answering: "
+                                       f"{hint}", party=_named(self.party)) from e
+            raise OperationalError(f"lost connection to {where} ({type(e).__name__}: {e})",
+                                   party=_named(self.party)) from e
 
     def _read(self, n: int) -> bytes:
         buf = bytearray()
@@ -87,3 +131,13 @@ class BlockingClient:
             self.sock.close()
         except OSError:
             pass
+
+
+def _named(party: str) -> str | None:
+    return None if party == "?" else party
+
+
+def _tls_reason(e: BaseException) -> str:
+    from engine.tls import describe_tls_error
+
+    return describe_tls_error(e)

@@ -1,0 +1,69 @@
+"""The commented ``party.toml`` that ``mpcsql init`` writes."""
+
+from __future__ import annotations
+
+DEFAULT_PARTIES = ("ac", "emc", "helper")
+BASE_PORT = 7400
+
+_TEMPLATE = """\
+# mpcsql party configuration for {name!r}.  Paths are relative to this file.
+# Start the server with:  mpcsql serve --config {toml_path}
+
+[party]
+name = "{name}"
+role = "{role}"                 # "data" (holds tables) or "helper" (holds none)
+
+[federation]
+# Every party, in the same order in all three party.toml files (it fixes MPyC party numbers).
+parties = [{parties}]
+helper = "{helper}"
+
+[listen]
+host = "{host}"            # address this server listens on (and binds MPyC session ports to)
+port = {port}
+
+[tls]
+ca = "certs/ca.crt"           # the federation CA: it signed every party's and analyst's cert
+cert = "certs/{name}.crt"       # this party's certificate (mpcsql certs sign ... {name}.csr)
+key = "{name}.key"              # this party's private key (written by mpcsql init, mode 0600)
+
+# The other parties: where their servers listen, and (optional, recommended) their exact
+# certificates, so that only that certificate is accepted as that party.
+{peers}
+{data}
+[policy]
+min_intersection = 10         # smallest intersection (or table) any aggregate may cover
+# Which aggregates may touch this party's columns; the most specific key wins.
+allow = {{ "*" = ["COUNT", "SUM", "AVG", "LASSO", "RIDGE", "LINREG"] }}
+
+[audit]
+path = "audit.log"            # hash-chained log of every query this party took part in
+
+[timeouts]                    # seconds
+connect = 10                  # to open a connection to a peer (and its MPyC session port)
+peer = 30                     # for a peer to answer a control request
+query = 600                   # for a whole query run; every party aborts after this
+"""
+
+_DATA = """
+[database]
+path = "{name}.duckdb"         # this party's DuckDB file; the server opens it read-only
+
+# Tables queries may use: the join key and the value columns exposed (default: all).
+[[tables]]
+name = "{name}"
+key = "id"
+# columns = ["age", "charges"]
+# bounds = {{ charges = 65536 }}  # public |x| bounds used to scale model aggregates
+"""
+
+
+def render(name: str, role: str, parties: tuple[str, ...], helper: str, host: str, port: int,
+           peers: dict[str, str], toml_path: str) -> str:
+    """The commented template for party ``name``; ``peers`` maps a peer to 'host:port'."""
+    peer_text = "\n".join(f'[peers.{p}]\naddress = "{a}"\ncert = "certs/{p}.crt"\n'
+                          for p, a in peers.items())
+    return _TEMPLATE.format(
+        name=name, role=role, parties=", ".join(f'"{p}"' for p in parties), helper=helper,
+        host=host, port=port, peers=peer_text, toml_path=toml_path,
+        data=_DATA.format(name=name) if role == "data" else "")
