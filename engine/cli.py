@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="register a CSV/Parquet file at a party (party defaults to NAME)")
         p.add_argument("--key", default="id", help="join key column (default: id)")
         p.add_argument("--key-bits", type=int, default=2048, help=argparse.SUPPRESS)
-        if name == "query":
         add_server_options(p)
+        if name == "query":
             p.add_argument("--format", choices=("table", "csv", "json"), default="table")
         p.set_defaults(func=func)
-    args = ap.parse_args(argv)
     add_deploy_commands(sub)
+    args = ap.parse_args(argv)
     from dialect.errors import Error
 
     try:

@@ -39,9 +39,9 @@ class Job:
     key_bits: int = paillier.KEY_BITS
     transcript_dir: str | None = None
     connect_timeout: float = 30.0
-
-
     tls: Any = None  # engine.session_tls.SessionTLS: run the MPyC channels over mutual TLS
+
+
 @dataclass
 class SessionResult:
     rows: list[tuple] | None  # None at parties that do not receive the result
@@ -148,14 +148,14 @@ def _listen_only_on(loop, host: str) -> None:
     loop.create_server = bound
 
 
-def run_job(job: Job) -> SessionResult:
-    """Run this party's side of ``job`` to completion (blocking; call in a fresh process)."""
 def _lost(state: dict[str, Any], peer: str) -> OperationalError:
     if state.get("tls_error"):
         return OperationalError(state["tls_error"], party=peer)
     return OperationalError(f"lost connection to party {peer} during the query", party=peer)
 
 
+def run_job(job: Job) -> SessionResult:
+    """Run this party's side of ``job`` to completion (blocking; call in a fresh process)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     addrs = [mpcrt.Address(h, p) for h, p in job.addresses]
@@ -164,13 +164,13 @@ def _lost(state: dict[str, Any], peer: str) -> OperationalError:
     state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {},
                              "sent": {}}
     _patch_connection_loss(state)
-    sess = Session(job, mpc)
-    try:
     if job.tls is not None:
         from engine import session_tls
 
         session_tls.install(loop, job.tls, job.pids[job.party],
                             {i: n for n, i in job.pids.items()}, list(job.addresses), state)
+    sess = Session(job, mpc)
+    try:
         return loop.run_until_complete(_run(sess, state))
     except RuntimeError as e:  # MPyC stops the loop when one of its coroutines fails
         if state["lost"].done():
