@@ -145,6 +145,7 @@ def cmd_explain(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from engine.cli_deploy import add_commands as add_deploy_commands
     from engine.cli_deploy import add_server_options
+    from engine.cli_ops import add_commands as add_ops_commands
 
     ap = argparse.ArgumentParser(prog="mpcsql", description="Secure SQL across three parties.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--format", choices=("table", "csv", "json"), default="table")
         p.set_defaults(func=func)
     add_deploy_commands(sub)
+    add_ops_commands(sub)
     args = ap.parse_args(argv)
     from dialect.errors import Error
 

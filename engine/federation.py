@@ -57,6 +57,7 @@ class LocalFederation:
                     policy=policies.get(name, {}), key_bits=key_bits,
                     query_timeout=query_timeout, connect_timeout=connect_timeout,
                     transcript_dir=transcript_dir, parent_pid=os.getpid(),
+                    audit_log=os.path.join(self.workdir, f"{name}.audit.jsonl"),
                 )
                 log = open(os.path.join(self.workdir, f"{name}.log"), "ab")
                 self._logs.append(log)

@@ -221,6 +221,7 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
                     peer.protocol.close_connection()
                 except Exception:  # noqa: BLE001
                     pass
+        sess.transcript.save({})  # what it received before stopping (leakage tests)
         raise
     received = {names[i]: n for i, n in state["received"].items()}
     sent = {names[i]: n for i, n in state["sent"].items()}
