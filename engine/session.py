@@ -18,7 +18,9 @@ import numpy as np
 from dialect.errors import OperationalError
 from engine import mpcrt
 from engine.protocols import aggregates, paillier
+from engine.protocols.fieldwords import ints_to_words
 from engine.protocols.fixedpoint import encode
+from engine.protocols.shares import SharedTable, additive_to_shamir
 from engine.storage import LocalData
 from planner.plan import Plan, PrivateJoin, Scan
 from planner.policy import too_small
@@ -286,14 +288,14 @@ async def share_table(sess: Session, scan: Scan, sf):
     mine = sess.job.pids[owner] == sess.pid
     value = encode(sess.job.local.values) if mine else np.zeros((n, d), dtype=object)
     x = sf.array(sf.field.array(value), integral=False)
-    table = sess.mpc.input(x, senders=sess.job.pids[owner])
+    shares = await sess.mpc.gather(sess.mpc.input(x, senders=sess.job.pids[owner]))
     sess.phase("share input")
-    return n, table
+    return n, SharedTable.from_field_values(sf, shares.value)
 
 
 async def private_join(sess: Session, join: PrivateJoin, sf):
     """Published private inner join: keyed hashes, packed Paillier, helper masks; shares out."""
-    job, mpc = sess.job, sess.mpc
+    job = sess.job
     left, right, helper = join.left.party, join.right.party, join.helper
     p = sf.field.order
     me = job.party
@@ -354,19 +356,17 @@ async def private_join(sess: Session, join: PrivateJoin, sf):
         sess.transcript.record("decrypted_shares", me, share, 0)  # what the owner now knows
         sess.phase("decrypt")
 
-    # 6. Additive shares become Shamir shares: owner and helper input theirs, MPyC adds them.
+    # 6. Additive shares become Shamir shares by protocol A2S (engine/protocols/shares.py).
     blocks = []
     for party in (left, right):
         if not d[party]:
             continue
-        shape = (m, d[party])
-        own = np.array(share, dtype=object).reshape(shape) if me == party else \
-            np.zeros(shape, dtype=object)
-        hel = np.array(hshares[party], dtype=object).reshape(shape) if me == helper else \
-            np.zeros(shape, dtype=object)
-        a = mpc.input(sf.array(sf.field.array(own), integral=False), senders=job.pids[party])
-        b = mpc.input(sf.array(sf.field.array(hel), integral=False), senders=job.pids[helper])
-        blocks.append(a + b)
-    table = blocks[0] if len(blocks) == 1 else (mpc.np_hstack(blocks) if blocks else None)
+        words = None
+        if me == party:
+            words = ints_to_words(np.array(share, dtype=object).reshape(m, d[party]), p)
+        elif me == helper:
+            words = ints_to_words(np.array(hshares[party], dtype=object).reshape(m, d[party]), p)
+        blocks.append(await additive_to_shamir(sess, (party, helper), words, m, d[party], sf))
+    table = SharedTable.hstack(blocks) if blocks else None
     sess.phase("share input")
     return m, table

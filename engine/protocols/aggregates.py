@@ -31,8 +31,7 @@ async def evaluate(sess: Session, plan: Plan, m: int, table, sf) -> list[tuple] 
     summed = sorted({column_index(plan, a.args[0]) for a in aggs if a.func in ("SUM", "AVG")})
     sums: dict[int, Any] = {}
     if summed and m > 0:
-        cols = table[:, summed] if len(summed) < table.shape[1] else table
-        total = mpc.np_sum(cols, axis=0)  # local: no interaction until the output
+        total = table[:, summed].column_sums()  # local: no interaction until the output
         sess.phase("aggregate")
         opened = await mpc.output(total, receivers=receivers, raw=True)
         sess.phase("reveal")

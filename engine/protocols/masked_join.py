@@ -6,13 +6,13 @@ H keyed hashes of its ids and its fixed-point values masked by PRF(k, party, pos
 mod p.  H matches the hashes, picks a random output order and tells each data party the matched
 positions in the *other* party's shuffled list.  Every joined value is then additively shared
 mod p: H holds v + r (the masked value), the other data party -r (recomputed from k and the
-position); both input their shares into MPyC, which adds them.
+position); protocol A2S (engine/protocols/shares.py) turns them into Shamir shares.
 
 The PRF is one SHAKE-256 stream per (party, column), keyed by a subkey of k; position i reads
 bytes [i*S, (i+1)*S) of the stream as an integer reduced mod p, with S chosen so that the result
 is within statistical distance 2^-64 of uniform mod p (:func:`sample_bytes`: 16 bytes for the
 prime p = 2^128 - 173 of SecFxp(64, 32), distance < 2^-120).  Values travel and are added as
-64-bit words in numpy; Python ints appear only for the m x d shares input into MPyC.
+64-bit words in numpy throughout; no Python int per value.
 """
 
 from __future__ import annotations
@@ -26,7 +26,19 @@ import numpy as np
 
 from dialect.errors import ProtocolError
 from engine.protocols import paillier
+from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join's arithmetic)
+    add_mod,
+    int64_to_words,
+    ints_to_words,
+    neg_mod,
+    value_words,
+    words_to_ints,
+)
 from engine.protocols.fixedpoint import encode_int64
+from engine.protocols.prf import SIGMA, prf_ints, sample_bytes  # noqa: F401  (re-exported)
+from engine.protocols.prf import positions as _positions
+from engine.protocols.prf import prf_words as _prf_words
+from engine.protocols.shares import SharedTable, additive_to_shamir
 from engine.session import announce_size
 from planner.plan import PrivateJoin
 
@@ -34,9 +46,7 @@ if TYPE_CHECKING:
     from engine.session import Session
 
 DOMAIN = b"mpcsql/masked-join/v1/"
-SIGMA = 64  # statistical security of the masks: distance from uniform mod p <= 2**-SIGMA
 KEY_BYTES = 32
-_M64 = (1 << 64) - 1
 
 
 # --- keys and the PRF --------------------------------------------------------------------------
@@ -52,41 +62,10 @@ def id_key(key: bytes) -> bytes:
     return derive_key(key, b"id-hash")
 
 
-def value_words(modulus: int) -> int:
-    """64-bit words per field element (2 for a 128-bit prime)."""
-    return -(-modulus.bit_length() // 64)
-
-
-def sample_bytes(modulus: int) -> int:
-    """PRF bytes per mask: the fewest whole 64-bit words w (covering the modulus) such that
-    (2**w mod p) / 2**w <= 2**-SIGMA, which bounds the distance of (uniform w-bit) mod p from
-    uniform.  For p = 2**128 - 173 (SecFxp(64, 32)) that is 16 bytes (distance < 2**-120);
-    a prime far below a power of two gets bits(p) + 64 bits and more."""
-    words = value_words(modulus)
-    while (1 << (64 * words)) % modulus << SIGMA > 1 << (64 * words):
-        words += 1
-    return 8 * words
-
-
-def _stream(key: bytes, party: str, column: int, nbytes: int) -> bytes:
+def _seed(key: bytes, party: str, column: int) -> bytes:
     name = party.encode()
-    seed = (derive_key(key, b"mask") + len(name).to_bytes(2, "big") + name
+    return (derive_key(key, b"mask") + len(name).to_bytes(2, "big") + name
             + column.to_bytes(4, "big"))
-    return hashlib.shake_256(seed).digest(nbytes)
-
-
-def _positions(positions: np.ndarray) -> np.ndarray:
-    pos = np.asarray(positions, dtype=np.int64).reshape(-1)
-    if pos.size and pos.min() < 0:
-        raise ProtocolError("negative row position in the masked join")
-    return pos
-
-
-def _sample_words(key: bytes, party: str, column: int, pos: np.ndarray, s: int) -> np.ndarray:
-    """(s/8, len(pos)) words of the samples at ``pos`` (word-major)."""
-    stream = _stream(key, party, column, s * (int(pos.max()) + 1) if pos.size else 0)
-    words = np.frombuffer(stream, dtype="<u8").reshape(-1, s // 8)
-    return words[pos].T
 
 
 def prf(key: bytes, party: str, column: int, positions: np.ndarray, modulus: int) -> np.ndarray:
@@ -95,29 +74,14 @@ def prf(key: bytes, party: str, column: int, positions: np.ndarray, modulus: int
     The reference definition: position i reads bytes [i*S, (i+1)*S) of the SHAKE-256 stream
     of (key, party, column) as a little-endian integer, S = :func:`sample_bytes`.
     """
-    pos = _positions(positions)
-    if not pos.size:
-        return np.zeros(0, dtype=object)
-    return words_to_ints(_sample_words(key, party, column, pos, sample_bytes(modulus))) % modulus
+    return prf_ints(_seed(key, party, column), positions, modulus)
 
 
 def prf_words(
     key: bytes, party: str, column: int, positions: np.ndarray, modulus: int
 ) -> np.ndarray:
-    """:func:`prf` as (K, len(positions)) 64-bit words, vectorised in numpy.
-
-    Fast path when a sample is one field element wide and below 2p (p = 2**128 - 173): one
-    conditional subtraction; otherwise through Python ints.
-    """
-    pos = _positions(positions)
-    k, s = value_words(modulus), sample_bytes(modulus)
-    if not pos.size:
-        return np.zeros((k, 0), dtype=np.uint64)
-    if s != 8 * k or 1 << (64 * k) > 2 * modulus:
-        return ints_to_words(prf(key, party, column, pos, modulus), modulus)
-    x = np.ascontiguousarray(_sample_words(key, party, column, pos, s), dtype=np.uint64)
-    d, borrow = _sub(x, _const(modulus, x))
-    return np.where(borrow == 0, d, x)
+    """:func:`prf` as (K, len(positions)) 64-bit words, vectorised in numpy."""
+    return _prf_words(_seed(key, party, column), positions, modulus)
 
 
 def masks(key: bytes, party: str, d: int, positions: np.ndarray, modulus: int) -> np.ndarray:
@@ -126,85 +90,6 @@ def masks(key: bytes, party: str, d: int, positions: np.ndarray, modulus: int) -
     out = np.empty((value_words(modulus), pos.size, d), dtype=np.uint64)
     for j in range(d):
         out[:, :, j] = prf_words(key, party, j, pos, modulus)
-    return out
-
-
-# --- arithmetic mod p on arrays of 64-bit words (word-major: axis 0, least significant first) --
-
-
-def _const(x: int, like: np.ndarray) -> np.ndarray:
-    """The integer ``x`` as words broadcasting against ``like``."""
-    k = like.shape[0]
-    c = np.array([(x >> (64 * j)) & _M64 for j in range(k)], dtype=np.uint64)
-    return c.reshape((k,) + (1,) * (like.ndim - 1))
-
-
-def _add(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """a + b mod 2**(64K) and the carry out."""
-    a, b = np.broadcast_arrays(a, b)
-    out = np.empty(a.shape, dtype=np.uint64)
-    carry = np.zeros(a.shape[1:], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(a.shape[0]):
-            np.add(a[j], b[j], out=out[j])
-            c = out[j] < a[j]
-            out[j] += carry
-            carry = (c | (out[j] < carry)).astype(np.uint64)
-    return out, carry
-
-
-def _sub(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """a - b mod 2**(64K) and the borrow out (1 where a < b)."""
-    a, b = np.broadcast_arrays(a, b)
-    out = np.empty(a.shape, dtype=np.uint64)
-    borrow = np.zeros(a.shape[1:], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(a.shape[0]):
-            np.subtract(a[j], b[j], out=out[j])
-            bj = a[j] < b[j]
-            bj |= out[j] < borrow
-            out[j] -= borrow
-            borrow = bj.astype(np.uint64)
-    return out, borrow
-
-
-def add_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
-    """(a + b) mod p for words a, b < p."""
-    s, carry = _add(a, b)
-    d, borrow = _sub(s, _const(modulus, s))
-    return np.where((carry == 1) | (borrow == 0), d, s)
-
-
-def neg_mod(a: np.ndarray, modulus: int) -> np.ndarray:
-    """-a mod p for words a < p."""
-    d, _ = _sub(_const(modulus, a), a)
-    return np.where((a == 0).all(axis=0), a, d)
-
-
-def int64_to_words(v: np.ndarray, modulus: int) -> np.ndarray:
-    """Signed 64-bit integers (|v| < 2**63) as words of v mod p."""
-    v = np.asarray(v, dtype=np.int64)
-    mag = np.zeros((value_words(modulus),) + v.shape, dtype=np.uint64)
-    mag[0] = np.abs(v).astype(np.uint64)
-    neg, _ = _sub(_const(modulus, mag), mag)
-    return np.where(v < 0, neg, mag)
-
-
-def words_to_ints(words: np.ndarray) -> np.ndarray:
-    """Words (axis 0) -> object array of Python ints, vectorised."""
-    acc = words[-1].astype(object)
-    for j in range(words.shape[0] - 2, -1, -1):
-        acc = (acc << 64) | words[j].astype(object)
-    return acc
-
-
-def ints_to_words(values: np.ndarray, modulus: int) -> np.ndarray:
-    """Object array of ints in [0, p) -> words (a new axis 0)."""
-    x = np.asarray(values, dtype=object)
-    k = value_words(modulus)
-    out = np.empty((k,) + x.shape, dtype=np.uint64)
-    for j in range(k):
-        out[j] = ((x >> (64 * j)) & _M64).astype(np.uint64)
     return out
 
 
@@ -228,25 +113,39 @@ def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int) -> bytes
     return add_mod(v, masks(key, party, d, np.arange(n), modulus), modulus).astype("<u8").tobytes()
 
 
-def helper_shares(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int) -> np.ndarray:
-    """Helper: its shares (the masked values) of ``rows`` of an owner's n x d matrix."""
+def helper_share_words(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int
+                       ) -> np.ndarray:
+    """Helper: its shares (the masked values) of ``rows`` of an owner's n x d matrix, as
+    (K, len(rows), d) words."""
     k = value_words(modulus)
     if len(blob) != n * d * k * 8:
         raise ProtocolError(f"malformed masked values: {len(blob)} bytes for {n} x {d} values")
     words = np.frombuffer(blob, dtype="<u8").reshape(k, n, d)
-    return words_to_ints(words[:, np.asarray(rows, dtype=np.int64)])
+    return words[:, np.asarray(rows, dtype=np.int64)]
+
+
+def other_share_words(
+    key: bytes, owner: str, d: int, positions: np.ndarray, modulus: int
+) -> np.ndarray:
+    """The other data party: its shares -PRF(k, owner, position, column) mod p, as words."""
+    return neg_mod(masks(key, owner, d, positions, modulus), modulus)
+
+
+def helper_shares(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int) -> np.ndarray:
+    """:func:`helper_share_words` as an object array of ints."""
+    return words_to_ints(helper_share_words(blob, n, d, rows, modulus))
 
 
 def other_shares(
     key: bytes, owner: str, d: int, positions: np.ndarray, modulus: int
 ) -> np.ndarray:
-    """The other data party: its shares -PRF(k, owner, position, column) mod p, as ints."""
-    return words_to_ints(neg_mod(masks(key, owner, d, positions, modulus), modulus))
+    """:func:`other_share_words` as an object array of ints."""
+    return words_to_ints(other_share_words(key, owner, d, positions, modulus))
 
 
 async def masked_join(sess: Session, join: PrivateJoin, sf) -> tuple[int, Any]:
     """Masked private inner join; returns m and the m x (d_L + d_R) secret-shared table."""
-    job, mpc = sess.job, sess.mpc
+    job = sess.job
     left, right, helper = join.left.party, join.right.party, join.helper
     other = {left: right, right: left}
     p = sf.field.order
@@ -295,36 +194,30 @@ async def masked_join(sess: Session, join: PrivateJoin, sf) -> tuple[int, Any]:
                 positions[owner] = _check_positions(got, m)
 
     # 5. Additive shares mod p of every joined value: H holds v + r, the other party -r.
-    shares: dict[str, np.ndarray] = {}
+    # 6. They become Shamir shares by protocol A2S (engine/protocols/shares.py), as words.
     inboxes = {left: inbox_l, right: inbox_r}
-    for owner in (left, right):
-        if not d[owner]:
-            continue
-        if me == helper:
-            inbox = inboxes[owner]
-            n = len(inbox["hashes"]) // paillier.HASH_BYTES
-            shares[owner] = helper_shares(inbox["masked"], n, d[owner], positions[owner], p)
-        elif me == other[owner]:
-            shares[owner] = other_shares(key, owner, d[owner], positions[owner], p)
-            sess.transcript.record("derived_shares", me, shares[owner], 0)  # what it now knows
-    sess.phase("derive shares")
-
-    # 6. Additive shares become Shamir shares: H and the other party input theirs, MPyC adds.
+    inbox_l = inbox_r = None
     blocks = []
     for owner in (left, right):
         if not d[owner]:
             continue
-        shape = (m, d[owner])
-        zero = np.zeros(shape, dtype=object)
-        hel = shares[owner] if me == helper else zero
-        oth = shares[owner] if me == other[owner] else zero
-        a = mpc.input(sf.array(sf.field.array(hel), integral=False), senders=job.pids[helper])
-        b = mpc.input(sf.array(sf.field.array(oth), integral=False),
-                      senders=job.pids[other[owner]])
-        blocks.append(a + b)
-    table = blocks[0] if len(blocks) == 1 else mpc.np_hstack(blocks)
-    sess.phase("share input")
-    return m, table
+        share = None
+        if me == helper:
+            inbox = inboxes[owner]
+            n = len(inbox["hashes"]) // paillier.HASH_BYTES
+            share = helper_share_words(inbox["masked"], n, d[owner], positions[owner], p)
+            inboxes[owner] = None  # free the n x d masked values
+        elif me == other[owner]:
+            share = other_share_words(key, owner, d[owner], positions[owner], p)
+            # what it now knows (kept only for leakage tests)
+            sess.transcript.record("derived_shares", me, words_to_ints(share)
+                                   if sess.transcript.path else None, 0)
+        sess.phase("derive shares")
+        blocks.append(await additive_to_shamir(sess, (helper, other[owner]), share, m,
+                                               d[owner], sf))
+        del share
+        sess.phase("share input")
+    return m, SharedTable.hstack(blocks)
 
 
 def _check_positions(got: Any, m: int) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""A random-access PRF into Z_p: SHAKE-256 streams read as field elements, vectorised in numpy.
+
+F(seed, i) = int_le(SHAKE-256(seed)[S*i : S*(i+1)]) mod p, with S = :func:`sample_bytes` chosen
+so that F(seed, i) is within statistical distance 2^-SIGMA of uniform mod p.  ``seed`` must
+contain a secret key of >= 128 bits and a label that makes each stream used once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from dialect.errors import ProtocolError
+from engine.protocols.fieldwords import const, ints_to_words, sub, value_words, words_to_ints
+
+SIGMA = 64  # statistical security of the masks: distance from uniform mod p <= 2**-SIGMA
+
+
+def sample_bytes(modulus: int) -> int:
+    """PRF bytes per sample: the fewest whole 64-bit words w (covering the modulus) such that
+    (2**w mod p) / 2**w <= 2**-SIGMA, which bounds the distance of (uniform w-bit) mod p from
+    uniform.  For p = 2**128 - 173 (SecFxp(64, 32)) that is 16 bytes (distance < 2**-120);
+    a prime far below a power of two gets bits(p) + 64 bits and more."""
+    words = value_words(modulus)
+    while (1 << (64 * words)) % modulus << SIGMA > 1 << (64 * words):
+        words += 1
+    return 8 * words
+
+
+def positions(pos: np.ndarray) -> np.ndarray:
+    """Positions as a flat int64 array (refusing negative ones)."""
+    pos = np.asarray(pos, dtype=np.int64).reshape(-1)
+    if pos.size and pos.min() < 0:
+        raise ProtocolError("negative row position in the masked join")
+    return pos
+
+
+def _sample_words(seed: bytes, pos: np.ndarray, s: int) -> np.ndarray:
+    """(s/8, len(pos)) words of the samples at ``pos`` (word-major)."""
+    stream = hashlib.shake_256(seed).digest(s * (int(pos.max()) + 1) if pos.size else 0)
+    words = np.frombuffer(stream, dtype="<u8").reshape(-1, s // 8)
+    return words[pos].T
+
+
+def prf_ints(seed: bytes, pos: np.ndarray, modulus: int) -> np.ndarray:
+    """F(seed, i) for i in ``pos``, as Python ints (the reference definition)."""
+    pos = positions(pos)
+    if not pos.size:
+        return np.zeros(0, dtype=object)
+    return words_to_ints(_sample_words(seed, pos, sample_bytes(modulus))) % modulus
+
+
+def prf_words(seed: bytes, pos: np.ndarray, modulus: int) -> np.ndarray:
+    """:func:`prf_ints` as (K, len(pos)) 64-bit words.
+
+    Fast path when a sample is one field element wide and below 2p (p = 2**128 - 173): one
+    conditional subtraction; otherwise through Python ints.
+    """
+    pos = positions(pos)
+    k, s = value_words(modulus), sample_bytes(modulus)
+    if not pos.size:
+        return np.zeros((k, 0), dtype=np.uint64)
+    if s != 8 * k or 1 << (64 * k) > 2 * modulus:
+        return ints_to_words(prf_ints(seed, pos, modulus), modulus)
+    x = np.ascontiguousarray(_sample_words(seed, pos, s), dtype=np.uint64)
+    d, borrow = sub(x, const(modulus, x))
+    return np.where(borrow == 0, d, x)

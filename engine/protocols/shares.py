@@ -1,0 +1,166 @@
+"""Secret-shared tables held as 64-bit words, and additive shares -> Shamir shares (protocol A2S).
+
+:class:`SharedTable` is this party's Shamir shares (MPyC's, degree t = 1, party i evaluated at
+i + 1) of an m x d table of SecFxp values, one (K, m) uint64 word array per column: 16 bytes
+per value instead of a ~50-byte Python int, and local linear work (column sums, the Gram
+matrix) runs on numpy without ever building MPyC field arrays of m x d elements.
+
+:func:`additive_to_shamir` turns a 2-out-of-2 additive sharing x = a + b mod p, held by two
+parties A and B, into a Shamir sharing among the three parties with one field element sent per
+value and direction between A and B (2 per value in all; the third party W receives nothing per
+value). MPyC's ``input`` of both additive shares would send 4 per value and draw t random
+coefficients per value with ``secrets.randbelow``.
+
+Protocol A2S (semi-honest, no collusion; k_P = MPyC index of P + 1):
+
+1. W draws fresh 256-bit keys kA, kB and sends kA to A and kB to B.
+2. A and B expand their key into rA = F(kA, j, i), rB = F(kB, j, i) for column j, row i (the
+   SHAKE-256 PRF of :mod:`engine.protocols.prf`, within 2^-64 of uniform mod p); W computes
+   both.  The target polynomial is f(X) = x + (r - x) X / k_W with r = rA + rB, i.e.
+   f(0) = x and f(k_W) = r: a uniformly random degree-1 polynomial with constant term x.
+3. A sends B  N_AB = (k_W - k_B) a + k_B rA  and B sends A  N_BA = (k_W - k_A) b + k_A rB.
+4. Shares: W: r; A: ((k_W - k_A) a + k_A rA + N_BA) / k_W; B: symmetric.  Indeed
+   f(k_A) = ((k_W - k_A) x + k_A r) / k_W.
+
+What each party sees: A receives N_BA, which is masked by k_A rB with rB pseudorandom and
+unknown to A (k_A != 0), so it is uniform and independent of b; its own share is then a
+function of what it holds.  B likewise.  W receives only its key material; its share r is
+uniform.  Any single party's share is uniform, as in any t = 1 Shamir sharing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dialect.errors import ProtocolError
+from engine.protocols import fieldwords as fw
+from engine.protocols.prf import prf_words
+
+if TYPE_CHECKING:
+    from engine.session import Session
+
+KEY_BYTES = 32
+_LABEL = b"mpcsql/a2s/v1/"
+#: Bytes of shares per message and per local step (bounds the peak memory of a conversion).
+CHUNK_BYTES = 1 << 25
+
+
+@dataclass
+class SharedTable:
+    """This party's Shamir shares of an m x d table of ``sectype`` values, as word columns."""
+
+    sectype: Any
+    columns: list[np.ndarray] = field(default_factory=list)  # each (K, m) uint64
+    m: int = 0
+    vector: bool = False  # one column picked by an int index: shape (m,)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.m,) if self.vector else (self.m, len(self.columns))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> SharedTable:
+        """Column selection ``t[:, j]`` (a vector) or ``t[:, [j, ...]]`` (no copy)."""
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None)):
+            raise TypeError("SharedTable supports column selection t[:, cols] only")
+        cols = key[1]
+        if isinstance(cols, (int, np.integer)):
+            return SharedTable(self.sectype, [self.columns[cols]], self.m, vector=True)
+        picked = self.columns[cols] if isinstance(cols, slice) else [self.columns[j]
+                                                                      for j in cols]
+        return SharedTable(self.sectype, picked, self.m)
+
+    @property
+    def modulus(self) -> int:
+        return self.sectype.field.order
+
+    def column_sums(self):
+        """Shares of the column sums (local, no interaction), as a secure array."""
+        sums = [int(fw.sum_mod(c, self.modulus)) for c in self.columns]
+        return self.sectype.array(self.sectype.field.array(np.array(sums, dtype=object)),
+                                  integral=False)
+
+    def to_secure(self):
+        """The table as an MPyC secure array (builds m x d Python ints: small tables only)."""
+        words = np.stack(self.columns, axis=-1)  # (K, m, d)
+        arr = self.sectype.array(self.sectype.field.array(fw.words_to_ints(words)),
+                                 integral=False)
+        return arr[:, 0] if self.vector else arr
+
+    @classmethod
+    def from_field_values(cls, sectype, values: np.ndarray) -> SharedTable:
+        """Wrap this party's shares given as an (m, d) array of field ints."""
+        words = fw.ints_to_words(values, sectype.field.order)
+        return cls(sectype, [np.ascontiguousarray(words[:, :, j]) for j in range(values.shape[1])],
+                   values.shape[0])
+
+    @staticmethod
+    def hstack(tables: list[SharedTable]) -> SharedTable:
+        """Columns of ``tables`` side by side (same rows)."""
+        return SharedTable(tables[0].sectype, [c for t in tables for c in t.columns],
+                           tables[0].m)
+
+
+def _column_chunks(m: int, d: int, k: int) -> list[range]:
+    step = max(1, CHUNK_BYTES // max(1, 8 * k * m))
+    return [range(j, min(d, j + step)) for j in range(0, d, step)]
+
+
+async def additive_to_shamir(sess: Session, holders: tuple[str, str], share: np.ndarray | None,
+                             m: int, d: int, sectype) -> SharedTable:
+    """Protocol A2S: the holders' additive shares (K, m, d) words -> a :class:`SharedTable`.
+
+    ``share`` is this party's additive share (None at the third party).  All three parties
+    call this with the same ``holders``, ``m`` and ``d``.
+    """
+    mpc, job = sess.mpc, sess.job
+    p = sectype.field.order
+    k_words = fw.value_words(p)
+    a, b = holders
+    (w,) = [n for n in job.pids if n not in holders]
+    pid = job.pids
+    pt = {n: pid[n] + 1 for n in pid}  # MPyC evaluates party i's share at i + 1
+    me = job.party
+
+    # 1. W sends each holder a fresh key (kept out of the transcript's items like MPyC input).
+    keys = {h: os.urandom(KEY_BYTES) for h in holders} if me == w else {}
+    got = [mpc.transfer(keys.get(h), senders=[pid[w]], receivers=[pid[h]]) for h in holders]
+    got = [await g for g in got]
+    key = {h: keys[h] for h in holders} if me == w else (
+        {me: got[holders.index(me)][0]} if me in holders else {})
+
+    def rho(h: str, j: int) -> np.ndarray:
+        return prf_words(key[h] + _LABEL + j.to_bytes(4, "big"), np.arange(m), p)
+
+    other = {a: b, b: a}
+    cols: list[np.ndarray] = []
+    for chunk in _column_chunks(m, d, k_words):
+        msg = own = None
+        if me in holders:
+            o = other[me]
+            x = share[:, :, chunk.start:chunk.stop]
+            r = np.stack([rho(me, j) for j in chunk], axis=-1)
+            own = fw.add_mod(fw.mul_small_mod(x, pt[w] - pt[me], p),
+                             fw.mul_small_mod(r, pt[me], p), p)
+            msg = fw.add_mod(fw.mul_small_mod(x, pt[w] - pt[o], p),
+                             fw.mul_small_mod(r, pt[o], p), p)
+            del x, r
+        recv = await mpc.transfer(msg, sender_receivers={pid[a]: [pid[b]], pid[b]: [pid[a]],
+                                                              pid[w]: []})
+        if me in holders:
+            theirs = recv[0]
+            if not (isinstance(theirs, np.ndarray) and theirs.shape == own.shape
+                    and theirs.dtype == np.uint64):
+                raise ProtocolError("malformed share-conversion message")
+            s = fw.div_small_mod(fw.add_mod(own, theirs, p), pt[w], p)
+            cols.extend(np.ascontiguousarray(s[:, :, i]) for i in range(len(chunk)))
+        else:
+            cols.extend(fw.add_mod(rho(a, j), rho(b, j), p) for j in chunk)
+    return SharedTable(sectype, cols, m)
