@@ -6,6 +6,7 @@ import getpass
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -247,6 +248,7 @@ class Cursor:
         self.rowcount = -1
         self.stats: dict[str, Any] | None = None
         self.query_id: str | None = None  # id of the last query executed (set when it starts)
+        self._sent_at = 0.0
         self._rows: list[tuple] = []
         self._pos = 0
         self._closed = False
@@ -260,6 +262,7 @@ class Cursor:
             sql = bind_parameters(sql, parameters)
         con = self.connection
         self.query_id = new_query_id()
+        self._sent_at = time.monotonic()
         reply = con._request(con.party, {"op": "query", "sql": sql, "query_id": self.query_id,
                                          "receivers": con.receivers},
                              timeout=con.query_timeout)
@@ -304,7 +307,15 @@ class Cursor:
         """Cancel this cursor's running query (call from another thread)."""
         if self.query_id is None:
             raise ProgrammingError("no query has been executed on this cursor")
-        self.connection.cancel(self.query_id)
+        while True:
+            try:
+                self.connection.cancel(self.query_id)
+                return
+            except ProgrammingError as e:
+                # execute() may have sent the query a moment ago: give the server time to see it
+                if "no query" not in e.message or time.monotonic() > self._sent_at + 5:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._closed = True

@@ -131,6 +131,7 @@ class PartyServer:
         self.run_lock = asyncio.Lock()
         self.slot = Slot()  # one query at a time at this party, reserved at prepare
         self.book = QueryBook()
+        self.leases: set[asyncio.Task] = set()
         audit_path = getattr(cfg, "audit_log", None)
         self.audit = AuditLog(audit_path) if audit_path else None
         self.children: set[Any] = set()
@@ -363,7 +364,9 @@ class PartyServer:
         if rec is not None:
             rec.start()
         self.prepared[qid] = Prepared(plan, local, port, rec)
-        asyncio.ensure_future(self._lease(qid, reader))
+        lease = asyncio.ensure_future(self._lease(qid, reader))
+        self.leases.add(lease)  # keep a reference: the loop holds tasks only weakly
+        lease.add_done_callback(self.leases.discard)
         return {"ok": True, "fingerprint": plan.fingerprint(), "port": port,
                 "min_rows": self.policy.min_intersection}
 
