@@ -772,8 +772,9 @@ class _Peers:
                 more, pending = await asyncio.wait(pending, timeout=2.0)
                 failed += [t for t in more if t.exception() is not None]
             if failed and pending and all(isinstance(t.exception(), OperationalError)
+                                          and "timed out" in t.exception().message
                                           for t in failed):
-                # The others gave up (time-out, lost connection) while these never answered.
+                # The others timed out waiting while these never answered: name the silent.
                 silent = [tasks[t] for t in pending]
                 raise OperationalError(
                     f"party {', '.join(silent)} stopped answering during {op}; the query was "

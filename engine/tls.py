@@ -75,7 +75,8 @@ def check_party(der: bytes | None, expected: str, pinned: str | None) -> Identit
 
 def describe_tls_error(e: BaseException) -> str:
     """A short human reason for a failed handshake (``unknown ca``, ``certificate required``...)."""
-    reason = getattr(e, "reason", None) or ""
+    reason = (getattr(e, "reason", None) or "").replace("_", " ").lower()
     verify = getattr(e, "verify_message", None)
-    text = verify or reason.replace("_", " ").lower() or str(e)
-    return text
+    if reason and verify:
+        return f"{reason}: {verify}"
+    return reason or verify or str(e)
