@@ -283,3 +283,58 @@ def test_server_with_a_certificate_from_another_ca_is_refused(dep, tmp_path):
         dep.start("emc")
     with engine.connect(dep.dsn("ac"), tls=dep.alice) as con:
         _check(con.execute(MASKED + SQL).fetchall(), dep.frames)
+
+
+def _ip(*args: str, ns: str | None = None, check: bool = True):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+@pytest.fixture
+def namespaces():
+    """Three network namespaces on one bridge: 10.231.X.2-4, the test itself at .1."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("network namespaces need Linux and root")
+    tag = f"{os.getpid() % 10000:04d}"
+    probe = _ip("ip", "netns", "add", f"mpt{tag}probe", check=False)
+    if probe.returncode:
+        pytest.skip(f"'ip netns add' is not permitted here: {probe.stderr.strip()}")
+    _ip("ip", "netns", "del", f"mpt{tag}probe", check=False)
+    bridge, subnet = f"mptb{tag}", f"10.231.{int(tag) % 250}"
+    names: dict[str, str] = {}
+    try:
+        _ip("ip", "link", "add", bridge, "type", "bridge")
+        _ip("ip", "addr", "add", f"{subnet}.1/24", "dev", bridge)
+        _ip("ip", "link", "set", bridge, "up")
+        for i, party in enumerate(PARTIES):
+            ns, outer, inner = f"mpt{tag}{party}", f"mpt{tag}{i}h", f"mpt{tag}{i}n"
+            _ip("ip", "netns", "add", ns)
+            names[party] = ns
+            _ip("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            _ip("ip", "link", "set", outer, "master", bridge)
+            _ip("ip", "link", "set", outer, "up")
+            _ip("ip", "link", "set", inner, "netns", ns)
+            _ip("ip", "addr", "add", f"{subnet}.{i + 2}/24", "dev", inner, ns=ns)
+            _ip("ip", "link", "set", inner, "up", ns=ns)
+            _ip("ip", "link", "set", "lo", "up", ns=ns)
+        yield names, {p: (f"{subnet}.{i + 2}", 7400 + i) for i, p in enumerate(PARTIES)}
+    finally:
+        for ns in names.values():  # deleting a namespace deletes its end of the veth pair
+            _ip("ip", "netns", "del", ns, check=False)
+        _ip("ip", "link", "del", bridge, check=False)
+
+
+def test_three_servers_in_three_network_namespaces(namespaces, tmp_path):
+    netns, hosts = namespaces
+    ac, emc, _ = _tables(seed=9)
+    d = Deployment(str(tmp_path), tables={"ac": {"party": "ac", "key": "id", "frame": ac},
+                                          "emc": {"party": "emc", "key": "id", "frame": emc}},
+                   hosts=hosts, netns=netns, timeouts={"connect": 5, "peer": 5, "query": 60})
+    try:
+        d.start_all()
+        with engine.connect(d.dsn("ac"), tls=d.analyst("alice@ac")) as con:
+            cur = con.execute(SQL)  # published (Paillier) join across the namespaces
+            _check(cur.fetchall(), {"ac": ac, "emc": emc})
+            assert cur.stats["helper"]["tls_peers"] == ["ac", "emc"]
+    finally:
+        d.stop_all()
