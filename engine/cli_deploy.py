@@ -31,20 +31,23 @@ def cmd_init(args) -> int:
     out = args.out
     toml = os.path.join(out, "party.toml")
     key = os.path.join(out, f"{args.party}.key")
-    if not args.force and any(os.path.exists(p) for p in (toml, key)):
-        return _die(f"{out} already holds a party.toml or key; use --force to overwrite")
+    if os.path.exists(key) and not args.force:
+        return _die(f"{key} exists; refusing to replace a party's key (--force to do so)")
+    keep_toml = os.path.exists(toml) and not args.force  # an administrator prepared it
     hosts = dict(h.split("=", 1) for h in args.peer or [])
     peers = {p: hosts.get(p, f"127.0.0.1:{BASE_PORT + i}")
              for i, p in enumerate(parties) if p != args.party}
     host, _, port = (args.listen or f"127.0.0.1:{BASE_PORT + parties.index(args.party)}"
                      ).rpartition(":")
     os.makedirs(os.path.join(out, "certs"), exist_ok=True)
-    with open(toml, "w") as f:
-        f.write(render(args.party, role, parties, helper, host, int(port), peers,
-                       toml_path=toml))
+    if not keep_toml:
+        with open(toml, "w") as f:
+            f.write(render(args.party, role, parties, helper, host, int(port), peers,
+                           toml_path=toml))
     csr = os.path.join(out, f"{args.party}.csr")
     certs.make_request(args.party, "party", key, csr, hosts=tuple(args.san or ()))
-    print(f"wrote {toml} (edit it), {key} (private, 0600) and {csr}.\n"
+    print(f"{'kept the existing' if keep_toml else 'wrote'} {toml}"
+          f"{'' if keep_toml else ' (edit it)'}; wrote {key} (private, 0600) and {csr}.\n"
           f"Next: have the federation CA sign it (mpcsql certs sign --ca CA_DIR {csr} "
           f"--out {os.path.join(out, 'certs', args.party + '.crt')}), and copy ca.crt and the "
           f"other parties' certificates into {os.path.join(out, 'certs')}/.")
@@ -95,7 +98,9 @@ def add_commands(sub) -> None:
                    help="a peer's address (default 127.0.0.1:7400 + its position)")
     p.add_argument("--san", action="append", metavar="HOST",
                    help="host name or IP to list in the certificate (informational)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing party.toml/key")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing key and party.toml (an existing party.toml is "
+                        "otherwise kept)")
     p.set_defaults(func=cmd_init)
 
     c = sub.add_parser("certs", help="a small CA: create it, sign party and analyst requests")
