@@ -260,6 +260,10 @@ class Run:
     def peak_mb(self, party: str) -> float:
         return float((self.stats.get(party, {}) or {}).get("peak_rss_mb", math.nan))
 
+    def cpu_s(self, party: str) -> float:
+        """CPU seconds (user + system) of the party's session process and its workers."""
+        return float((self.stats.get(party, {}) or {}).get("cpu_seconds", math.nan))
+
 
 def execute(con, sql: str) -> Run:
     """Run ``sql`` through the DB-API and keep its rows and statistics."""

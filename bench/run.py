@@ -134,18 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     phases = ordered_phases({n for _, rep in results for r in rep.runs for n in r.phases()})
     err = "max abs coef err" if args.query in MODELS else "max abs err"
     headers = (["rows/party", "joined", "features", "protocol"] + [f"{p} s" for p in phases]
-               + [f"{WAIT} s", "total s", "sent MB ac/emc/helper", "peak MB ac/emc/helper", err,
-                  "plain s", "ratio"])
+               + [f"{WAIT} s", "total s", "sent MB ac/emc/helper", "peak MB ac/emc/helper",
+                  "CPU s ac/emc/helper", err, "plain s", "ratio"])
     table = []
     for cfg, rep in results:
         joined = round(cfg["rows"] * args.overlap)
         sent = "/".join(secs(rep.med(lambda r, p=p: r.sent_mb(p)), 1) for p in PARTIES)
         peak = "/".join(secs(rep.med(lambda r, p=p: r.peak_mb(p)), 0) for p in PARTIES)
+        cpu = "/".join(secs(rep.med(lambda r, p=p: r.cpu_s(p)), 0) for p in PARTIES)
         total = rep.med(lambda r: r.total)
         table.append(
             [str(cfg["rows"]), str(joined), f"{d_ac}+{d_emc}", cfg["protocol"]]
             + [secs(rep.med(lambda r, n=n: r.phase(n))) for n in phases]
-            + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, sci(rep.error),
+            + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, cpu,
+               sci(rep.error),
                secs(rep.plain_seconds, 3),
                secs(total / rep.plain_seconds if rep.plain_seconds else math.nan, 0)])
     if args.json:

@@ -130,6 +130,15 @@ def _patch_connection_loss(state: dict[str, Any]) -> None:
     ex.send = send
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this session process and its finished (worker) children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this session process and its (crypto worker) children, MB."""
     import resource
@@ -229,7 +238,8 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     sent = {names[i]: n for i, n in state["sent"].items()}
     sess.transcript.save(received)
     stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent,
-             "peak_rss_mb": _peak_rss_mb(), "tls_peers": sorted(state.get("tls_peers", ()))}
+             "peak_rss_mb": _peak_rss_mb(), "cpu_seconds": _cpu_seconds(),
+             "tls_peers": sorted(state.get("tls_peers", ()))}
     return SessionResult(rows, stats)
 
 

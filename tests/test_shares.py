@@ -73,3 +73,23 @@ def test_conversion_chunks_cover_the_columns():
     for m, d in ((10, 1), (10**6, 15), (10**6, 31), (5, 100)):
         chunks = _column_chunks(m, d, 2)
         assert [j for c in chunks for j in c] == list(range(d))
+
+
+def test_random_permutation_is_a_uniform_permutation():
+    from scipy import stats
+
+    from engine.protocols.paillier import random_permutation, shuffle
+
+    assert random_permutation(0).shape == (0,) and list(random_permutation(1)) == [0]
+    big = random_permutation(100_000)
+    assert sorted(big.tolist()) == list(range(100_000))
+    runs = np.array([random_permutation(6) for _ in range(6000)])
+    # all 720 orders about equally often, and each element uniform over positions
+    _, counts = np.unique(runs, axis=0, return_counts=True)
+    assert len(counts) == 720 and stats.chisquare(counts).pvalue > 1e-4
+    for v in range(6):
+        assert stats.chisquare(np.bincount(np.argmax(runs == v, axis=1), minlength=6)
+                               ).pvalue > 1e-4
+    items = list("abcdef")
+    shuffle(items)
+    assert sorted(items) == list("abcdef")

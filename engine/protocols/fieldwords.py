@@ -72,18 +72,25 @@ def mul_small_mod(a: np.ndarray, c: int, modulus: int) -> np.ndarray:
     """c * a mod p for a small (signed) integer c, by doubling and adding."""
     if c < 0:
         return neg_mod(mul_small_mod(a, -c, modulus), modulus)
-    out = np.zeros_like(a)
-    for bit in bin(c)[2:]:
+    if c == 0:
+        return np.zeros_like(a)
+    out = a
+    for bit in bin(c)[3:]:
         out = add_mod(out, out, modulus)
         if bit == "1":
             out = add_mod(out, a, modulus)
-    return out
+    return out.copy() if out is a else out
 
 
 def div_small_mod(a: np.ndarray, k: int, modulus: int) -> np.ndarray:
     """a / k mod p for a small integer 0 < k < 2**31 coprime to p (exact division of a + t p)."""
     if k == 1:
         return a.copy()
+    if k == 2:  # halving: add p to odd values, shift right by one bit
+        y = np.concatenate([a, np.zeros((1,) + a.shape[1:], dtype=np.uint64)])
+        s, _ = add(y, const(modulus, y))
+        y = np.where((a[0] & np.uint64(1)).astype(bool), s, y)
+        return (y[:-1] >> np.uint64(1)) | (y[1:] << np.uint64(63))
     # t in [0, k) with a + t p = 0 mod k: t = -a p^-1 mod k.
     r = np.zeros(a.shape[1:], dtype=np.uint64)
     for j in range(a.shape[0]):

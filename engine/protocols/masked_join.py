@@ -98,9 +98,7 @@ def masks(key: bytes, party: str, d: int, positions: np.ndarray, modulus: int) -
 
 def secure_permutation(n: int) -> np.ndarray:
     """A uniformly random permutation of range(n) from a cryptographic source."""
-    order = list(range(n))
-    paillier.shuffle(order)
-    return np.array(order, dtype=np.int64)
+    return paillier.random_permutation(n)
 
 
 def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int) -> bytes:
@@ -109,8 +107,13 @@ def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int) -> bytes
     Wire format: K blocks (least significant word first) of n*d little-endian uint64 each.
     """
     n, d = values.shape
-    v = int64_to_words(encode_int64(values), modulus)
-    return add_mod(v, masks(key, party, d, np.arange(n), modulus), modulus).astype("<u8").tobytes()
+    enc = encode_int64(values)
+    pos = np.arange(n)
+    out = np.empty((value_words(modulus), n, d), dtype="<u8")
+    for j in range(d):  # column by column: temporaries of n values, not n x d
+        out[:, :, j] = add_mod(int64_to_words(enc[:, j], modulus),
+                               prf_words(key, party, j, pos, modulus), modulus)
+    return out.tobytes()
 
 
 def helper_share_words(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int
@@ -128,7 +131,11 @@ def other_share_words(
     key: bytes, owner: str, d: int, positions: np.ndarray, modulus: int
 ) -> np.ndarray:
     """The other data party: its shares -PRF(k, owner, position, column) mod p, as words."""
-    return neg_mod(masks(key, owner, d, positions, modulus), modulus)
+    pos = _positions(positions)
+    out = np.empty((value_words(modulus), pos.size, d), dtype=np.uint64)
+    for j in range(d):
+        out[:, :, j] = neg_mod(prf_words(key, owner, j, pos, modulus), modulus)
+    return out
 
 
 def helper_shares(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int) -> np.ndarray:

@@ -20,7 +20,6 @@ processes (``workers``, default ``os.cpu_count()``); each worker draws its rando
 from __future__ import annotations
 
 import gc
-import hashlib
 import hmac
 import multiprocessing
 import os
@@ -29,6 +28,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 
 import gmpy2
+import numpy as np
 from gmpy2 import mpz
 from phe import paillier
 
@@ -68,7 +68,7 @@ def canonical_id(value: object) -> bytes:
 
 def keyed_hashes(key: bytes, ids: Iterable[object]) -> bytes:
     """HMAC-SHA256 of every identifier under the data parties' shared key, concatenated."""
-    return b"".join(hmac.new(key, canonical_id(i), hashlib.sha256).digest() for i in ids)
+    return b"".join(hmac.digest(key, canonical_id(i), "sha256") for i in ids)
 
 
 def split_hashes(blob: bytes) -> list[bytes]:
@@ -485,8 +485,20 @@ def match(hashes_left: Sequence[bytes], hashes_right: Sequence[bytes]) -> list[t
     return pairs
 
 
+def random_permutation(n: int) -> np.ndarray:
+    """A uniformly random permutation of range(n) from a cryptographic source (os.urandom).
+
+    The order of n fresh 64-bit random keys; drawn again in the rare case of a tie (p < n^2 /
+    2^65), so every permutation is exactly equally likely.  ~100x faster than Fisher-Yates
+    with ``secrets.randbelow`` in Python.
+    """
+    while True:
+        keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+        order = np.argsort(keys, kind="stable")
+        if n < 2 or bool((np.diff(keys[order]) != 0).all()):
+            return order.astype(np.int64)
+
+
 def shuffle(items: list) -> None:
-    """In-place Fisher-Yates shuffle with a cryptographic random source."""
-    for i in range(len(items) - 1, 0, -1):
-        j = secrets.randbelow(i + 1)
-        items[i], items[j] = items[j], items[i]
+    """Shuffle ``items`` in place uniformly at random (cryptographic source)."""
+    items[:] = [items[i] for i in random_permutation(len(items))]
