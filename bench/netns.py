@@ -5,28 +5,24 @@ also carries the benchmark's own address, so the analyst can reach the servers).
 outgoing traffic is shaped on its own interface: ``tc netem delay D rate R`` (one-way delay D,
 so a round trip between two parties takes 2D), or, where the kernel has no netem but D = 0,
 ``tc tbf rate R``.  The servers are the ordinary ``python -m engine.server --config-json ...``
-processes, started with ``ip netns exec`` and bound to their namespace's address; the
-:class:`NetnsFederation` object stands in for :class:`engine.federation.LocalFederation`, so the
+processes, started with ``ip netns exec`` and bound to their namespace's address by
+:class:`engine.federation.LocalFederation` (its ``hosts`` and ``launcher`` options), so the
 DB-API :class:`engine.api.Connection` works on it unchanged.  Needs root (CAP_NET_ADMIN).
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from engine import wire
-from engine.config import KEY_BITS, PartyConfig
-from engine.federation import DEFAULT_PARTIES, _await_ready, _child_env
+from engine.config import KEY_BITS
+from engine.federation import DEFAULT_PARTIES, LocalFederation
 
 
 @dataclass(frozen=True)
@@ -107,31 +103,31 @@ def check(shaping: Shaping) -> tuple[bool, str, bool]:
         _ip("ip", "netns", "del", ns, check=False)
 
 
-class NetnsFederation:
-    """Three party servers, each in its own network namespace; see the module docstring."""
+class NetnsFederation(LocalFederation):
+    """Three party servers, each in its own network namespace; see the module docstring.
+
+    The servers are started, configured and stopped by :class:`LocalFederation`; this class
+    only builds the namespaces and links first (``hosts`` and the ``ip netns exec`` launcher)
+    and removes them after the servers stop.
+    """
 
     def __init__(self, shaping: Shaping, *, use_netem: bool, key_bits: int = KEY_BITS,
                  query_timeout: float = 3600.0, start_timeout: float = 60.0,
                  policies: dict[str, dict[str, Any]] | None = None):
-        self.workdir = tempfile.mkdtemp(prefix="mpcsql-netns-")
         tag = secrets.token_hex(2)
         self.bridge = f"mpb{tag}"
         subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
-        self.namespaces: list[str] = []
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.addresses: dict[str, tuple[str, int]] = {}
-        self._logs: list[Any] = []
-        policies = policies or {}
-        atexit.register(self.stop)
+        self.namespaces: dict[str, str] = {}
+        atexit.register(self._remove_network)
+        hosts = {}
         try:
             _ip("ip", "link", "add", self.bridge, "type", "bridge")
             _ip("ip", "addr", "add", f"{subnet}.1/24", "dev", self.bridge)
             _ip("ip", "link", "set", self.bridge, "up")
-            hosts = {}
             for i, (name, _role) in enumerate(DEFAULT_PARTIES):
                 ns, host_if, ns_if = f"mpcsql-{tag}-{name}", f"mpv{tag}{i}h", f"mpv{tag}{i}n"
                 _ip("ip", "netns", "add", ns)
-                self.namespaces.append(ns)
+                self.namespaces[name] = ns
                 _ip("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
                 _ip("ip", "link", "set", host_if, "master", self.bridge)
                 _ip("ip", "link", "set", host_if, "up")
@@ -143,65 +139,23 @@ class NetnsFederation:
                 if use_netem or shaping.rate_mbit:
                     _ip("tc", "qdisc", "add", "dev", ns_if, "root",
                         *_qdisc(shaping, use_netem), ns=ns)
-            for (name, role), ns in zip(DEFAULT_PARTIES, self.namespaces, strict=True):
-                cfg = PartyConfig(
-                    name=name, role=role, parties=list(DEFAULT_PARTIES),
-                    database=os.path.join(self.workdir, f"{name}.duckdb"), host=hosts[name],
-                    policy=policies.get(name, {}), key_bits=key_bits,
-                    query_timeout=query_timeout, parent_pid=os.getpid())
-                log = open(os.path.join(self.workdir, f"{name}.log"), "ab")
-                self._logs.append(log)
-                # 'ip netns exec' execs in place, so the server's parent is this process
-                # (its watchdog stops it when we die).
-                self.procs[name] = subprocess.Popen(
-                    ["ip", "netns", "exec", ns, sys.executable, "-m", "engine.server",
-                     "--config-json", json.dumps(asdict(cfg))],
-                    stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                    env=_child_env(), start_new_session=True)
-            deadline = time.monotonic() + start_timeout
-            for name, proc in self.procs.items():
-                self.addresses[name] = _await_ready(name, proc, deadline, self.log_tail)
-            for name, (host, port) in self.addresses.items():
-                c = wire.BlockingClient(host, port, party=name)
-                peers = {n: a for n, a in self.addresses.items() if n != name}
-                c.request({"op": "configure", "peers": peers}, timeout=10)
-                c.close()
         except BaseException:
-            self.stop()
+            self._remove_network()
             raise
+        # 'ip netns exec' execs in place, so each server's parent is this process (its
+        # watchdog stops it when we die).
+        super().__init__(policies=policies, key_bits=key_bits, query_timeout=query_timeout,
+                         start_timeout=start_timeout, hosts=hosts,
+                         launcher=lambda name: ["ip", "netns", "exec", self.namespaces[name]])
 
-    def log_tail(self, name: str, lines: int = 5) -> str:
-        try:
-            with open(os.path.join(self.workdir, f"{name}.log"), errors="replace") as f:
-                return "".join(f.readlines()[-lines:]).strip()
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """Stop the servers, then remove the namespaces, the bridge and the working directory."""
-        for name, proc in self.procs.items():
-            if proc.poll() is None and name in self.addresses:
-                try:
-                    c = wire.BlockingClient(*self.addresses[name], party=name, timeout=2)
-                    c.request({"op": "shutdown"}, timeout=2)
-                    c.close()
-                except Exception:  # noqa: BLE001 - fall through to kill
-                    pass
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-            if proc.stdout:
-                proc.stdout.close()
-        self.procs.clear()
-        for log in self._logs:
-            log.close()
-        self._logs.clear()
-        for ns in self.namespaces:  # removing a namespace removes its veth pair
+    def _remove_network(self) -> None:
+        for ns in self.namespaces.values():  # removing a namespace removes its veth pair
             _ip("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()
         _ip("ip", "link", "del", self.bridge, check=False)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        atexit.unregister(self.stop)
+        atexit.unregister(self._remove_network)
+
+    def stop(self) -> None:
+        """Stop the servers, then remove the namespaces and the bridge."""
+        super().stop()
+        self._remove_network()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -40,7 +41,11 @@ class LocalFederation:
         connect_timeout: float = 30.0,
         transcript_dir: str | None = None,
         start_timeout: float = 60.0,
+        hosts: dict[str, str] | None = None,
+        launcher: Callable[[str], list[str]] | None = None,
     ):
+        """``hosts``: listen address per party (default loopback); ``launcher``: command
+        prefix per party (e.g. ``ip netns exec NS``; bench/netns.py uses both)."""
         self._own_dir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="mpcsql-")
         os.makedirs(self.workdir, exist_ok=True)
@@ -58,12 +63,14 @@ class LocalFederation:
                     query_timeout=query_timeout, connect_timeout=connect_timeout,
                     transcript_dir=transcript_dir, parent_pid=os.getpid(),
                     audit_log=os.path.join(self.workdir, f"{name}.audit.jsonl"),
+                    **({"host": hosts[name]} if hosts and name in hosts else {}),
                 )
                 log = open(os.path.join(self.workdir, f"{name}.log"), "ab")
                 self._logs.append(log)
                 self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "engine.server", "--config-json",
-                     json.dumps(asdict(cfg))],
+                    (launcher(name) if launcher else [])
+                    + [sys.executable, "-m", "engine.server", "--config-json",
+                       json.dumps(asdict(cfg))],
                     stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                     env=_child_env(), start_new_session=True,
                 )
