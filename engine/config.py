@@ -49,6 +49,7 @@ class PartyConfig:
     peer_certs: dict[str, str] = field(default_factory=dict)  # pinned peer certificates
     tables: list[ExposedTable] | None = None  # None: tables come from register() (embedded)
     audit_log: str | None = None
+    session_ports: tuple[int, int] | None = None  # MPyC session ports (firewalls); None: any
     config_path: str | None = None
 
     @classmethod
@@ -58,6 +59,8 @@ class PartyConfig:
         d["peers"] = {k: tuple(v) for k, v in d.get("peers", {}).items()}
         if d.get("tls"):
             d["tls"] = TLSFiles(**d["tls"])
+        if d.get("session_ports"):
+            d["session_ports"] = tuple(d["session_ports"])
         if d.get("tables") is not None:
             d["tables"] = [ExposedTable(**t) for t in d["tables"]]
         return cls(**d)
@@ -68,7 +71,7 @@ class PartyConfig:
 _SECTIONS: dict[str, set[str] | None] = {
     "party": {"name", "role"},
     "federation": {"parties", "helper"},
-    "listen": {"host", "port"},
+    "listen": {"host", "port", "session_ports"},
     "tls": {"ca", "cert", "key"},
     "peers": None,
     "database": {"path"},
@@ -164,6 +167,12 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
     listen = _section(raw, "listen")
     host = _get(listen, "host", str, "listen", "127.0.0.1")
     port = _get(listen, "port", int, "listen")
+    session_ports = _get(listen, "session_ports", list, "listen", None)
+    if session_ports is not None:
+        if (len(session_ports) != 2 or not all(isinstance(p, int) for p in session_ports)
+                or not 0 < session_ports[0] <= session_ports[1] < 65536):
+            raise ConfigError("listen.session_ports must be [first, last], a port range")
+        session_ports = tuple(session_ports)
 
     tls_sec = _section(raw, "tls")
     tls = TLSFiles(*(rel(_get(tls_sec, k, str, "tls")) for k in ("ca", "cert", "key")))
@@ -219,7 +228,7 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         connect_timeout=seconds("connect", 10.0), peer_timeout=seconds("peer", 60.0),
         key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
         audit_log=rel(_get(audit, "path", str, "audit")) if "path" in audit else None,
-        config_path=path,
+        session_ports=session_ports, config_path=path,
     )
 
 

@@ -21,6 +21,7 @@ helper = "{helper}"
 [listen]
 host = "{host}"            # address this server listens on (and binds MPyC session ports to)
 port = {port}
+# session_ports = [7410, 7429]  # MPyC session ports (one per running query); default: any free
 
 [tls]
 ca = "certs/ca.crt"           # the federation CA: it signed every party's and analyst's cert

@@ -24,6 +24,7 @@ import json
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -81,10 +82,18 @@ class Prepared:
     record: QueryRecord | None = None  # None at the coordinator (it keeps its own)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _free_port(host: str, ports: tuple[int, int] | None = None) -> int:
+    """A port for a query's MPyC session: any free one, or one in ``[listen] session_ports``."""
+    candidates = [0] if ports is None else secrets.SystemRandom().sample(
+        range(ports[0], ports[1] + 1), ports[1] - ports[0] + 1)
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OperationalError(f"no free session port in {ports[0]}-{ports[1]} on {host}")
 
 
 def _child_main(job: Job, conn) -> None:
@@ -352,7 +361,7 @@ class PartyServer:
                                         scan.columns) if scan else None
                 if local is not None:
                     _check_model_features(plan, scan, local, self.cfg.name)
-                port = _free_port(self.cfg.host)
+                port = _free_port(self.cfg.host, self.cfg.session_ports)
             except BaseException:
                 self.slot.release(qid)
                 raise

@@ -29,12 +29,14 @@ def free_port() -> int:
 
 def party_toml(name: str, hosts: dict[str, tuple[str, int]], policy: dict[str, Any],
                tables: list[dict[str, Any]], timeouts: dict[str, float],
-               ca: str = "certs/ca.crt", cert: str | None = None) -> str:
+               ca: str = "certs/ca.crt", cert: str | None = None,
+               session_ports: tuple[int, int] | None = None) -> str:
     """A complete party.toml (TOML written by hand: the loader must read what people write)."""
     host, port = hosts[name]
+    session = [f"session_ports = {list(session_ports)}"] if session_ports else []
     lines = ["[party]", f'name = "{name}"', f'role = "{"helper" if name == "helper" else "data"}"',
              "", "[federation]", 'parties = ["ac", "emc", "helper"]', 'helper = "helper"', "",
-             "[listen]", f'host = "{host}"', f"port = {port}", "",
+             "[listen]", f'host = "{host}"', f"port = {port}", *session, "",
              "[tls]", f'ca = "{ca}"', f'cert = "{cert or f"certs/{name}.crt"}"',
              f'key = "{name}.key"', ""]
     for peer in PARTIES:
@@ -61,8 +63,10 @@ class Deployment:
                  policies: dict[str, dict[str, Any]] | None = None,
                  timeouts: dict[str, float] | None = None,
                  hosts: dict[str, tuple[str, int]] | None = None,
-                 netns: dict[str, str] | None = None):
+                 netns: dict[str, str] | None = None,
+                 session_ports: dict[str, tuple[int, int]] | None = None):
         self.root = root
+        self.session_ports = session_ports or {}
         self.hosts = hosts or {p: ("127.0.0.1", free_port()) for p in PARTIES}
         self.netns = netns or {}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -104,7 +108,8 @@ class Deployment:
         self._tables = {**getattr(self, "_tables", {}), party: tables}
         with open(self.config(party), "w") as f:
             f.write(party_toml(party, self.hosts, self.policies.get(party, {}), tables,
-                               self.timeouts, **tls))
+                               self.timeouts, session_ports=self.session_ports.get(party),
+                               **tls))
 
     @staticmethod
     def _copy(src: str, dst_dir: str) -> None:

@@ -194,3 +194,19 @@ def test_dsn_parsing():
                 "mpcsql://h:99999"):
         with pytest.raises(InterfaceError):
             parse_dsn(bad)
+
+
+def test_session_ports_come_from_the_configured_range(tmp_path):
+    from engine.server import _free_port
+
+    _federation(tmp_path)
+    path = tmp_path / "emc" / "party.toml"
+    path.write_text(path.read_text().replace("port = 7401", "port = 7401\n"
+                                             "session_ports = [45100, 45103]"))
+    cfg = load_party_toml(str(path))
+    assert cfg.session_ports == (45100, 45103)
+    got = {_free_port("127.0.0.1", cfg.session_ports) for _ in range(40)}
+    assert got <= {45100, 45101, 45102, 45103} and len(got) > 1
+    path.write_text(path.read_text().replace("[45100, 45103]", "[45103, 45100]"))
+    with pytest.raises(ConfigError, match="session_ports"):
+        load_party_toml(str(path))

@@ -58,7 +58,8 @@ def dep(tmp_path_factory):
         "ac": {"party": "ac", "key": "id", "frame": ac},
         "emc": {"party": "emc", "key": "id", "frame": emc},
         "emc_small": {"party": "emc", "key": "id", "frame": emc_small},
-    }, policies=POLICIES, timeouts={"connect": 5, "peer": 5, "query": 30})
+    }, policies=POLICIES, timeouts={"connect": 5, "peer": 5, "query": 30},
+        session_ports={"emc": (41000 + os.getpid() % 500 * 20, 41019 + os.getpid() % 500 * 20)})
     d.frames = {"ac": ac, "emc": emc}
     d.alice = d.analyst("alice@ac")
     d.bob = d.analyst("bob@emc")
