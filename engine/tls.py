@@ -1,6 +1,7 @@
 """Mutually authenticated TLS for party-to-party and analyst-to-party connections.
 
-Contexts require a certificate from the other side signed by the configured CA (TLS >= 1.2).
+Contexts require a certificate from the other side signed by the configured CA (TLS >= 1.2);
+only that CA is trusted, never the system's public CAs.
 Host names are not checked: identity is the certificate's mpcsql identity (CN + OU, see
 :mod:`engine.certs`), checked after the handshake against who we expected, and — for party
 peers whose certificate is listed in ``party.toml`` — against that exact certificate (pinning).
@@ -25,7 +26,10 @@ class TLSFiles:
 
 
 def _context(purpose: ssl.Purpose, files: TLSFiles) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(purpose)
+    # Not create_default_context(): that would also trust the system's public CAs.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if purpose == ssl.Purpose.CLIENT_AUTH
+                         else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.options |= ssl.OP_NO_COMPRESSION
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False  # identity = certificate CN/OU, checked after the handshake
     ctx.verify_mode = ssl.CERT_REQUIRED

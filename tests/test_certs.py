@@ -110,6 +110,9 @@ def test_mutual_tls_identities_and_pinning(tmp_path):
     files = {p: tls.TLSFiles(str(tmp_path / p / "certs" / "ca.crt"),
                              str(tmp_path / p / "certs" / f"{p}.crt"),
                              str(tmp_path / p / f"{p}.key")) for p in ("ac", "emc")}
+    for ctx in (tls.server_context(files["emc"]), tls.client_context(files["emc"])):
+        assert len(ctx.get_ca_certs()) == 1  # the federation CA only, no public CAs
+        assert ctx.verify_mode == ssl.CERT_REQUIRED
     seen = _handshake(files["emc"], files["ac"])
     assert "client_error" not in seen and "server_error" not in seen
     assert tls.check_party(seen["server"], "ac", str(tmp_path / "emc" / "certs" / "ac.crt")).name \
