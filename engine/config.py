@@ -179,6 +179,8 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
     for what, p in (("tls.ca", tls.ca), ("tls.cert", tls.cert), ("tls.key", tls.key)):
         if not os.path.isfile(p):
             raise ConfigError(f"{what}: file not found: {p}")
+    if os.stat(tls.key).st_mode & 0o077:
+        raise ConfigError(f"tls.key: {tls.key} is readable by other users; chmod 600 it")
 
     peers_sec = _section(raw, "peers")
     expected = set(names) - {name}

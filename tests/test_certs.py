@@ -174,6 +174,13 @@ def test_config_errors_name_the_setting(tmp_path, edit, message):
     assert str(path) in str(e.value)
 
 
+def test_a_private_key_readable_by_others_is_refused(tmp_path):
+    _federation(tmp_path)
+    os.chmod(tmp_path / "emc" / "emc.key", 0o644)
+    with pytest.raises(ConfigError, match="readable by other users; chmod 600"):
+        load_party_toml(str(tmp_path / "emc" / "party.toml"))
+
+
 def test_serve_refuses_bad_configs_with_the_cause(tmp_path):
     _federation(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
