@@ -8,7 +8,7 @@ import pytest
 from engine import mpcrt
 from engine.protocols import fieldwords as fw
 from engine.protocols.regression import _local_moments
-from engine.protocols.shares import SharedTable, _column_chunks
+from engine.protocols.shares import SharedTable, _column_chunks, holder_share, holder_step
 
 P = 2**128 - 173
 EDGE = [0, 1, 2, 3, 172, 173, 2**64 - 1, 2**64, 2**127, P - 173, P - 3, P - 2, P - 1]
@@ -83,13 +83,49 @@ def test_random_permutation_is_a_uniform_permutation():
     assert random_permutation(0).shape == (0,) and list(random_permutation(1)) == [0]
     big = random_permutation(100_000)
     assert sorted(big.tolist()) == list(range(100_000))
-    runs = np.array([random_permutation(6) for _ in range(6000)])
-    # all 720 orders about equally often, and each element uniform over positions
+    runs = np.array([random_permutation(5) for _ in range(12000)])
+    # all 120 orders about equally often (100 expected each), each element uniform over positions
     _, counts = np.unique(runs, axis=0, return_counts=True)
-    assert len(counts) == 720 and stats.chisquare(counts).pvalue > 1e-4
-    for v in range(6):
-        assert stats.chisquare(np.bincount(np.argmax(runs == v, axis=1), minlength=6)
+    assert len(counts) == 120 and stats.chisquare(counts).pvalue > 1e-4
+    for v in range(5):
+        assert stats.chisquare(np.bincount(np.argmax(runs == v, axis=1), minlength=5)
                                ).pvalue > 1e-4
     items = list("abcdef")
     shuffle(items)
     assert sorted(items) == list("abcdef")
+
+
+@pytest.mark.parametrize("holders,w", [((2, 1), 0), ((2, 0), 1), ((0, 1), 2)])
+def test_a2s_local_steps_give_a_random_shamir_sharing(holders, w):
+    """Protocol A2S's arithmetic for every role assignment: any two shares reconstruct x (MPyC's
+    points i + 1), the messages and the third party's share are uniform whatever x is."""
+    from scipy import stats
+
+    from engine.protocols.prf import prf_words
+
+    rng = np.random.default_rng(7)
+    m = 3000
+    x = np.array([int(v) for v in rng.integers(-2**40, 2**40, m)], dtype=object) % P
+    x[:3] = [0, 1, P - 1]
+    a = np.array([int.from_bytes(rng.bytes(16), "little") % P for _ in range(m)], dtype=object)
+    add = {holders[0]: a, holders[1]: (x - a) % P}
+    r = {h: prf_words(bytes([h]) * 32, np.arange(m), P).reshape(2, m, 1) for h in holders}
+    pt = {i: i + 1 for i in range(3)}
+    shares, msgs = {}, {}
+    steps = {}
+    for me in holders:
+        other = holders[1] if me == holders[0] else holders[0]
+        own, msg = holder_step(fw.ints_to_words(add[me].reshape(m, 1), P), r[me], pt[me],
+                               pt[other], pt[w], P)
+        steps[me] = own
+        msgs[other] = msg
+    for me in holders:
+        shares[me] = fw.words_to_ints(holder_share(steps[me], msgs[me], pt[w], P))[:, 0]
+    shares[w] = fw.words_to_ints(fw.add_mod(r[holders[0]], r[holders[1]], P))[:, 0]
+    for i, j in ((0, 1), (0, 2), (1, 2)):  # Lagrange at 0 from points i + 1, j + 1
+        xi, xj = i + 1, j + 1
+        li = xj * pow(xj - xi, -1, P) % P
+        lj = xi * pow(xi - xj, -1, P) % P
+        assert ((shares[i] * li + shares[j] * lj) % P == x).all()
+    for v in [shares[w]] + [fw.words_to_ints(msgs[h])[:, 0] for h in holders]:
+        assert stats.kstest(np.array([int(t) / P for t in v]), "uniform").pvalue > 1e-4

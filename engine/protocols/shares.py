@@ -108,6 +108,22 @@ class SharedTable:
                            tables[0].m)
 
 
+def holder_step(x: np.ndarray, r: np.ndarray, k_me: int, k_other: int, k_w: int, p: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A2S step 3 at a holder with additive share words ``x`` and its PRF words ``r``.
+
+    Returns (own numerator (k_W - k_me) x + k_me r, message (k_W - k_other) x + k_other r).
+    """
+    own = fw.add_mod(fw.mul_small_mod(x, k_w - k_me, p), fw.mul_small_mod(r, k_me, p), p)
+    msg = fw.add_mod(fw.mul_small_mod(x, k_w - k_other, p), fw.mul_small_mod(r, k_other, p), p)
+    return own, msg
+
+
+def holder_share(own: np.ndarray, received: np.ndarray, k_w: int, p: int) -> np.ndarray:
+    """A2S step 4 at a holder: its Shamir share (own + received) / k_W."""
+    return fw.div_small_mod(fw.add_mod(own, received, p), k_w, p)
+
+
 def _column_chunks(m: int, d: int, k: int) -> list[range]:
     step = max(1, CHUNK_BYTES // max(1, 8 * k * m))
     return [range(j, min(d, j + step)) for j in range(0, d, step)]
@@ -144,14 +160,10 @@ async def additive_to_shamir(sess: Session, holders: tuple[str, str], share: np.
     for chunk in _column_chunks(m, d, k_words):
         msg = own = None
         if me in holders:
-            o = other[me]
-            x = share[:, :, chunk.start:chunk.stop]
             r = np.stack([rho(me, j) for j in chunk], axis=-1)
-            own = fw.add_mod(fw.mul_small_mod(x, pt[w] - pt[me], p),
-                             fw.mul_small_mod(r, pt[me], p), p)
-            msg = fw.add_mod(fw.mul_small_mod(x, pt[w] - pt[o], p),
-                             fw.mul_small_mod(r, pt[o], p), p)
-            del x, r
+            own, msg = holder_step(share[:, :, chunk.start:chunk.stop], r, pt[me],
+                                   pt[other[me]], pt[w], p)
+            del r
         recv = await mpc.transfer(msg, sender_receivers={pid[a]: [pid[b]], pid[b]: [pid[a]],
                                                               pid[w]: []})
         if me in holders:
@@ -159,7 +171,7 @@ async def additive_to_shamir(sess: Session, holders: tuple[str, str], share: np.
             if not (isinstance(theirs, np.ndarray) and theirs.shape == own.shape
                     and theirs.dtype == np.uint64):
                 raise ProtocolError("malformed share-conversion message")
-            s = fw.div_small_mod(fw.add_mod(own, theirs, p), pt[w], p)
+            s = holder_share(own, theirs, pt[w], p)
             cols.extend(np.ascontiguousarray(s[:, :, i]) for i in range(len(chunk)))
         else:
             cols.extend(fw.add_mod(rho(a, j), rho(b, j), p) for j in chunk)
