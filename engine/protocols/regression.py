@@ -34,41 +34,71 @@ Method
    condition number (~500) turns into ~5e-5 relative coefficient error; l = 2f for reciprocals.
    Everything after MOMENTS works on the d x d system, so iterations cost nothing per row.
 2. LASSO solves min 1/2 w^T G w - c^T w + sum_j t_j |w_j| (t_j the penalty in scaled units)
-   with a public, fixed number of iterations:
+   in standardised variables v = w / s: s_j = 1/sd_j from INV-SQRT (secret, never opened; 0
+   for a constant feature), G~ = S G S (unit diagonal; an identity row for a constant
+   feature), c~ = S c, t~_j = min(t_j s_j, 2) (one batched comparison; with ``standardize``
+   t~_j = min(alpha y_scale, 2), public), then w = S v. The unit diagonal gives public bounds
+   whatever the data: the eigenvalues of G~ lie in [0, d]; |c~_j| <= 1; the objective is 0 at
+   v = 0 and its quadratic part is >= -E[y^2]/2 >= -1/2 (centred: -var(y)/2), so the optimum has
+   sum_j t~_j |v_j| <= 1/2, i.e. |v*|_1 <= v_max = 1/(2 t_min) with the public
+   t_min = min_j min(t_j, 2) (s_j >= 1 since var(x_j) <= 1). Clipping t~ at 2 is exact:
+   |c~_j - (G~ v)_j| <= sd(residual) <= 1 at the optimum, so t~_j > 1 forces v_j = 0.
+   A public, fixed number of iterations follows:
 
    * ``'cd'``: cyclic coordinate descent. Coordinates are inherently sequential; per coordinate
      one inner product and one soft-thresholding S(u, t) = relu(u - t) - relu(-u - t) whose two
-     comparisons are batched into one secure comparison.
-   * ``'admm'``: ADMM with the Jacobi-scaled penalty P = rho diag(G) (rho = 0.1, so the
-     conditioning does not depend on feature scales) and over-relaxation 1.6. (G + P)^-1 [c | P]
-     comes from one LDL-SOLVE; an iteration is one d x 2d matrix-vector product and one batched
-     soft-thresholding of all d coordinates (2d comparisons in one call).
+     comparisons are batched into one secure comparison (bit length from 1 + |v|_1 <= 1 +
+     v_max, as every CD step lowers the objective).
+   * ``'admm'``: two ADMM chains, penalties rho I with rho in ADMM_RHOS = (0.05, 0.5) and
+     over-relaxation 1.6, run side by side as stacked arrays (one product and one comparison
+     call per iteration serve both). (G~ + rho I)^-1 comes from NS-INVERSE: Newton-Schulz
+     X <- X (2I - A X) from X0 = 2/(lam_lo + lam_hi) I with a public step count from the
+     public eigenvalue bounds [rho, d + rho] (14 steps at d = 30, two rounds each). An
+     iteration is one d x 2d product per chain (one round, opened twice: at 48 and at
+     CMP_FRAC fractional bits) and one batched soft-thresholding whose 4d comparisons use
+     the low-resolution copy: CMP_FRAC = 16 fractional bits (24 in the last two iterations,
+     whose bits become POLISH's support) and bit length CMP_FRAC + log2(bound) + 2. The bound
+     is sound: relaxed ADMM is the averaged Douglas-Rachford iteration on a = z + u, hence
+     nonexpansive, started at a = 0, so |a| <= 2 |a*| = 2 |v* + u*| with |u*_j| <= t~_j / rho
+     <= 2 / rho, i.e. |a| <= 2 (v_max + sqrt(d) 2 / rho_min). A comparison bit can only be
+     wrong where |a -+ theta| is below the resolution, and S is continuous, so z then moves by
+     less than 2^-CMP_FRAC. At the end the chain whose iterate has the lower objective is
+     kept (one comparison). Why two chains: the best rho depends on the data; on the test
+     problems (diabetes raw/standardised, alpha 0.01..1, insurance, synthetic d = 10, 30) one
+     chain with rho = 0.1 needs up to 41 iterations before POLISH is exact, the better of the
+     two chains at most 18.
 
    Both end with POLISH: the signs and support of the last iterate give the KKT system
-   G_AA w_A = c_A - t_A sign(w_A), solved obliviously (inactive coordinates masked to an identity
-   block). The polished vector replaces the iterate, by a secret selection, if its pivots were
-   sound and it passes a secure KKT test (or has a lower objective). Polishing is exact once the
-   iterations have found the support, which takes far fewer iterations than converging to 1e-7.
+   G~_AA v_A = c~_A - t~_A sign(v_A), solved obliviously (inactive coordinates masked to an
+   identity block) by NS-INVERSE with the public bounds [POLISH_LAM = 2^-16, d] (26 steps at
+   d = 30) plus one refinement step. Whatever H is, the eigenvalues of X H stay in [0, 1] and
+   |X| <= 2^steps X0, so every later value is bounded (no range check is needed before the
+   comparisons). The polished vector replaces the iterate, by a secret selection, if it
+   passes a full secure KKT test (signs kept and c~ - G~ v = t~ sign(v) on the support,
+   |c~ - G~ v| <= t~ off it, slack 2^-20 t~ + 2^-40) or has a lower objective. Polishing is
+   exact once the iterations have found the support, provided the support's correlation
+   matrix has eigenvalues >= 2^-16 (else the iterate, or the better of the two, is returned).
 
-   Auto rule: ``'cd'`` for d <= 3, else ``'admm'``. A CD sweep is d sequential
-   soft-thresholdings, an ADMM iteration one batched soft-thresholding plus one matrix-vector
-   product; the ADMM set-up (one LDL-SOLVE) pays off from d = 4, and Jacobi-scaled ADMM is
-   insensitive to correlated features where CD needs many sweeps (standardised diabetes,
-   alpha = 0.1: 250 CD sweeps vs 40 ADMM iterations until POLISH is exact).
+   Auto rule: ``'cd'`` for d <= 3, else ``'admm'``.
 3. RIDGE and LINREG solve (G + Lambda) w = c with LDL-SOLVE (oblivious LDL^T with guarded
-   pivots and d sequential reciprocals, forward and back substitution).
+   pivots and d sequential reciprocals, forward and back substitution; per pivot the guard
+   and the thermometer of the reciprocal are one batched comparison).
 
-Reciprocals and 1/sqrt are computed for values in publicly known ranges (variances >= 2^-40,
-guarded pivots >= 2^-40): one batched comparison against powers of two gives the exponent,
-then Newton steps. Penalties are clipped where that cannot change the solution (a LASSO penalty
-t_j > 1 forces w_j = 0 since |cov(x_j, residual)| <= 1) and RIDGE penalties alpha s_j^2 / m
-above 2^30 are refused (NotSupportedError), so no value leaves the range of SecFxp(96, 48).
+Fixed-point products after MOMENTS take one round each (:mod:`engine.protocols.fastfxp`:
+PRSS-masked opening of the local product and probabilistic truncation, no secure random bits)
+instead of MPyC's three (reshare, random bits, opening); this removed ~90 % of the solver's
+traffic and CPU time. Reciprocals and 1/sqrt are computed for values in publicly known ranges
+(variances >= 2^-40, guarded pivots >= 2^-40): one batched comparison against powers of two
+gives the exponent, then Newton steps. Penalties are clipped where that cannot change the
+solution (see above) and RIDGE penalties alpha s_j^2 / m above 2^30 are refused
+(NotSupportedError), so no value leaves the range of SecFxp(96, 48).
 
-Iterations (public): ``max_iter`` = CD sweeps or ADMM iterations, default 100 (the test
-problems need <= 20 CD sweeps / <= 40 ADMM iterations before POLISH is exact). ``tol`` only sets
-the count when ``max_iter`` is absent: ceil(100 log10(1/tol) / 4) (100 at sklearn's default
-1e-4, 200 at 1e-8). There is no convergence test. RIDGE/LINREG are direct: ``max_iter`` and
-``tol`` do nothing.
+Iterations (public): ``max_iter`` = CD sweeps or ADMM iterations (per chain); defaults 100 CD
+sweeps and ADMM_ITER = 30 ADMM iterations (the test problems need <= 20 CD sweeps / <= 18
+iterations of the better chain before POLISH is exact). ``tol`` only sets the count when
+``max_iter`` is absent: CD ceil(100 log10(1/tol) / 4) (100 at sklearn's default 1e-4, 200 at
+1e-8), ADMM 30/100 of that (30, 60). There is no convergence test. RIDGE/LINREG are direct:
+``max_iter`` and ``tol`` do nothing.
 
 What is revealed (all other intermediate values stay secret-shared):
 
@@ -94,6 +124,7 @@ import numpy as np
 
 from dialect.errors import DataError, NotSupportedError, ProgrammingError
 from engine import mpcrt
+from engine.protocols import fastfxp as fx
 from engine.protocols import fieldwords as fw
 from engine.protocols.shares import SharedTable
 
@@ -110,14 +141,23 @@ PIVOT_ABS = 2.0**-40
 PIVOT_LO = -41  # guarded pivots are >= PIVOT_ABS > 2^PIVOT_LO
 #: Variances (plus the constant-feature mask) lie in [VAR_FLOOR, 2) > 2^VAR_LO.
 VAR_LO = -41
-#: ADMM: Jacobi-scaled penalty rho * diag(G) and over-relaxation.
-ADMM_RHO = 0.1
+#: ADMM: the penalties rho of the two chains (standardised units) and over-relaxation.
+ADMM_RHOS = (0.05, 0.5)
 ADMM_RELAX = 1.6
+#: ADMM compares its iterate with CMP_FRAC fractional bits, in the last CMP_LAST iterations
+#: (whose bits give POLISH its support) with CMP_FRAC_LAST (S is continuous: see SOFT).
+CMP_FRAC = 16
+CMP_FRAC_LAST = 24
+CMP_LAST = 2
+#: POLISH solves exactly when the support's correlation matrix has eigenvalues >= this.
+POLISH_LAM = 2.0**-16
 #: POLISH accepts a KKT violation up to t * 2^-20 + 2^-40.
 KKT_SLACK = 2.0**-20
 #: Largest RIDGE penalty alpha/m (scaled units) accepted; LASSO penalties are clipped instead.
 MAX_RIDGE = 2.0**30
 DEFAULT_ITER = 100
+#: ADMM's default count (two chains; POLISH makes the result exact once the support is found).
+ADMM_ITER = 30
 SOLVERS = ("cd", "admm")
 KINDS = ("LASSO", "RIDGE", "LINREG")
 _LIMB = 16
@@ -157,6 +197,13 @@ def iterations(max_iter: int | None, tol: float | None) -> int:
     if tol is not None:
         return max(1, math.ceil(DEFAULT_ITER * max(1.0, math.log10(1 / tol)) / 4))
     return DEFAULT_ITER
+
+
+def admm_iterations(max_iter: int | None, tol: float | None) -> int:
+    """ADMM's public iteration count: ``max_iter``, else ADMM_ITER (scaled by ``tol`` as above)."""
+    if max_iter is not None:
+        return int(max_iter)
+    return max(1, round(iterations(None, tol) * ADMM_ITER / DEFAULT_ITER))
 
 
 def _local_moments(Z, p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,26 +303,30 @@ async def _moments(X, y, m: int, center: bool):
 
 
 @coroutine
-async def _soft_threshold(a, theta):
+async def _soft_threshold(a, theta, cmp=None, bits: int | None = None):
     """Protocol SOFT: batched soft-thresholding S(a, theta) = relu(a - theta) - relu(-a - theta)."""
     # Returns (z, up, down): z the result, up/down the secret bits [a >= theta], [-a >= theta].
-    # All 2n comparisons go into one secure comparison.
+    # All 2n comparisons go into one secure comparison of ``bits``-bit values. ``cmp`` (if
+    # given) is a lower-resolution pair (a', theta') to compare instead: S is continuous, so a
+    # wrong bit where |a -+ theta| is below that resolution changes z by at most as much.
     rt = _rt()
     await rt.returnType(Future)
     n = a.shape[0]
     v = rt.np_concatenate((a - theta, -a - theta))
-    pos = 1 - rt.np_sgn(v, LT=True)
+    vc = v if cmp is None else rt.np_concatenate((cmp[0] - cmp[1], -cmp[0] - cmp[1]))
+    pos = 1 - rt.np_sgn(vc, l=bits, LT=True)
     r = pos * v  # bits are integral: no truncation
     return r[:n] - r[n:], pos[:n], pos[n:]
 
 
 @coroutine
-async def _ldl_solve(A, B, bound: float):
+async def _ldl_solve(A, B, bound: float, lo: int = PIVOT_LO):
     """Protocol LDL-SOLVE: oblivious LDL^T of symmetric A (guarded pivots), then solve A X = B."""
     # ``bound`` is a public upper bound on the diagonal of A (so on every pivot). A pivot below
     # 2^-32 A_kk + 2^-40 is replaced by 1 (so nothing overflows) and flagged; returns (X, bad)
-    # with bad a secret bit, 1 if any pivot was flagged (X then meaningless). All values are
-    # kept as arrays (also the 1 x 1 pivots): MPyC's scalar operations work on lists of bits.
+    # with bad a secret bit, 1 if any pivot was flagged (X then meaningless). Guarded pivots
+    # must be > 2^lo. All values are kept as arrays (also the 1 x 1 pivots): MPyC's scalar
+    # operations work on lists of bits. Products are one-round (``fastfxp``).
     rt = _rt()
     await rt.returnType(Future)
     d = A.shape[0]
@@ -286,30 +337,37 @@ async def _ldl_solve(A, B, bound: float):
     hi = max(1, math.ceil(math.log2(bound)) + 1)
     S = A
     cols, rinvs, bads = [], [], []
+    exps = np.arange(hi - 1, lo, -1)
+    s_one = 2 ** int(np.sum(1.0 < 2.0**exps))  # the thermometer's value at 1
     for k in range(d):
         piv = S[0, :1]
-        bad = rt.np_sgn(piv - floor[k:k + 1], LT=True)
-        rinv = _reciprocal(piv + bad * (1 - piv), PIVOT_LO, hi)
+        # One comparison for the guard and the thermometer of the pivot (0 <= piv <= bound
+        # up to rounding: A is PSD); a flagged pivot becomes 1 with its public scale.
+        lt = rt.np_sgn(rt.np_concatenate((piv - floor[k:k + 1], piv - 2.0**exps)),
+                       l=SOLVER_FRAC + hi + 2, LT=True)
+        bad = lt[:1]
+        sc = 1 + rt.np_sum(lt[1:] * (1 << np.arange(len(exps))), keepdims=True)
+        rinv = _reciprocal(piv + bad * (1 - piv), lo, hi, sc + bad * (s_one - sc))
         rinvs.append(rinv)
         bads.append(bad)
         if k < d - 1:
             col = S[1:, 0]
-            lk = col * rinv
+            lk = fx.mul(col, rinv)
             cols.append(lk)
-            S = S[1:, 1:] - rt.np_outer(lk, col)
+            S = S[1:, 1:] - fx.outer(lk, col)
     # forward substitution (L unit lower), then scale by D^-1
     rows = []
     Y = B
     for k in range(d):
         rows.append(Y[:1])
         if k < d - 1:
-            Y = Y[1:] - rt.np_outer(cols[k], Y[0])
-    Z = rt.np_vstack(rows) * rt.np_reshape(rt.np_concatenate(rinvs), (d, 1))
+            Y = Y[1:] - fx.outer(cols[k], Y[0])
+    Z = fx.mul(rt.np_vstack(rows), rt.np_reshape(rt.np_concatenate(rinvs), (d, 1)))
     # back substitution with L^T
     X = [None] * d
     X[d - 1] = Z[d - 1:]
     for k in range(d - 2, -1, -1):
-        X[k] = Z[k:k + 1] - rt.np_reshape(cols[k] @ rt.np_vstack(X[k + 1:]), (1, -1))
+        X[k] = Z[k:k + 1] - rt.np_reshape(fx.matmul(cols[k], rt.np_vstack(X[k + 1:])), (1, -1))
     X = rt.np_vstack(X)
     if vec:
         X = rt.np_reshape(X, (d,))
@@ -332,17 +390,19 @@ def _thermometer(v, exps: np.ndarray, bits: int):
 
 
 @coroutine
-async def _reciprocal(v, lo: int, hi: int):
+async def _reciprocal(v, lo: int, hi: int, s=None):
     """Protocol RECIPROCAL: 1/v for secret v in [2^lo, 2^hi), by scaling into [1/2, 1) + Newton."""
+    # ``s``: the thermometer value of v, if the caller computed it already.
     rt = _rt()
     await rt.returnType((type(v), v.shape))
     f = type(v).frac_length
-    s = _thermometer(v, np.arange(hi - 1, lo, -1), f + hi + 2)  # v s in [2^(hi-1), 2^hi)
-    x = rt.np_reshape(v, (v.size,)) * s * 2.0**-hi  # in [1/2, 1)
+    if s is None:
+        s = _thermometer(v, np.arange(hi - 1, lo, -1), f + hi + 2)  # v s in [2^(hi-1), 2^hi)
+    x = fx.scale(fx.mul(rt.np_reshape(v, (v.size,)), s), 2.0**-hi)  # in [1/2, 1)
     y = 2.9142135623731 - x * 2  # relative error < 0.086; 4 Newton steps reach 2^-48
     for _ in range(4):
-        y = y * (2 - x * y)
-    return rt.np_reshape(y * s * 2.0**-hi, v.shape)
+        y = fx.mul(y, 2 - fx.mul(x, y))
+    return rt.np_reshape(fx.scale(fx.mul(y, s), 2.0**-hi), v.shape)
 
 
 @coroutine
@@ -352,34 +412,63 @@ async def _inv_sqrt(v, lo: int):
     await rt.returnType((type(v), v.shape))
     f = type(v).frac_length
     s = _thermometer(v, np.arange(0, lo, -2), f + 3)  # s = 2^k, k = #{i >= 0: v < 4^-i}
-    w = rt.np_reshape(v, (v.size,)) * s * s * 0.25  # v 4^(k-1) in [1/4, 1)
+    w = fx.scale(fx.mul(rt.np_reshape(v, (v.size,)), s * s), 0.25)  # v 4^(k-1) in [1/4, 1)
     y = 7 / 3 - w * (4 / 3)  # relative error < 0.18; 5 Newton steps reach 2^-48
+    hw = fx.scale(w, 0.5)
     for _ in range(5):
-        y = y * (1.5 - (w * 0.5) * (y * y))
-    return rt.np_reshape(y * s * 0.5, v.shape)
+        y = fx.mul(y, 1.5 - fx.mul(hw, fx.mul(y, y)))
+    return rt.np_reshape(fx.scale(fx.mul(y, s), 0.5), v.shape)
+
+
+@coroutine
+async def _ns_inverse(A, lam_min: float, lam_hi: float, lam_lo=None):
+    """Protocol NS-INVERSE: A^-1 for symmetric A with public eigenvalue bounds, Newton-Schulz."""
+    # X <- X (2I - A X) from X0 = 2/(lam_lo + lam_hi) I squares the error I - A X each step;
+    # the public count takes it from (kappa - 1)/(kappa + 1) to 2^-52, kappa = lam_hi / lam_min.
+    # A may be a stack (n, d, d); ``lam_lo`` (default lam_min) then gives each one's X0.
+    rt = _rt()
+    await rt.returnType((type(A), A.shape))
+    d = A.shape[-1]
+    eye = np.eye(d)
+    e0 = (lam_hi - lam_min) / (lam_hi + lam_min)
+    steps = max(1, math.ceil(math.log2(52 * math.log(2) / -math.log(e0)))) if e0 > 0 else 1
+    lo = np.reshape(lam_min if lam_lo is None else lam_lo, (-1, 1, 1) if A.ndim == 3 else ())
+    X = type(A).sectype.array(np.broadcast_to(eye * (2 / (lo + lam_hi)), A.shape).copy())
+    for _ in range(steps):
+        X = fx.matmul(X, 2 * eye - fx.matmul(A, X))
+    return X
 
 
 def _objective(G, c, t, w, absw):
     """1/2 w^T G w - c^T w + t^T |w| (secret, shape (1,))."""
-    return _rt().np_sum(w * (G @ w * 0.5 - c) + t * absw, keepdims=True)
+    rt = _rt()
+    return rt.np_sum(fx.mul(w, fx.scale(fx.matmul(G, w), 0.5) - c) + fx.mul(t, absw),
+                     keepdims=True)
+
+
+def _cmp_bits(frac: int, bound: float) -> int:
+    """Bit length for comparing values |x| < ``bound`` held with ``frac`` fractional bits."""
+    return min(SOLVER_BITS, frac + max(1, math.ceil(math.log2(bound))) + 2)
 
 
 @coroutine
-async def _cd(G, c, t, g_inv, sweeps: int):
-    """Protocol LASSO-CD: cyclic coordinate descent with batched secure soft-thresholding."""
+async def _cd(G, c, t, sweeps: int, bound: float):
+    """Protocol LASSO-CD: cyclic coordinate descent (unit diagonal G), batched soft-thresholding."""
+    # Every CD step lowers the objective, so the iterates keep sum t|w| <= 1/2 and each input
+    # to SOFT stays below ``bound`` (|c_j| <= 1 plus d times the largest |w|).
     rt = _rt()
     await rt.returnType(Future)
     t2 = type(G).sectype
     d = G.shape[0]
     eye = np.eye(d, dtype=int)
-    Gh = G * rt.np_reshape(g_inv, (d, 1)) * (1 - eye)  # unit-diagonal rows, diagonal removed
-    ch = c * g_inv
-    th = t * g_inv
+    Gh = G * (1 - eye)  # diagonal removed
     rows = [Gh[j:j + 1] for j in range(d)]
+    bits = _cmp_bits(SOLVER_FRAC, bound)
     w = up = down = t2.array(np.zeros(d))
     for _ in range(sweeps):
         for j in range(d):
-            z, b1, b2 = await _soft_threshold(ch[j:j + 1] - rows[j] @ w, th[j:j + 1])
+            a = c[j:j + 1] - rt.np_reshape(fx.matmul(rows[j], w), (1,))
+            z, b1, b2 = await _soft_threshold(a, t[j:j + 1], bits=bits)
             # w[j] = z etc. as arithmetic with a public unit vector (no secret indexing)
             w = w + (z - w[j:j + 1]) * eye[j]
             up = up + (b1 - up[j:j + 1]) * eye[j]
@@ -388,33 +477,65 @@ async def _cd(G, c, t, g_inv, sweeps: int):
 
 
 @coroutine
-async def _admm(G, c, t, g, g_inv, iters: int):
-    """Protocol LASSO-ADMM: ADMM with P = rho diag(G), (G + P)^-1 from LDL-SOLVE, batched SOFT."""
+async def _admm(G, c, t, iters: int, v_max: float):
+    """Protocol LASSO-ADMM: two ADMM chains (rho I, unit diagonal G), NS-INVERSE, batched SOFT."""
+    # The chains (penalties ADMM_RHOS) run side by side as stacked arrays: one product and one
+    # comparison call per iteration for both. At the end the iterate with the lower objective
+    # is kept (one comparison). ``v_max``: public bound on |v*|_1 (module docstring).
     rt = _rt()
     await rt.returnType(Future)
-    t2 = type(G).sectype
     d = G.shape[0]
-    eye = np.eye(d, dtype=int)
-    P = g * ADMM_RHO
-    MB, _ = await _ldl_solve(G + P * eye, rt.np_hstack((rt.np_reshape(c, (d, 1)), P * eye)),
-                             2 * (1 + ADMM_RHO))
-    # Over-relaxed step a = r w + (1 - r) z + u with w = Mc + MP (z - u), as one product:
-    # a = K0 + [r MP + (1 - r) I | I - r MP] @ [z; u].
-    rMP = MB[:, 1:] * ADMM_RELAX
-    K0 = MB[:, 0] * ADMM_RELAX
-    K = rt.np_hstack((rMP + (1 - ADMM_RELAX) * eye, eye - rMP))
-    theta = t * g_inv * (1 / ADMM_RHO)
-    z = u = up = down = t2.array(np.zeros(d))
-    for _ in range(iters):
-        a = K0 + K @ rt.np_concatenate((z, u))
-        z, up, down = await _soft_threshold(a, theta)
+    n = len(ADMM_RHOS)
+    rhos = np.array(ADMM_RHOS).reshape(n, 1, 1)
+    eye = np.eye(d)
+    Gs = rt.np_concatenate([rt.np_reshape(G, (1, d, d))] * n, axis=0)
+    M = _ns_inverse(Gs + eye * rhos, min(ADMM_RHOS), d * (1 + 2.0**-30) + max(ADMM_RHOS),
+                    lam_lo=rhos.reshape(-1))
+    # Over-relaxed step a = r v + (1 - r) z + u with v = M c + rho M (z - u), as one product:
+    # a = K0 + [r rho M + (1 - r) I | I - r rho M] @ [z; u].
+    rM = fx.scale(M, ADMM_RELAX * rhos)
+    K = rt.np_concatenate((rM + (1 - ADMM_RELAX) * eye, eye - rM), axis=2)
+    K0 = rt.np_reshape(fx.matmul(M, rt.np_reshape(fx.scale(c, ADMM_RELAX), (d, 1))), (n * d,))
+    tt = rt.np_concatenate([t] * n)
+    inv_rho = np.repeat(1 / rhos.reshape(-1), d)
+    theta = fx.scale(tt, inv_rho)
+    # |a| <= 2 |a*| = 2 |v* + u*| (nonexpansive from a = 0), |u*_j| <= t_j / rho <= 2 / rho
+    th_max = 2 / min(ADMM_RHOS)
+    bound = 2.0 * (v_max + math.sqrt(d) * th_max) * (1 + 2.0**-10) + 1
+    low = {}  # comparison resolution -> (drop, theta', K0', bits)
+    for frac in {CMP_FRAC, CMP_FRAC_LAST}:
+        drop = SOLVER_FRAC - frac
+        low[frac] = (drop, fx.scale(tt, inv_rho, extra=drop), fx.scale(K0, 1, extra=drop),
+                     _cmp_bits(frac, bound + th_max))
+    z = u = up = down = type(G).sectype.array(np.zeros(n * d))
+    for i in range(iters):
+        drop, theta_c, K0_c, bits = low[CMP_FRAC if i < iters - CMP_LAST else CMP_FRAC_LAST]
+        zu = rt.np_concatenate((rt.np_reshape(z, (n, d, 1)), rt.np_reshape(u, (n, d, 1))), axis=1)
+        a, a_c = fx.matmul(K, zu, extra=drop)
+        a = rt.np_reshape(a, (n * d,)) + K0
+        a_c = rt.np_reshape(a_c, (n * d,)) + K0_c
+        z, up, down = await _soft_threshold(a, theta, (a_c, theta_c), bits)
         u = a - z
-    return z, up, down
+    # keep the chain with the lower objective 1/2 z^T G z - c^T z + t^T |z|
+    Z = rt.np_reshape(z, (n, d))
+    absz = Z * rt.np_reshape(up - down, (n, d))
+    GZ = fx.matmul(Z, G)
+    f = rt.np_sum(fx.mul(Z, fx.scale(GZ, 0.5) - c) + fx.mul(absz, t), axis=1)
+    second = rt.np_sgn(f[1:2] - f[:1], LT=True)
+    parts = [rt.np_reshape(x, (n, d)) for x in (z, up, down)]
+    first = rt.np_concatenate([x[0] for x in parts])
+    diff = rt.np_concatenate([x[1] for x in parts]) - first
+    sel = first + diff * second
+    return sel[:d], sel[d:2 * d], sel[2 * d:]
 
 
 @coroutine
 async def _polish(G, c, t, z, up, down):
     """Protocol POLISH: solve the KKT system on the iterate's support and signs, keep if valid."""
+    # H = G on the support (identity elsewhere) is inverted by NS-INVERSE with the public
+    # eigenvalue bound POLISH_LAM (plus one refinement step); whatever H is, the solution is
+    # bounded (|X| <= 2^steps * X0), and only a full KKT test (stationarity on the support too)
+    # or a lower objective lets it replace the iterate.
     rt = _rt()
     await rt.returnType(Future)
     d = G.shape[0]
@@ -422,19 +543,21 @@ async def _polish(G, c, t, z, up, down):
     sgn = up - down
     H = G * rt.np_outer(act, act) + (1 - act) * np.eye(d, dtype=int)
     rhs = act * (c - t * sgn)
-    wp, bad = await _ldl_solve(H, rhs, 2)
-    wp = wp * (1 - bad)  # a flagged solve may hold out-of-range values: never compare those
-    # KKT test of wp (relative slack 2^-20): signs kept on the support, |c - G wp| <= t off it.
-    grad = c - G @ wp
-    slack = t * (1 + KKT_SLACK) + KKT_SLACK**2
-    lt = rt.np_sgn(rt.np_concatenate((wp, -wp, slack - grad, slack + grad)), LT=True)
+    X = _ns_inverse(H, POLISH_LAM, d * (1 + 2.0**-30))
+    wp = fx.matmul(X, rhs)
+    wp = wp + fx.matmul(X, rhs - fx.matmul(H, wp))
+    # KKT test of wp (relative slack 2^-20): signs kept and c - G wp = t sgn on the support,
+    # |c - G wp| <= t off it.
+    dev = c - fx.matmul(G, wp) - t * sgn
+    slack = fx.scale(t, KKT_SLACK) + (1 - act) * t + KKT_SLACK**2
+    lt = rt.np_sgn(rt.np_concatenate((wp, -wp, slack - dev, slack + dev)), LT=True)
     neg, pos, hi, lo = lt[:d], lt[d:2 * d], lt[2 * d:3 * d], lt[3 * d:]
-    viol = up * neg + down * pos + (1 - act) * (hi + lo)
+    viol = up * neg + down * pos + hi + lo
     kkt = rt.np_prod(1 - viol)
     f_new = _objective(G, c, t, wp, wp * (1 - 2 * neg))
     f_old = _objective(G, c, t, z, z * sgn)
     better = rt.np_sgn(f_new - f_old, LT=True)[0]
-    accept = (kkt + better - kkt * better) * (1 - bad)
+    accept = kkt + better - kkt * better
     return z + (wp - z) * accept
 
 
@@ -448,6 +571,36 @@ def _penalties(kind: str, alpha: float, d: int, x_scale, y_scale: float) -> np.n
     if kind == "RIDGE":
         return alpha * xs**2
     return np.zeros(d)
+
+
+async def _lasso(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
+                 standardize: bool, solver: str, n_iter: int):
+    """LASSO on the (centred) moments: standardise, iterate, POLISH; w in scaled units."""
+    rt = _rt()
+    t2 = type(G).sectype
+    d = G.shape[0]
+    keep = 1 - const
+    s = _inv_sqrt(g + const, VAR_LO) * keep  # 1/sd_j, 0 for a constant feature; never opened
+    # Unit-diagonal problem in v = sd * w: G~ = S G S (identity rows for constant features),
+    # c~ = S c, t~_j = t_j / sd_j clipped at 2 (exact: t~_j > 1 forces v_j = 0, as for t_j).
+    Gt = fx.mul(G, fx.outer(s, s)) + const * np.eye(d, dtype=int)
+    ct = fx.mul(c, s)
+    if standardize:
+        t_min = min(alpha * y_scale, 2.0)
+        tt = t2.array(np.full(d, t_min))
+    else:
+        raw = fx.mul(s, t2.array(pen))  # <= 2 * 2^20
+        small = rt.np_sgn(raw - 2, l=_cmp_bits(SOLVER_FRAC, 2.0**22), LT=True)
+        tt = 2 + small * (raw - 2)
+        t_min = float(pen.min()) * (1 - 2.0**-30)  # sd_j <= 1 in scaled units
+    # sum t~ |v| <= 1/2 at the optimum; ADMM's iterates stay within 2 |v* + u*|.
+    v_max = 0.5 / t_min
+    if solver == "cd":
+        z, up, down = await _cd(Gt, ct, tt, n_iter, 1 + d * v_max + 2)
+    else:
+        z, up, down = await _admm(Gt, ct, tt, n_iter, v_max)
+    v = await _polish(Gt, ct, tt, z, up, down)
+    return fx.mul(v, s)
 
 
 async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: bool = True,
@@ -478,12 +631,12 @@ async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: boo
     d = X.shape[1]
     if kind == "LINREG":
         alpha = 0.0
-    if not alpha >= 0:
-        raise ProgrammingError("alpha must be >= 0")
+    if not alpha >= 0 or (kind == "LASSO" and not alpha > 0):
+        raise ProgrammingError(f"alpha must be {'> 0' if kind == 'LASSO' else '>= 0'}")
     pen = _penalties(kind, alpha, d, x_scale, y_scale)
     if kind == "LASSO":
         solver = choose_solver(d, solver)
-        n_iter = iterations(max_iter, tol)
+        n_iter = (iterations if solver == "cd" else admm_iterations)(max_iter, tol)
     elif solver not in (None, "auto", "ldl"):
         raise ProgrammingError(f"{kind} is solved directly; solver {solver!r} does not apply")
     elif max(float(pen.max()), alpha if standardize else 0.0) / m > MAX_RIDGE:
@@ -498,23 +651,10 @@ async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: boo
     G = Gc[:d, :d]
     c = Gc[:d, d]
     g = rt.np_diagonal(G)
-    const = rt.np_sgn(g - VAR_FLOOR, LT=True)  # secret bit per feature: (near) zero variance
+    # secret bit per feature: (near) zero variance; 0 <= g <= 1 (+ rounding)
+    const = rt.np_sgn(g - VAR_FLOOR, l=SOLVER_FRAC + 3, LT=True)
     if kind == "LASSO":
-        keep = 1 - const
-        G = G * rt.np_outer(keep, keep)  # constant features decouple and end at exactly 0
-        c = c * keep
-        g = rt.np_diagonal(G) + const  # in [2^-40, 2)
-        g_inv = _reciprocal(g, VAR_LO, 1)
-        if standardize:  # t_j = alpha y_scale sd_j; the factor clipped where w_j = 0 anyway
-            isd = _inv_sqrt(g, VAR_LO)  # 1/sd_j, never opened
-            t = isd * g * float(min(alpha * y_scale, 2.0**21))
-        else:
-            t = t2.array(pen)
-        if solver == "cd":
-            z, up, down = await _cd(G, c, t, g_inv, n_iter)
-        else:
-            z, up, down = await _admm(G, c, t, g, g_inv, n_iter)
-        w = await _polish(G, c, t, z, up, down)
+        w = await _lasso(G, c, g, const, pen, alpha, y_scale, standardize, solver, n_iter)
     else:
         lam = alpha / m if standardize else float(pen.min()) / m
         if lam < 2 * PIVOT_ABS:  # LINREG, tiny RIDGE penalty: a constant feature is fatal
@@ -533,12 +673,13 @@ async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: boo
                             "is a linear combination of others, 1 - R^2 < 2^-32); drop one"
                             + (", or increase alpha" if kind == "RIDGE" else ", or use RIDGE"))
     if center:
-        b = -(means[:d] @ w)
+        b = -rt.np_reshape(fx.matmul(rt.np_reshape(means[:d], (1, d)), rt.np_reshape(w, (d, 1))),
+                           (1,))
         if fit_intercept:
-            b = b + means[d]
+            b = b + means[d:]
     else:
-        b = t2(0)
-    out = await rt.output(rt.np_concatenate((rt.np_fromlist([b]), w)),
+        b = t2.array(np.zeros(1))
+    out = await rt.output(rt.np_concatenate((b, w)),
                           receivers=None if receivers is None else list(receivers))
     if out is None:
         return None
