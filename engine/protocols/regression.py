@@ -291,8 +291,12 @@ async def _moments(X, y, m: int, center: bool):
         G = Q * round(2**k_g / m)
     tri = rt.np_reshape(G, (e * e,))[np.ravel_multi_index(iu, (e, e))]
     parts = [tri, s * round(2**k_m / m)] if center else [tri]
-    scaled = rt.np_trunc(rt.np_concatenate(parts), f=F, l=s2.bit_length)
-    scaled = (await rt.gather(scaled)).value
+    if rt.options.no_prss:
+        scaled = rt.np_trunc(rt.np_concatenate(parts), f=F, l=s2.bit_length)
+        scaled = (await rt.gather(scaled)).value
+    else:  # one opening and no random bits (F ~ 94 per value for np_trunc): error < 2 units
+        raw = (await rt.gather(rt.np_concatenate(parts))).value
+        scaled = (await fx._open_trunc(s2.field, raw, False, F, s2.bit_length))[0].value
     n_tri = len(iu[0])
     Gc = np.zeros((e, e), dtype=object)
     Gc[iu] = scaled[:n_tri]
