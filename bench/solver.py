@@ -84,8 +84,16 @@ def _party(pid: int, ports: list[int], args: argparse.Namespace, rows: int, d: i
 
     marks: dict[str, tuple[float, float, int, int]] = {}
 
+    prof = None
+    if pid == 0 and os.environ.get("SOLVER_CPROFILE"):  # e.g. tottime: profile the solve
+        import cProfile
+
+        prof = cProfile.Profile()
+
     def mark(name: str) -> None:
         marks[name] = (time.perf_counter(), time.process_time(), nbytes(), sent_msgs[0])
+        if prof is not None and name in ("gram", "end"):
+            prof.enable() if name == "gram" else prof.disable()
 
     async def main():
         await mpc.start()
@@ -102,15 +110,11 @@ def _party(pid: int, ports: list[int], args: argparse.Namespace, rows: int, d: i
         await mpc.shutdown()
         return res
 
-    if pid == 0 and os.environ.get("SOLVER_CPROFILE"):
-        import cProfile
+    res = mpc.run(main())
+    if prof is not None:
         import pstats
 
-        prof = cProfile.Profile()
-        res = prof.runcall(mpc.run, main())
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-    else:
-        res = mpc.run(main())
+        pstats.Stats(prof).sort_stats(os.environ["SOLVER_CPROFILE"]).print_stats(30)
     out.put((pid, res, marks, steps))
 
 

@@ -283,3 +283,75 @@ def test_limb_gram_is_bit_exact():
     exact = (Z.T @ Z) % p
     assert (ztz == exact).all()
     assert (sums == Z.sum(axis=0) % p).all()
+
+
+def test_admm_iteration_count():
+    assert regression.admm_iterations(None, None) == regression.ADMM_ITER == 30
+    assert regression.admm_iterations(None, 1e-8) == 60
+    assert regression.admm_iterations(7, 1e-9) == 7
+
+
+def test_lasso_duplicated_feature_objective(diabetes):
+    """Two identical columns make POLISH's system singular when both are active: the answer
+    must still be a LASSO minimiser (objective as sklearn's), never out-of-range garbage."""
+    X, y = diabetes
+    X = np.column_stack((X, X[:, 2]))
+    b, w = secure_fit(X, y, "LASSO", alpha=0.1)
+    rb, rw = sk_lasso(X, y, 0.1)
+    diff = lasso_objective(X, y, b, w, 0.1) - lasso_objective(X, y, rb, rw, 0.1)
+    assert abs(diff) < OBJ_TOL, diff
+    assert abs(w[2] + w[-1] - (rw[2] + rw[-1])) < COEF_TOL
+
+
+def test_fast_fixed_point_products():
+    """fastfxp's one-round products agree with the plaintext to a few units of 2^-48."""
+    from engine.protocols import fastfxp as fx
+
+    t2 = regression.solver_type()
+    rng = np.random.default_rng(2)
+    a, b, v = rng.normal(size=(4, 5)), rng.normal(size=(5, 3)), rng.normal(size=5)
+    A, B, V = t2.array(a), t2.array(b), t2.array(v)
+    ulp = 2.0**-48
+
+    def out(x):
+        return np.array(mpc.run(mpc.output(x)))
+
+    assert np.abs(out(fx.matmul(A, B)) - a @ b).max() < 16 * ulp
+    assert np.abs(out(fx.mul(A, V)) - a * v).max() < 4 * ulp
+    assert np.abs(out(fx.mul(-V, V, extra=3)) + v * v / 8).max() < 4 * ulp
+    assert np.abs(out(fx.outer(V, V)) - np.outer(v, v)).max() < 4 * ulp
+    assert np.abs(out(fx.scale(V, 0.3)) - 0.3 * v).max() < 4 * ulp
+    full, low = fx.matmul(A, V, extra=20)
+    assert np.abs(out(full) - a @ v).max() < 16 * ulp
+    assert np.abs(out(low) - (a @ v) * 2.0**-20).max() < 2.0**-27
+    bits = mpc.np_sgn(V, LT=True)
+    assert np.array_equal(out(fx.intmul(bits, V)), np.where(v < 0, out(V), 0))
+    assert out(fx.all_bits(1 - bits))[0] == float(np.all(v >= 0))
+    assert out(fx.all_bits(t2.array(np.ones(7))))[0] == 1
+
+
+def test_admm_iterates_stay_within_the_public_bound(diabetes):
+    """The comparison bit length rests on |a| <= 2 (v_max + sqrt(d) 2 / rho_min) for ADMM's
+    pre-threshold iterate; check it on the plaintext iteration (float64) of hard problems."""
+    X, y = diabetes
+    for Xs, alpha in ((X, 0.01), (X, 1.0), (insurance()[0], 0.001)):
+        yy = y if Xs is X else insurance()[1]
+        xs = np.array([pow2_scale(Xs[:, j]) for j in range(Xs.shape[1])])
+        ys = pow2_scale(yy)
+        Z, t = Xs * xs, np.minimum(alpha * ys * xs, 2.0)
+        Zc, yc = Z - Z.mean(0), yy * ys - (yy * ys).mean()
+        G, c = Zc.T @ Zc / len(yy), Zc.T @ yc / len(yy)
+        s = 1 / np.sqrt(np.diag(G))
+        Gt, ct, tt = G * np.outer(s, s), c * s, np.minimum(t * s, 2)
+        d = len(c)
+        v_max = 0.5 / t.min()
+        bound = 2 * (v_max + np.sqrt(d) * 2 / min(regression.ADMM_RHOS))
+        for rho in regression.ADMM_RHOS:
+            M = np.linalg.inv(Gt + rho * np.eye(d))
+            z = u = np.zeros(d)
+            for _ in range(300):
+                a = regression.ADMM_RELAX * M @ (ct + rho * (z - u)) \
+                    + (1 - regression.ADMM_RELAX) * z + u
+                assert np.abs(a).max() <= bound
+                z = np.sign(a) * np.maximum(np.abs(a) - tt / rho, 0)
+                u = a - z

@@ -20,6 +20,10 @@ statistical security parameter), so c hides X to the same statistical distance a
 random-bit generation. The result is X / 2^f with an error in (-2, 2) units of 2^-f (MPyC's
 truncation: (-1, 1)); the bias (C(m, t) - 1)/2 of r' is subtracted.
 
+Also: :func:`intmul` (secret integers, e.g. bits, times a fixed-point array: exact, one
+reshare; MPyC does the same only while the integral flag survives, which slicing and
+concatenation drop) and :func:`all_bits` (AND of secret bits by a product tree).
+
 Only for the runtime's default PRSS mode (MPyC's ``--no-prss`` falls back to MPyC's own
 products). Inputs must respect the secure type's range, as for MPyC's products.
 """
@@ -82,7 +86,7 @@ def _fallback() -> bool:
 
 
 @coroutine
-async def _mul(a, b):
+async def _mul(a, b, extra: int):
     rt = _rt()
     stype = type(a)
     shape = np.broadcast_shapes(a.shape, b.shape)
@@ -91,14 +95,14 @@ async def _mul(a, b):
     sec = stype.sectype
     f = sec.frac_length
     raw = np.broadcast_to(a.value * b.value, shape).copy()
-    return (await _open_trunc(sec.field, raw, True, f, sec.bit_length + f))[0]
+    return (await _open_trunc(sec.field, raw, True, f + extra, sec.bit_length + f))[0]
 
 
-def mul(a, b):
-    """a * b elementwise (numpy broadcasting) for secure fixed-point arrays, in one round."""
+def mul(a, b, *, extra: int = 0):
+    """a * b (times 2^-extra) elementwise, numpy broadcasting, secure fixed-point, one round."""
     if _fallback():
-        return a * b
-    return _mul(a, b)
+        return a * b if not extra else (a * b) * 2.0**-extra
+    return _mul(a, b, extra)
 
 
 @coroutine
@@ -161,3 +165,40 @@ def scale(a, c, *, extra: int = 0):
     if _fallback():
         return a * (np.asarray(c, float) * 2.0**-extra)
     return _scale(a, c, extra)
+
+
+@coroutine
+async def _intmul(b, x):
+    rt = _rt()
+    stype = type(x)
+    shape = np.broadcast_shapes(b.shape, x.shape)
+    await rt.returnType((stype, False, shape))
+    b, x = await rt.gather(b, x)
+    field = stype.sectype.field
+    p = field.modulus
+    # b is an integer k held as k 2^f: dividing the product by 2^f in the field is exact
+    inv = pow(1 << stype.sectype.frac_length, -1, p)
+    c = np.broadcast_to(b.value * x.value, shape) % p * inv % p
+    return await rt._reshare(field.array(np.asarray(c, dtype=object)))
+
+
+def intmul(b, x):
+    """b * x for a secure array b of integers (e.g. secret bits), exact, in one round (reshare).
+
+    MPyC does this only when ``b`` carries its integral flag, which slicing and concatenation
+    drop; a lost flag costs a full truncation (f random bits per element).
+    """
+    if _fallback():
+        return b * x
+    return _intmul(b, x)
+
+
+def all_bits(bits):
+    """The product of the secret bits of a 1-D array (shape (1,)), ceil(log2 n) rounds."""
+    rt = _rt()
+    while bits.size > 1:
+        h = bits.size // 2
+        prod = intmul(bits[:h], bits[h:2 * h])
+        bits = rt.np_concatenate((prod, bits[2 * h:])) if bits.size % 2 else prod
+    return bits
+

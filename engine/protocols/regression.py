@@ -87,11 +87,12 @@ Method
 Fixed-point products after MOMENTS take one round each (:mod:`engine.protocols.fastfxp`:
 PRSS-masked opening of the local product and probabilistic truncation, no secure random bits)
 instead of MPyC's three (reshare, random bits, opening); this removed ~90 % of the solver's
-traffic and CPU time. Reciprocals and 1/sqrt are computed for values in publicly known ranges
-(variances >= 2^-40, guarded pivots >= 2^-40): one batched comparison against powers of two
-gives the exponent, then Newton steps. Penalties are clipped where that cannot change the
-solution (see above) and RIDGE penalties alpha s_j^2 / m above 2^30 are refused
-(NotSupportedError), so no value leaves the range of SecFxp(96, 48).
+traffic and CPU time. Reciprocals are computed for values in publicly known ranges (guarded
+pivots >= 2^-40): one batched comparison against powers of two gives the exponent, then Newton
+steps; 1/sqrt of a variance in [2^-40, 1] by a public number of Newton steps from 1 (no
+comparison). Penalties are clipped where that cannot change the solution (see above) and
+RIDGE penalties alpha s_j^2 / m above 2^30 are refused (NotSupportedError), so no value leaves
+the range of SecFxp(96, 48).
 
 Iterations (public): ``max_iter`` = CD sweeps or ADMM iterations (per chain); defaults 100 CD
 sweeps and ADMM_ITER = 30 ADMM iterations (the test problems need <= 20 CD sweeps / <= 18
@@ -319,7 +320,7 @@ async def _soft_threshold(a, theta, cmp=None, bits: int | None = None):
     v = rt.np_concatenate((a - theta, -a - theta))
     vc = v if cmp is None else rt.np_concatenate((cmp[0] - cmp[1], -cmp[0] - cmp[1]))
     pos = 1 - rt.np_sgn(vc, l=bits, LT=True)
-    r = pos * v  # bits are integral: no truncation
+    r = fx.intmul(pos, v)
     return r[:n] - r[n:], pos[:n], pos[n:]
 
 
@@ -351,7 +352,7 @@ async def _ldl_solve(A, B, bound: float, lo: int = PIVOT_LO):
                        l=SOLVER_FRAC + hi + 2, LT=True)
         bad = lt[:1]
         sc = 1 + rt.np_sum(lt[1:] * (1 << np.arange(len(exps))), keepdims=True)
-        rinv = _reciprocal(piv + bad * (1 - piv), lo, hi, sc + bad * (s_one - sc))
+        rinv = _reciprocal(piv + fx.intmul(bad, 1 - piv), lo, hi, sc + fx.intmul(bad, s_one - sc))
         rinvs.append(rinv)
         bads.append(bad)
         if k < d - 1:
@@ -375,7 +376,7 @@ async def _ldl_solve(A, B, bound: float, lo: int = PIVOT_LO):
     X = rt.np_vstack(X)
     if vec:
         X = rt.np_reshape(X, (d,))
-    bad = 1 - rt.np_prod(1 - rt.np_concatenate(bads))
+    bad = 1 - fx.all_bits(1 - rt.np_concatenate(bads))[0]
     return X, bad
 
 
@@ -409,19 +410,34 @@ async def _reciprocal(v, lo: int, hi: int, s=None):
     return rt.np_reshape(fx.scale(fx.mul(y, s), 2.0**-hi), v.shape)
 
 
+def _inv_sqrt_steps(lo: int) -> int:
+    """Public count of INV-SQRT's coupled steps: enough from y = 1 for every v in [2^lo, 2)."""
+    v, y, k = 2.0**lo, 1.0, 0
+    while abs(v * y * y - 1) > 2.0**-50:
+        y, k = y * (1.5 - 0.5 * v * y * y), k + 1
+    return k
+
+
 @coroutine
 async def _inv_sqrt(v, lo: int):
-    """Protocol INV-SQRT: 1/sqrt(v) for secret v in [2^lo, 2), by scaling into [1/4, 1) + Newton."""
+    """Protocol INV-SQRT: 1/sqrt(v) for secret v in [2^lo, 2) by Newton steps from y = 1."""
+    # y <- y (3 - v y^2) / 2 from y = 1 rises monotonically to 1/sqrt(v) (x 1.5 per step while
+    # v y^2 is small), so a public count covers the whole range. The steps carry p = v y^2
+    # along as q = p/2 (q <- q (1.5 - q)^2, two rounds per step instead of three); three
+    # last steps with p recomputed (v y^2 / 2 in one product) remove the drift. No comparison:
+    # 40 + 3 steps at lo = -41.
     rt = _rt()
     await rt.returnType((type(v), v.shape))
-    f = type(v).frac_length
-    s = _thermometer(v, np.arange(0, lo, -2), f + 3)  # s = 2^k, k = #{i >= 0: v < 4^-i}
-    w = fx.scale(fx.mul(rt.np_reshape(v, (v.size,)), s * s), 0.25)  # v 4^(k-1) in [1/4, 1)
-    y = 7 / 3 - w * (4 / 3)  # relative error < 0.18; 5 Newton steps reach 2^-48
-    hw = fx.scale(w, 0.5)
-    for _ in range(5):
-        y = fx.mul(y, 1.5 - fx.mul(hw, fx.mul(y, y)))
-    return rt.np_reshape(fx.scale(fx.mul(y, s), 0.5), v.shape)
+    v = rt.np_reshape(v, (v.size,))
+    y = type(v).sectype.array(np.ones(v.size))
+    q = fx.scale(v, 0.5)  # q = v y^2 / 2
+    for _ in range(_inv_sqrt_steps(lo)):
+        h = 1.5 - q
+        y = fx.mul(y, h)
+        q = fx.mul(q, fx.mul(h, h))
+    for _ in range(3):  # q is only as precise as v (2^-48 absolute): y may be 2^-8 off
+        y = fx.mul(y, 1.5 - fx.mul(v, fx.mul(y, y), extra=1))
+    return rt.np_reshape(y, v.shape)
 
 
 @coroutine
@@ -522,14 +538,14 @@ async def _admm(G, c, t, iters: int, v_max: float):
         u = a - z
     # keep the chain with the lower objective 1/2 z^T G z - c^T z + t^T |z|
     Z = rt.np_reshape(z, (n, d))
-    absz = Z * rt.np_reshape(up - down, (n, d))
+    absz = fx.intmul(rt.np_reshape(up - down, (n, d)), Z)
     GZ = fx.matmul(Z, G)
     f = rt.np_sum(fx.mul(Z, fx.scale(GZ, 0.5) - c) + fx.mul(absz, t), axis=1)
     second = rt.np_sgn(f[1:2] - f[:1], LT=True)
     parts = [rt.np_reshape(x, (n, d)) for x in (z, up, down)]
     first = rt.np_concatenate([x[0] for x in parts])
     diff = rt.np_concatenate([x[1] for x in parts]) - first
-    sel = first + diff * second
+    sel = first + fx.intmul(second, diff)
     return sel[:d], sel[d:2 * d], sel[2 * d:]
 
 
@@ -545,24 +561,26 @@ async def _polish(G, c, t, z, up, down):
     d = G.shape[0]
     act = up + down
     sgn = up - down
-    H = G * rt.np_outer(act, act) + (1 - act) * np.eye(d, dtype=int)
-    rhs = act * (c - t * sgn)
+    ts = fx.intmul(sgn, t)
+    H = fx.intmul(fx.intmul(rt.np_reshape(act, (d, 1)), rt.np_reshape(act, (1, d))), G)
+    H = H + (1 - act) * np.eye(d, dtype=int)
+    rhs = fx.intmul(act, c - ts)
     X = _ns_inverse(H, POLISH_LAM, d * (1 + 2.0**-30))
     wp = fx.matmul(X, rhs)
     wp = wp + fx.matmul(X, rhs - fx.matmul(H, wp))
     # KKT test of wp (relative slack 2^-20): signs kept and c - G wp = t sgn on the support,
     # |c - G wp| <= t off it.
-    dev = c - fx.matmul(G, wp) - t * sgn
-    slack = fx.scale(t, KKT_SLACK) + (1 - act) * t + KKT_SLACK**2
+    dev = c - fx.matmul(G, wp) - ts
+    slack = fx.scale(t, KKT_SLACK) + fx.intmul(1 - act, t) + KKT_SLACK**2
     lt = rt.np_sgn(rt.np_concatenate((wp, -wp, slack - dev, slack + dev)), LT=True)
     neg, pos, hi, lo = lt[:d], lt[d:2 * d], lt[2 * d:3 * d], lt[3 * d:]
-    viol = up * neg + down * pos + hi + lo
-    kkt = rt.np_prod(1 - viol)
-    f_new = _objective(G, c, t, wp, wp * (1 - 2 * neg))
-    f_old = _objective(G, c, t, z, z * sgn)
-    better = rt.np_sgn(f_new - f_old, LT=True)[0]
-    accept = kkt + better - kkt * better
-    return z + (wp - z) * accept
+    viol = fx.intmul(rt.np_concatenate((up, down)), rt.np_concatenate((neg, pos)))
+    kkt = fx.all_bits(1 - rt.np_concatenate((viol[:d] + viol[d:], hi + lo)))  # 0/1 each
+    f_new = _objective(G, c, t, wp, fx.intmul(1 - 2 * neg, wp))
+    f_old = _objective(G, c, t, z, fx.intmul(sgn, z))
+    better = rt.np_sgn(f_new - f_old, LT=True)
+    accept = kkt + better - fx.intmul(kkt, better)
+    return z + fx.intmul(accept, wp - z)
 
 
 def _penalties(kind: str, alpha: float, d: int, x_scale, y_scale: float) -> np.ndarray:
@@ -580,11 +598,10 @@ def _penalties(kind: str, alpha: float, d: int, x_scale, y_scale: float) -> np.n
 async def _lasso(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
                  standardize: bool, solver: str, n_iter: int):
     """LASSO on the (centred) moments: standardise, iterate, POLISH; w in scaled units."""
-    rt = _rt()
     t2 = type(G).sectype
     d = G.shape[0]
     keep = 1 - const
-    s = _inv_sqrt(g + const, VAR_LO) * keep  # 1/sd_j, 0 for a constant feature; never opened
+    s = fx.intmul(keep, _inv_sqrt(g + const, VAR_LO))  # 1/sd_j, 0 if constant; never opened
     # Unit-diagonal problem in v = sd * w: G~ = S G S (identity rows for constant features),
     # c~ = S c, t~_j = t_j / sd_j clipped at 2 (exact: t~_j > 1 forces v_j = 0, as for t_j).
     Gt = fx.mul(G, fx.outer(s, s)) + const * np.eye(d, dtype=int)
@@ -594,8 +611,8 @@ async def _lasso(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
         tt = t2.array(np.full(d, t_min))
     else:
         raw = fx.mul(s, t2.array(pen))  # <= 2 * 2^20
-        small = rt.np_sgn(raw - 2, l=_cmp_bits(SOLVER_FRAC, 2.0**22), LT=True)
-        tt = 2 + small * (raw - 2)
+        small = _rt().np_sgn(raw - 2, l=_cmp_bits(SOLVER_FRAC, 2.0**22), LT=True)
+        tt = 2 + fx.intmul(small, raw - 2)
         t_min = float(pen.min()) * (1 - 2.0**-30)  # sd_j <= 1 in scaled units
     # sum t~ |v| <= 1/2 at the optimum; ADMM's iterates stay within 2 |v* + u*|.
     v_max = 0.5 / t_min
@@ -662,7 +679,7 @@ async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: boo
     else:
         lam = alpha / m if standardize else float(pen.min()) / m
         if lam < 2 * PIVOT_ABS:  # LINREG, tiny RIDGE penalty: a constant feature is fatal
-            if await rt.output(1 - rt.np_prod(1 - const)):
+            if await rt.output(1 - fx.all_bits(1 - const)[0]):
                 raise DataError(f"{kind}: a feature is constant (zero variance) in the joined "
                                 "rows; drop it, or use RIDGE or LASSO")
         if standardize:  # sklearn's StandardScaler leaves zero-variance columns unscaled
