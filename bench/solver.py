@@ -167,6 +167,7 @@ def run_once(args: argparse.Namespace, rows: int, d: int) -> dict:
         "cpu": [mk["end"][1] - mk["gram"][1] for mk in marks],
         "err": max(abs(b - ref.intercept_), float(np.abs(w - ref.coef_).max())),
         "obj": obj(b, w) - obj(ref.intercept_, ref.coef_),
+        "zeros": f"{int(np.sum(w == 0))}/{int(np.sum(ref.coef_ == 0))}",
         "steps": {k: sum(v) for k, v in got[0][3].items()},
         "nsteps": {k: len(v) for k, v in got[0][3].items()},
     }
@@ -186,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()}")
     print("| cell | kind | Gram s | solve s | solve MB/party | msgs/party | CPU s/party "
-          "| max coef err | obj diff |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| max coef err | obj diff | zeros (secure/sklearn) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell in args.cells.split(","):
         rows, d = (int(v) for v in cell.split("x"))
         runs = [run_once(args, rows, d) for _ in range(args.repeat)]
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {med(r['solve'] for r in runs):.2f} [{solves}] "
               f"| {per_party('mb', '{:.1f}')} | {per_party('msgs', '{:.0f}')} "
               f"| {per_party('cpu', '{:.1f}')} | {max(r['err'] for r in runs):.1e} "
-              f"| {med(r['obj'] for r in runs):.1e} |", flush=True)
+              f"| {med(r['obj'] for r in runs):.1e} | {runs[-1]['zeros']} |", flush=True)
         if args.profile:
             for k in runs[0]["steps"]:
                 print(f"    {k}: {med(r['steps'][k] for r in runs):.2f} s "

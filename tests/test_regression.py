@@ -355,3 +355,12 @@ def test_admm_iterates_stay_within_the_public_bound(diabetes):
                 assert np.abs(a).max() <= bound
                 z = np.sign(a) * np.maximum(np.abs(a) - tt / rho, 0)
                 u = a - z
+
+
+def test_lasso_zeros_are_exact(diabetes):
+    """Coefficients sklearn sets to 0 are exactly 0 (not 1e-15: one-round products round 0)."""
+    X, y = diabetes
+    b, w = secure_fit(X, y, "LASSO", alpha=1.0)
+    rb, rw = sk_lasso(X, y, 1.0)
+    assert (rw == 0).any()
+    assert np.array_equal(w == 0, rw == 0)

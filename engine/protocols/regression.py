@@ -567,7 +567,8 @@ async def _polish(G, c, t, z, up, down):
     rhs = fx.intmul(act, c - ts)
     X = _ns_inverse(H, POLISH_LAM, d * (1 + 2.0**-30))
     wp = fx.matmul(X, rhs)
-    wp = wp + fx.matmul(X, rhs - fx.matmul(H, wp))
+    # exact zeros off the support (one-round products round 0 to +-2^-48)
+    wp = fx.intmul(act, wp + fx.matmul(X, rhs - fx.matmul(H, wp)))
     # KKT test of wp (relative slack 2^-20): signs kept and c - G wp = t sgn on the support,
     # |c - G wp| <= t off it.
     dev = c - fx.matmul(G, wp) - ts
@@ -621,7 +622,7 @@ async def _lasso(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
     else:
         z, up, down = await _admm(Gt, ct, tt, n_iter, v_max)
     v = await _polish(Gt, ct, tt, z, up, down)
-    return fx.mul(v, s)
+    return fx.intmul(up + down, fx.mul(v, s))  # inactive coefficients exactly 0
 
 
 async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: bool = True,
