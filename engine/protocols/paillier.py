@@ -24,6 +24,8 @@ import hmac
 import multiprocessing
 import os
 import secrets
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 
@@ -125,6 +127,13 @@ def _run_worker(item: Callable[[int], int], fd: int, count: int, chunk: int, con
                 parent: int) -> None:
     """Body of a forked worker: compute claimed chunks, send ``[(start, values), ...]``."""
     gc.disable()  # a collection would touch (and copy) the parent's whole heap; refcounts suffice
+
+    def watchdog() -> None:  # also while blocked sending a large result to a dead parent
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     try:
         out = []
         for todo in _claims(fd, count, chunk):
