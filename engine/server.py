@@ -398,9 +398,14 @@ class PartyServer:
     async def op_run(self, msg, blob, reader):
         """Run a prepared query; closing the connection meanwhile aborts it."""
         qid = msg["query_id"]
-        prep = self.prepared.pop(qid, None)
+        prep = self.prepared.get(qid)
         if prep is None:
             raise ProgrammingError(f"query {qid} was not prepared here")
+        sender = msg.get("from_party")  # set on authenticated (TLS) peer connections only
+        if sender is not None and prep.record is not None and sender != prep.record.coordinator:
+            raise AuthorizationError(f"party {sender} may not run query {qid}: it was prepared "
+                                     f"by coordinator {prep.record.coordinator}")
+        del self.prepared[qid]
         watch = asyncio.ensure_future(reader.read(1))
         run = asyncio.ensure_future(self._run_child(msg, prep))
         outcome: BaseException | None = None
