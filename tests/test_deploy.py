@@ -33,6 +33,11 @@ def _tables(seed: int = 5):
     return ac, emc, emc_small
 
 
+#: Big enough that a Paillier run lasts seconds (a peer is stopped in the middle of it).
+BIG_SQL = ("SELECT COUNT(*), SUM(ac_big.charges), AVG(emc_big.bmi) "
+           "FROM ac_big JOIN emc_big USING (id)")
+
+
 POLICIES = {
     "ac": {"min_intersection": 10,
            "allow": {"*": ["COUNT", "SUM", "AVG", "LASSO", "RIDGE", "LINREG"],
@@ -54,10 +59,13 @@ def plain(sql: str, **frames) -> list[tuple]:
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory):
     ac, emc, emc_small = _tables()
+    ac_big, emc_big = make_tables(300, 300, 250, seed=6)
     d = Deployment(str(tmp_path_factory.mktemp("deploy")), tables={
         "ac": {"party": "ac", "key": "id", "frame": ac},
         "emc": {"party": "emc", "key": "id", "frame": emc},
         "emc_small": {"party": "emc", "key": "id", "frame": emc_small},
+        "ac_big": {"party": "ac", "key": "id", "frame": ac_big},
+        "emc_big": {"party": "emc", "key": "id", "frame": emc_big},
     }, policies=POLICIES, timeouts={"connect": 5, "peer": 5, "query": 30},
         session_ports={"emc": (41000 + os.getpid() % 500 * 20, 41019 + os.getpid() % 500 * 20)})
     d.frames = {"ac": ac, "emc": emc}
@@ -90,7 +98,7 @@ def test_query_over_mutual_tls_matches_duckdb(dep):
     with engine.connect(dep.dsn("ac") + "?party=ac", tls=dep.alice) as con:
         assert con.remote and con.party == "ac"
         tables = {t["name"]: t for t in con.tables()}
-        assert set(tables) == {"ac", "emc", "emc_small"}
+        assert set(tables) == {"ac", "emc", "emc_small", "ac_big", "emc_big"}
         cur = con.execute(SQL)
         _check(cur.fetchall(), dep.frames)
         for party in PARTIES:  # every MPyC channel ran over TLS with the peer's certificate
@@ -194,7 +202,7 @@ def test_peer_killed_mid_query_then_restarted_rejoins(dep):
     def run():
         try:
             with engine.connect(dep.dsn("ac"), tls=dep.alice) as con:
-                outcome["rows"] = con.execute(SQL).fetchall()
+                outcome["rows"] = con.execute(BIG_SQL).fetchall()
         except Exception as e:  # noqa: BLE001
             outcome["error"] = e
 
@@ -248,7 +256,7 @@ def test_peer_that_stops_answering_times_out_naming_it(dep):
     t = threading.Thread(target=run)
     t.start()
     _wait_for_sessions(dep, ["ac", "emc", "helper"])
-    time.sleep(1.5)  # connected (5 s connect time-out), Paillier keys and encryption under way
+    time.sleep(1.0)  # connected (5 s connect time-out); keys, encryption, masking take seconds
     dep.signal("helper", signal.SIGSTOP)
     stopped = time.monotonic()
     try:
