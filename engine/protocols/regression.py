@@ -56,7 +56,7 @@ Method
      public eigenvalue bounds [rho, d + rho] (14 steps at d = 30, two rounds each). An
      iteration is one d x 2d product per chain (one round, opened twice: at 48 and at
      CMP_FRAC fractional bits) and one batched soft-thresholding whose 4d comparisons use
-     the low-resolution copy: CMP_FRAC = 16 fractional bits (24 in the last two iterations,
+     the low-resolution copy: CMP_FRAC = 12 fractional bits (24 in the last two iterations,
      whose bits become POLISH's support) and bit length CMP_FRAC + log2(bound) + 2. The bound
      is sound: relaxed ADMM is the averaged Douglas-Rachford iteration on a = z + u, hence
      nonexpansive, started at a = 0, so |a| <= 2 |a*| = 2 |v* + u*| with |u*_j| <= t~_j / rho
@@ -147,7 +147,7 @@ ADMM_RHOS = (0.05, 0.5)
 ADMM_RELAX = 1.6
 #: ADMM compares its iterate with CMP_FRAC fractional bits, in the last CMP_LAST iterations
 #: (whose bits give POLISH its support) with CMP_FRAC_LAST (S is continuous: see SOFT).
-CMP_FRAC = 16
+CMP_FRAC = 12  # a float64 simulation of the test problems finds the support down to 12
 CMP_FRAC_LAST = 24
 CMP_LAST = 2
 #: POLISH solves exactly when the support's correlation matrix has eigenvalues >= this.
