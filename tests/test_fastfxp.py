@@ -1,0 +1,102 @@
+"""One-round fixed-point products (engine/protocols/fastfxp.py) among three real MPyC processes.
+
+Three forked processes run an MPyC session over TCP on localhost (Shamir, t = 1, PRSS masks
+summed over C(3, 1) = 3 PRFs: the case the single-party unit tests cannot reach). Party 0
+secret-shares the inputs; every result is opened and compared with exact rational arithmetic
+on the encoded inputs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+from fractions import Fraction
+
+import numpy as np
+
+F = 48
+N = 400
+
+
+def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
+    from engine import mpcrt
+    from engine.protocols import fastfxp as fx
+
+    mpc = mpcrt.make_runtime(pid, [mpcrt.Address("127.0.0.1", p) for p in ports])
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=N) * 4
+    b = rng.normal(size=N)
+    A = rng.normal(size=(6, 5))
+    B = rng.normal(size=(5, 4))
+
+    async def main():
+        await mpc.start()
+        t2 = mpc.SecFxp(96, 48)
+        sa, sb, sA, sB = (mpc.input(t2.array(x), senders=0) for x in (a, b, A, B))
+        bits = mpc.np_sgn(sa, LT=True)
+        p = t2.field.modulus
+
+        async def val(x):  # exact: the opened integers (x 2^-48), signed
+            v = np.asarray((await mpc.output(x, raw=True)).value, dtype=object)
+            return np.vectorize(lambda i: Fraction(i - p if i > p // 2 else i, 2**F),
+                                otypes=[object])(v)
+
+        full, low = fx.matmul(sA, sB, extra=20)
+        res = {
+            "mul": await val(fx.mul(sa, sb)),
+            "mul_extra": await val(fx.mul(sa, sb, extra=5)),
+            "zero": await val(fx.mul(sa * 0, sb)),
+            "matmul": await val(fx.matmul(sA, sB)),
+            "full": await val(full),
+            "low": await val(low),
+            "scale": await val(fx.scale(sa, 0.3)),
+            "intmul": await val(fx.intmul(bits, sb)),
+            "all": await val(fx.all_bits(1 - bits)),
+            "all1": await val(fx.all_bits(bits * 0 + 1)),
+        }
+        await mpc.shutdown()
+        return res
+
+    out.put((pid, mpc.run(main()), a, b, A, B))
+
+
+def _enc(x) -> np.ndarray:
+    """The SecFxp(96, 48) encodings of x as exact fractions."""
+    return np.vectorize(lambda v: Fraction(round(v * 2**F), 2**F), otypes=[object])(x)
+
+
+def test_one_round_products_three_parties():
+    socks = [socket.socket() for _ in range(3)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    ctx = mp.get_context("fork")
+    q: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_party, args=(i, ports, q)) for i in range(3)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    _, res, a, b, A, B = got[0]
+    assert all(list(g[1]["mul"]) == list(res["mul"]) for g in got)  # every party opens the same
+    ea, eb, eA, eB = _enc(a), _enc(b), _enc(A), _enc(B)
+    ulp = 2.0**-F
+
+    def err(x, exact):
+        return np.array([float(v - e) for v, e in zip(x.ravel(), exact.ravel(), strict=True)])
+
+    e = err(res["mul"], ea * eb)
+    assert np.abs(e).max() < 2 * ulp  # the documented bound
+    assert abs(e.mean()) < 0.25 * ulp  # the bias of the PRSS mask is removed
+    assert np.abs(err(res["mul_extra"], ea * eb / 32)).max() < 2 * ulp
+    assert np.abs(res["zero"].astype(float)).max() < 2 * ulp
+    assert np.abs(err(res["matmul"], eA @ eB)).max() < 2 * ulp  # one truncation per entry
+    assert np.abs(err(res["full"], eA @ eB)).max() < 2 * ulp
+    assert np.abs(err(res["low"], eA @ eB / 2**20)).max() < 2 * 2.0**-(F - 20)
+    assert np.abs(err(res["scale"], ea * _enc(0.3))).max() < 2 * ulp
+    assert list(res["intmul"]) == list(np.where(a < 0, eb, 0))  # exact
+    assert list(res["all"]) == [int(np.all(a >= 0))]
+    assert list(res["all1"]) == [1]
