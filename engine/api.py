@@ -14,7 +14,6 @@ from dialect.errors import (
     InterfaceError,
     NotSupportedError,
     ProgrammingError,
-    error_from_dict,
 )
 from engine import wire
 from engine.config import KEY_BITS
@@ -193,14 +192,7 @@ class Connection:
         if self.remote:
             return self.federation.request(msg, blob, timeout)
         host, port = self.federation.addresses[party]
-        client = wire.BlockingClient(host, port, party=party)
-        try:
-            reply, _ = client.request(msg, blob, timeout=timeout)
-        finally:
-            client.close()
-        if not reply.get("ok"):
-            raise error_from_dict(reply["error"])
-        return reply
+        return wire.call(host, port, msg, blob, party=party, timeout=timeout)
 
 
 def _os_user() -> str:

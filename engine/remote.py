@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dialect.errors import InterfaceError, error_from_dict
+from dialect.errors import InterfaceError
 from engine import wire
 
 DEFAULT_PORT = 7400
@@ -66,15 +66,8 @@ class RemoteServer:
 
     def request(self, msg: dict[str, Any], blob: bytes | None,
                 timeout: float | None) -> dict[str, Any]:
-        client = wire.BlockingClient(self.host, self.port, party=self.party,
-                                     timeout=self.timeout, ssl_context=self.ssl)
-        try:
-            reply, _ = client.request(msg, blob, timeout=timeout)
-        finally:
-            client.close()
-        if not reply.get("ok"):
-            raise error_from_dict(reply["error"])
-        return reply
+        return wire.call(self.host, self.port, msg, blob, party=self.party, timeout=timeout,
+                         connect_timeout=self.timeout, ssl_context=self.ssl)
 
     def stop(self) -> None:
         """Nothing to stop: the party server belongs to its organisation."""

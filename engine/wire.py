@@ -13,7 +13,7 @@ import ssl
 import struct
 from typing import Any
 
-from dialect.errors import OperationalError
+from dialect.errors import OperationalError, error_from_dict
 
 MAX_HEADER = 64 << 20
 MAX_BLOB = 4 << 30
@@ -141,3 +141,18 @@ def _tls_reason(e: BaseException) -> str:
     from engine.tls import describe_tls_error
 
     return describe_tls_error(e)
+
+
+def call(host: str, port: int, msg: dict[str, Any], blob: bytes | None = None, *,
+         party: str = "?", timeout: float | None = None, connect_timeout: float = 30.0,
+         ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """One request on a fresh connection; a refusal in the reply is raised as its error class."""
+    client = BlockingClient(host, port, party=party, timeout=connect_timeout,
+                            ssl_context=ssl_context)
+    try:
+        reply, _ = client.request(msg, blob, timeout=timeout)
+    finally:
+        client.close()
+    if not reply.get("ok"):
+        raise error_from_dict(reply["error"])
+    return reply
