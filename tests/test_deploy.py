@@ -249,7 +249,7 @@ def test_peer_that_stops_answering_times_out_naming_it(dep):
     def run():
         try:
             with engine.connect(dep.dsn("ac"), tls=dep.alice) as con:
-                outcome["rows"] = con.execute(SQL).fetchall()
+                outcome["rows"] = con.execute(BIG_SQL).fetchall()
         except Exception as e:  # noqa: BLE001
             outcome["error"] = e
 
