@@ -255,8 +255,8 @@ def test_reciprocal_and_inverse_sqrt():
 
 
 def test_solver_rule_and_iterations():
-    assert regression.choose_solver(3, None) == "cd"
-    assert regression.choose_solver(4, None) == "admm"
+    assert regression.choose_solver(1, None) == "admm"
+    assert regression.choose_solver(3, "auto") == "admm"
     assert regression.choose_solver(30, "cd") == "cd"
     with pytest.raises(ProgrammingError, match="solver"):
         regression.choose_solver(5, "newton")

@@ -79,7 +79,8 @@ Method
    exact once the iterations have found the support, provided the support's correlation
    matrix has eigenvalues >= 2^-16 (else the iterate, or the better of the two, is returned).
 
-   Auto rule: ``'cd'`` for d <= 3, else ``'admm'``.
+   Auto rule: ``'admm'`` for every d (with one-round products it is 3-6x faster than CD even
+   at d = 1..3: 1000 x 3 solve 1.3 s vs 7.7 s, same error); ``'cd'`` stays selectable.
 3. RIDGE and LINREG solve (G + Lambda) w = c with LDL-SOLVE (oblivious LDL^T with guarded
    pivots and d sequential reciprocals, forward and back substitution; per pivot the guard
    and the thermometer of the reciprocal are one batched comparison).
@@ -183,9 +184,9 @@ def _int_type(field):
 
 
 def choose_solver(d: int, solver: str | None) -> str:
-    """The LASSO solver: ``solver`` if given, else 'cd' for d <= 3 and 'admm' otherwise."""
+    """The LASSO solver: ``solver`` if given, else 'admm' (faster than 'cd' at every d)."""
     if solver is None or solver == "auto":
-        return "cd" if d <= 3 else "admm"
+        return "admm"
     if solver not in SOLVERS:
         raise ProgrammingError(f"unknown solver {solver!r} of LASSO; known: auto, cd, admm")
     return solver
