@@ -150,7 +150,8 @@ def test_cancel_a_query_waiting_at_another_coordinators_party(fed):
     th_a, box_a = _in_thread(first, SLOW)
     _wait_state(fed, first, "running")
     th_b, box_b = _in_thread(waiting, MASKED + f"SELECT COUNT(*) {JOIN}")
-    _wait_state(emc_con, waiting, "queued")  # emc's query waits for ac's slot
+    _wait_state(emc_con, waiting, "queued")
+    _wait_state(fed, waiting, "queued")  # ac has the prepare: emc's query waits for ac's slot
     assert emc_con.cancel(waiting.query_id) == "queued"
     th_b.join(30)
     assert "was cancelled" in str(box_b.get("error")), box_b
