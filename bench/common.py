@@ -200,6 +200,7 @@ class Run:
     wall: float
     error: float = math.nan  # max |secure - plaintext| over coefficients / result values
     obj_diff: float = math.nan  # objective(secure) - objective(sklearn), models only
+    pool: dict[str, Any] | None = None  # bench.run --pool: the precomputation before this run
 
     def phase(self, name: str) -> float:
         """Seconds in phase ``name``: the maximum over the parties (NaN if none had it)."""
@@ -244,7 +245,7 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [list(r) for r in self.rows], "stats": self.stats, "wall": self.wall,
-                "error": self.error, "obj_diff": self.obj_diff}
+                "error": self.error, "obj_diff": self.obj_diff, "pool": self.pool}
 
     def group(self, names: Iterable[str]) -> float:
         """Sum over the phases ``names`` of each phase's maximum over the parties."""

@@ -113,7 +113,7 @@ class NetnsFederation(LocalFederation):
 
     def __init__(self, shaping: Shaping, *, use_netem: bool, key_bits: int = KEY_BITS,
                  query_timeout: float = 3600.0, start_timeout: float = 60.0,
-                 policies: dict[str, dict[str, Any]] | None = None):
+                 policies: dict[str, dict[str, Any]] | None = None, paillier_pool: int = 0):
         tag = secrets.token_hex(2)
         self.bridge = f"mpb{tag}"
         subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
@@ -145,7 +145,7 @@ class NetnsFederation(LocalFederation):
         # 'ip netns exec' execs in place, so each server's parent is this process (its
         # watchdog stops it when we die).
         super().__init__(policies=policies, key_bits=key_bits, query_timeout=query_timeout,
-                         start_timeout=start_timeout, hosts=hosts,
+                         start_timeout=start_timeout, hosts=hosts, paillier_pool=paillier_pool,
                          launcher=lambda name: ["ip", "netns", "exec", self.namespaces[name]])
 
     def _remove_network(self) -> None:

@@ -9,6 +9,12 @@ plaintext DuckDB join + scikit-learn, and prints medians. Usage::
     python -m bench.run [--rows 1000,5000] [--features 15+15] [--overlap 1.0] [--seed 0]
                         [--query lasso|ridge|linreg|sum|count] [--protocol paillier,masked]
                         [--alpha 0.05] [--repeat 3] [--netem DELAY_MS[:RATE_MBIT]]
+                        [--pool auto|N]
+
+``--pool`` turns on the parties' Paillier randomiser pools (``[crypto] paillier_pool``; ``auto``:
+one per row and ciphertext of the largest ``--rows``) and, before every run, waits until every
+pool is full: the table then shows that precomputation's wall clock and CPU seconds per party
+next to the query's own (online) figures.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import math
 import os
 import sys
+import time
 
 if __package__ in (None, ""):  # python bench/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,10 +70,42 @@ def _protocols(spec: str) -> list[str]:
     return out
 
 
+def pool_target(args: argparse.Namespace) -> int:
+    """Randomisers per key for ``--pool``: one per ciphertext of the largest table."""
+    if not args.pool:
+        return 0
+    if args.pool != "auto":
+        return int(args.pool)
+    from engine.protocols.paillier import ciphertexts_per_row
+
+    d = max(args.features[0] + 1, args.features[1])  # ac also holds the target
+    return max(args.rows) * ciphertexts_per_row(d, args.key_bits)
+
+
+def wait_for_pools(con, target: int, before: dict | None) -> dict:
+    """Block until every party's pools hold ``target`` randomisers; what that took."""
+    from engine.api import Connection
+
+    t0 = time.perf_counter()
+    while True:
+        st = {p: Connection(con.federation, p).paillier_pool() for p in PARTIES}
+        keys = {p: st[p]["keys"] for p in PARTIES}
+        if (len(keys["helper"]) == 2 and all(len(keys[p]) == 1 for p in ("ac", "emc"))
+                and all(k["ready"] >= target for p in PARTIES for k in keys[p])):
+            break
+        time.sleep(0.5)
+    prev = before or {p: {"cpu_seconds": 0.0, "fill_seconds": 0.0} for p in PARTIES}
+    return {"state": st, "wait_seconds": time.perf_counter() - t0,
+            "cpu_seconds": {p: st[p]["cpu_seconds"] - prev[p]["cpu_seconds"] for p in PARTIES},
+            "fill_seconds": {p: st[p]["fill_seconds"] - prev[p]["fill_seconds"]
+                             for p in PARTIES}}
+
+
 def open_connection(args: argparse.Namespace):
     """The embedded federation, or (``--netem``) three servers in network namespaces."""
     if not args.netem:
-        return engine.connect(key_bits=args.key_bits, query_timeout=args.timeout), "loopback"
+        return engine.connect(key_bits=args.key_bits, query_timeout=args.timeout,
+                              paillier_pool=pool_target(args)), "loopback"
     from bench import netns
     from engine.api import Connection
 
@@ -76,7 +115,7 @@ def open_connection(args: argparse.Namespace):
         print(f"netem mode: skipped — not available on this machine: {how}")
         return None, ""
     fed = netns.NetnsFederation(shaping, use_netem=use_netem, key_bits=args.key_bits,
-                                query_timeout=args.timeout)
+                                query_timeout=args.timeout, paillier_pool=pool_target(args))
     return Connection(fed, "ac"), f"3 network namespaces, {shaping} ({how})"
 
 
@@ -97,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--timeout", type=float, default=3600.0, help="query timeout, seconds")
     ap.add_argument("--json", metavar="PATH", help="also write every run's raw stats here")
+    ap.add_argument("--pool", metavar="auto|N", default=None,
+                    help="precompute Paillier randomisers (N per key) before each run")
     args = ap.parse_args(argv)
     started = load_now()
     d_ac, d_emc = args.features
@@ -106,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: list[tuple[dict, Repeated]] = []
     failures: list[str] = []
+    target, pools = pool_target(args), None
     try:
         for rows in args.rows:
             ds = synthetic(rows, d_ac, d_emc, overlap=args.overlap, seed=args.seed)
@@ -116,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 rep = Repeated()
                 for i in range(args.repeat):
                     plain = plaintext(ds, args.query, args.alpha)
+                    if target and protocol == "paillier":
+                        pools = wait_for_pools(con, target, pools and pools["state"])
                     try:
                         run = execute(con, sql)
+                        if target and protocol == "paillier":
+                            run.pool = {k: v for k, v in pools.items() if k != "state"}
                     except engine.Error as e:
                         failures.append(f"{rows} rows, {protocol}: {type(e).__name__}: {e}")
                         break
@@ -133,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
 
     phases = ordered_phases({n for _, rep in results for r in rep.runs for n in r.phases()})
     err = "max abs coef err" if args.query in MODELS else "max abs err"
+    pooled = any(r.pool for _, rep in results for r in rep.runs)
     headers = (["rows/party", "joined", "features", "protocol"] + [f"{p} s" for p in phases]
                + [f"{WAIT} s", "total s", "sent MB ac/emc/helper", "peak MB ac/emc/helper",
-                  "CPU s ac/emc/helper", err, "plain s", "ratio"])
+                  "CPU s ac/emc/helper"]
+               + (["pool wait s", "pool CPU s ac/emc/helper"] if pooled else [])
+               + [err, "plain s", "ratio"])
     table = []
     for cfg, rep in results:
         joined = round(cfg["rows"] * args.overlap)
@@ -146,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         table.append(
             [str(cfg["rows"]), str(joined), f"{d_ac}+{d_emc}", cfg["protocol"]]
             + [secs(rep.med(lambda r, n=n: r.phase(n))) for n in phases]
-            + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, cpu,
-               sci(rep.error),
+            + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, cpu]
+            + (pool_cells(rep) if pooled else [])
+            + [sci(rep.error),
                secs(rep.plain_seconds, 3),
                secs(total / rep.plain_seconds if rep.plain_seconds else math.nan, 0)])
     if args.json:
@@ -168,6 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     for f in failures:
         print(f"\nFAILED {f}")
     return 1 if failures and not results else 0
+
+
+def pool_cells(rep: Repeated) -> list[str]:
+    """Wait and CPU seconds per party of the precomputation before each run (medians)."""
+    if not any(r.pool for r in rep.runs):
+        return ["–", "–"]
+    wait = secs(rep.med(lambda r: r.pool["wait_seconds"] if r.pool else math.nan))
+    cpu = "/".join(secs(rep.med(lambda r, p=p: r.pool["cpu_seconds"][p] if r.pool
+                                else math.nan), 0) for p in PARTIES)
+    return [wait, cpu]
 
 
 if __name__ == "__main__":

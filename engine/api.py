@@ -36,6 +36,7 @@ def connect(
     key_bits: int = KEY_BITS,
     query_timeout: float = 600.0,
     transcript_dir: str | None = None,
+    paillier_pool: int = 0,
 ) -> Connection:
     """Connect to a federation; with no ``dsn``, start the embedded three-party default.
 
@@ -43,7 +44,9 @@ def connect(
     server; ``tls`` is an ``ssl.SSLContext`` or ``{"ca": ..., "cert": ..., "key": ...}`` (PEM
     paths: the federation CA and your analyst certificate and key); ``?party=`` makes sure the
     server is that party's.  The embedded-only options (``workdir``, ``policies``, ``party``,
-    ``key_bits``, ``transcript_dir``) are set by each party's ``party.toml`` instead.
+    ``key_bits``, ``transcript_dir``, ``paillier_pool``) are set by each party's
+    ``party.toml`` instead (``[crypto] paillier_pool``: randomisers each party precomputes
+    per Paillier key while idle; 0 = off).
 
     Embedded: ``party`` is the party whose analyst you are: queries go to its server, which
     coordinates.  ``policies`` maps a party name to its policy dict, e.g. ``{"emc":
@@ -52,7 +55,8 @@ def connect(
     if dsn is not None:
         from engine.remote import RemoteServer, client_ssl, parse_dsn
 
-        if workdir is not None or policies is not None or transcript_dir is not None:
+        if (workdir is not None or policies is not None or transcript_dir is not None
+                or paillier_pool):
             raise InterfaceError("workdir, policies and transcript_dir are for the embedded "
                                  "federation; a party server takes them from its party.toml")
         host, port, expect = parse_dsn(dsn)
@@ -65,7 +69,8 @@ def connect(
         raise NotSupportedError("tls= applies to mpcsql:// connections; the embedded "
                                 "federation runs on loopback without TLS")
     fed = LocalFederation(workdir, policies=policies, key_bits=key_bits,
-                          query_timeout=query_timeout, transcript_dir=transcript_dir)
+                          query_timeout=query_timeout, transcript_dir=transcript_dir,
+                          paillier_pool=paillier_pool)
     return Connection(fed, party)
 
 
@@ -169,6 +174,15 @@ class Connection:
         """
         self._check()
         return self._request(self.party, {"op": "status"}, timeout=30)["queries"]
+
+    def paillier_pool(self) -> dict[str, Any] | None:
+        """This connection's party's precomputed Paillier randomisers (None when off).
+
+        ``target`` per key; ``keys``: each key's id, owner and ``ready`` count; ``made``,
+        ``discarded``, and the background work so far (``fill_seconds`` wall, ``cpu_seconds``).
+        """
+        self._check()
+        return self._request(self.party, {"op": "status"}, timeout=30).get("paillier_pool")
 
     def cancel(self, query_id: str) -> str:
         """Cancel a queued or running query of yours; returns the state it was in.

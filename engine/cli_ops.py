@@ -61,11 +61,17 @@ def cmd_status(args) -> int:
     con = _connect(args)
     try:
         queries = con.queries()
+        pool = con.paillier_pool()
     finally:
         con.close()
     if args.json:
         print(json.dumps(queries))
         return 0
+    if pool is not None:
+        ready = ", ".join(f"{k['owner']}'s key {k['key']}: {k['ready']}" for k in pool["keys"])
+        print(f"Paillier pool (target {pool['target']} per key): {ready or 'no keys yet'}; "
+              f"{pool['made']} made in {pool['fill_seconds']:.1f} s "
+              f"({pool['cpu_seconds']:.1f} CPU s), {pool['discarded']} discarded")
     if not queries:
         print("no queries")
         return 0

@@ -51,6 +51,7 @@ class PartyConfig:
     audit_log: str | None = None
     session_ports: tuple[int, int] | None = None  # MPyC session ports (firewalls); None: any
     config_path: str | None = None
+    paillier_pool: int = 0  # Paillier randomisers kept ready per key between queries; 0: off
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartyConfig:
@@ -79,7 +80,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "policy": None,  # checked by planner.policy.Policy
     "audit": {"path"},
     "timeouts": {"connect", "peer", "query"},
-    "crypto": {"paillier_key_bits"},
+    "crypto": {"paillier_key_bits", "paillier_pool"},
 }
 
 
@@ -224,13 +225,16 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
     key_bits = _get(crypto, "paillier_key_bits", int, "crypto", KEY_BITS)
     if key_bits < 2048:
         raise ConfigError("crypto.paillier_key_bits must be at least 2048")
+    pool = _get(crypto, "paillier_pool", int, "crypto", 0)
+    if pool < 0:
+        raise ConfigError("crypto.paillier_pool must be 0 (off) or a positive count")
     return PartyConfig(
         name=name, role=role, parties=parties, database=database, host=host, port=port,
         peers=peers, policy=dict(policy), query_timeout=seconds("query", 600.0),
         connect_timeout=seconds("connect", 10.0), peer_timeout=seconds("peer", 60.0),
         key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
         audit_log=rel(_get(audit, "path", str, "audit")) if "path" in audit else None,
-        session_ports=session_ports, config_path=path,
+        session_ports=session_ports, config_path=path, paillier_pool=pool,
     )
 
 

@@ -44,6 +44,11 @@ path = "audit.log"            # hash-chained log of every query this party took 
 connect = 10                  # to open a connection to a peer (and its MPyC session port)
 peer = 30                     # for a peer to answer a control request
 query = 600                   # for a whole query run; every party aborts after this
+
+[crypto]
+paillier_key_bits = 2048      # per-query Paillier keys for the published join (>= 2048)
+paillier_pool = 0             # > 0: keep a long-term key (data parties) and this many
+                              # randomisers r^n per key, computed while idle (see README)
 """
 
 _DATA = """

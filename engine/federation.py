@@ -43,6 +43,7 @@ class LocalFederation:
         start_timeout: float = 60.0,
         hosts: dict[str, str] | None = None,
         launcher: Callable[[str], list[str]] | None = None,
+        paillier_pool: int = 0,
     ):
         """``hosts``: listen address per party (default loopback); ``launcher``: command
         prefix per party (e.g. ``ip netns exec NS``; bench/netns.py uses both)."""
@@ -60,6 +61,7 @@ class LocalFederation:
                     name=name, role=role, parties=list(parties),
                     database=os.path.join(self.workdir, f"{name}.duckdb"),
                     policy=policies.get(name, {}), key_bits=key_bits,
+                    paillier_pool=paillier_pool,
                     query_timeout=query_timeout, connect_timeout=connect_timeout,
                     transcript_dir=transcript_dir, parent_pid=os.getpid(),
                     audit_log=os.path.join(self.workdir, f"{name}.audit.jsonl"),

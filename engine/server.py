@@ -51,6 +51,7 @@ from engine import tls, wire
 from engine.audit import AuditLog
 from engine.certs import CertError, Identity, identity_of_der
 from engine.config import ConfigError, PartyConfig, load_party_toml
+from engine.pools import PaillierPools
 from engine.queries import (
     QueryBook,
     QueryRecord,
@@ -64,7 +65,7 @@ from engine.session_tls import SessionTLS
 from engine.storage import LocalData, PartyStore
 from planner import plan as make_plan
 from planner.catalog import Catalog, Party
-from planner.plan import Plan
+from planner.plan import Plan, PrivateJoin
 from planner.policy import Policy
 
 _FORK = multiprocessing.get_context("fork")
@@ -144,6 +145,7 @@ class PartyServer:
         audit_path = getattr(cfg, "audit_log", None)
         self.audit = AuditLog(audit_path) if audit_path else None
         self.children: set[Any] = set()
+        self.pools = PaillierPools(cfg.role, cfg.paillier_pool, cfg.key_bits)
         self.stopping = asyncio.Event()
         self.server: asyncio.base_events.Server | None = None
 
@@ -161,7 +163,17 @@ class PartyServer:
         tasks = [asyncio.ensure_future(self.stopping.wait())]
         if self.cfg.parent_pid:
             tasks.append(asyncio.ensure_future(self._watch_parent()))
+        filler = None
+        if self.pools.enabled:
+            data = self.cfg.role == "data"
+            filler = asyncio.ensure_future(self.pools.run(
+                idle=lambda: self.slot.holder is None,
+                fetch_keys=None if data else self._peer_paillier_keys,
+                own_party=self.cfg.name if data else None, stopping=self.stopping))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if filler is not None:
+            await stop(filler)
+            self.pools.stop()
         self.kill_children()
         self.server.close()
         self.store.close()
@@ -181,7 +193,7 @@ class PartyServer:
     # --- dispatch ----------------------------------------------------------------------------
 
     #: Operations a peer party server may ask for (coordinator -> participant).
-    PEER_OPS = frozenset({"hello", "catalog", "prepare", "run"})
+    PEER_OPS = frozenset({"hello", "catalog", "prepare", "run", "paillier_key"})
     #: Operations this party's own analysts may ask for.
     ANALYST_OPS = frozenset({"hello", "query", "explain", "tables", "status", "cancel"})
     #: Operations only the embedded (plain TCP, single-owner) federation uses.
@@ -285,6 +297,36 @@ class PartyServer:
     async def op_hello(self, msg, blob, reader):
         return {"ok": True, "party": self.cfg.name, "role": self.cfg.role,
                 "parties": [list(p) for p in self.cfg.parties]}
+
+    async def op_paillier_key(self, msg, blob, reader):
+        """This data party's long-term Paillier public key (for the helper's pool)."""
+        if self.cfg.role != "data" or not self.pools.enabled:
+            raise ProgrammingError(f"{self.cfg.name} keeps no long-term Paillier key "
+                                   "([crypto] paillier_pool is 0)")
+        pub, _ = await self.pools.own_keypair(self.cfg.name)
+        return {"ok": True, "n": str(pub.n)}
+
+    async def _peer_paillier_keys(self) -> dict[str, int | None]:
+        """The data parties' current long-term public keys (None: no answer)."""
+        out: dict[str, int | None] = {}
+        peers = _Peers(self)
+        try:
+            for name, role in self.cfg.parties:
+                if role != "data" or name == self.cfg.name:
+                    continue
+                out[name] = None
+                if name not in self.cfg.peers:  # embedded federation: not configured yet
+                    continue
+                try:
+                    peers.conns[name] = await peers._connect(name)
+                    reply = await asyncio.wait_for(peers._one(name, {"op": "paillier_key"}),
+                                                   self.cfg.peer_timeout)
+                    out[name] = int(reply["n"])
+                except (Error, TimeoutError) as e:
+                    log.info("no Paillier key from %s yet: %s", name, e)
+        finally:
+            await peers.__aexit__(None, None, None)
+        return out
 
     async def op_tables(self, msg, blob, reader):
         """Every party's exposed table schemas (names, owner, key, column types; never data)."""
@@ -443,6 +485,24 @@ class PartyServer:
         return out
 
     async def _run_child(self, msg, prep: Prepared) -> dict[str, Any]:
+        keypair, handed = None, {}
+        if self.pools.enabled and isinstance(prep.plan.source, PrivateJoin) \
+                and prep.plan.source.protocol == "paillier":
+            if self.cfg.role == "data":
+                keypair = await self.pools.own_keypair(self.cfg.name)
+            handed = self.pools.take()
+        left = None
+        try:
+            out = await self._run_session(msg, prep, keypair, handed)
+            left = out["stats"].get("pool_left") if out["stats"] else None
+            if handed:
+                out["stats"]["pool_used"] = sum(len(v) for v in handed.values()) - sum(
+                    (left or {}).values())
+            return out
+        finally:
+            self.pools.give_back(handed, left)
+
+    async def _run_session(self, msg, prep: Prepared, keypair, handed) -> dict[str, Any]:
         job = Job(
             query_id=msg["query_id"], plan=prep.plan, party=self.cfg.name,
             pids={n: i for i, (n, _) in enumerate(self.cfg.parties)},
@@ -451,6 +511,7 @@ class PartyServer:
             key_bits=self.cfg.key_bits,
             transcript_dir=self.cfg.transcript_dir, connect_timeout=self.cfg.connect_timeout,
             tls=SessionTLS(self.cfg.tls, dict(self.cfg.peer_certs)) if self.cfg.tls else None,
+            paillier_key=keypair, randomizers=handed,
         )
         async with self.run_lock:
             recv_end, send_end = _FORK.Pipe(duplex=False)
@@ -582,7 +643,8 @@ class PartyServer:
 
     async def op_status(self, msg, blob, reader):
         """Recent queries at this party (coordinated here or taken part in), oldest first."""
-        return {"ok": True, "party": self.cfg.name, "queries": self.book.list()}
+        return {"ok": True, "party": self.cfg.name, "queries": self.book.list(),
+                "paillier_pool": self.pools.describe() if self.pools.enabled else None}
 
     async def op_cancel(self, msg, blob, reader):
         """Cancel a queued or running query coordinated here (its own analyst only)."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from dialect.errors import OperationalError
 from engine import mpcrt
+from engine.pools import key_id
 from engine.protocols import aggregates, paillier
 from engine.protocols.fieldwords import ints_to_words
 from engine.protocols.fixedpoint import encode
@@ -42,6 +43,8 @@ class Job:
     transcript_dir: str | None = None
     connect_timeout: float = 30.0
     tls: Any = None  # engine.session_tls.SessionTLS: run the MPyC channels over mutual TLS
+    paillier_key: tuple[Any, Any] | None = None  # a data party's long-term key pair (pools on)
+    randomizers: dict[int, list[int]] = field(default_factory=dict)  # n -> precomputed r^n
 
 
 @dataclass
@@ -239,7 +242,9 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     sess.transcript.save(received)
     stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent,
              "peak_rss_mb": _peak_rss_mb(), "cpu_seconds": _cpu_seconds(),
-             "tls_peers": sorted(state.get("tls_peers", ()))}
+             "tls_peers": sorted(state.get("tls_peers", ())),
+             # Precomputed randomisers this session did not use (they are taken from the end).
+             "pool_left": {key_id(n): len(v) for n, v in sess.job.randomizers.items()}}
     return SessionResult(rows, stats)
 
 
@@ -322,9 +327,10 @@ async def private_join(sess: Session, join: PrivateJoin, sf):
         paillier.shuffle(order)
         hashes = paillier.keyed_hashes(key, (data.ids[i] for i in order))
         sess.phase("hash")
-        pub, priv = paillier.generate_keypair(job.key_bits)
+        pub, priv = job.paillier_key or paillier.generate_keypair(job.key_bits)
         enc = encode(data.values[order]) if d[me] else None
-        cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv) if d[me] else []
+        cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv,
+                                    randomizers=job.randomizers.get(int(pub.n))) if d[me] else []
         outbox = {"n": int(pub.n), "hashes": hashes, "cts": cts}
         sess.phase("encrypt")
     inbox_l = await sess.send("hashed_encrypted_rows", outbox if me == left else None,
@@ -352,7 +358,8 @@ async def private_join(sess: Session, join: PrivateJoin, sf):
             if d[party]:
                 pub = phe_paillier.PaillierPublicKey(int(inbox["n"]))
                 rows = [inbox["cts"][pair[idx]] for pair in pairs]
-                boxes[party], hshares[party] = paillier.helper_mask(pub, rows, d[party], p)
+                boxes[party], hshares[party] = paillier.helper_mask(
+                    pub, rows, d[party], p, randomizers=job.randomizers.get(int(pub.n)))
         sess.phase("mask")
     got = {}
     for party in (left, right):

@@ -209,11 +209,20 @@ def test_precomputed_randomizers_are_consumed(keys):
     enc = encode(np.ones((4, 2)))
     cts = P.encrypt_rows(pub, enc.tolist(), private_key=priv)
     pool = P.precompute_randomizers(pub, 6)
+    kept = pool[:2]
     masked, hshares = P.helper_mask(pub, cts, 2, FIELD, randomizers=pool)
-    assert len(pool) == 2
+    assert pool == kept  # the four used ones came off the end
     assert (_reconstruct(P.decrypt_shares(priv, masked, 2, FIELD), hshares) == enc).all()
-    with pytest.raises(ValueError):
-        P.helper_mask(pub, cts, 2, FIELD, randomizers=pool)
+    # A pool too small for the batch is used up; the rest is computed on the spot.
+    masked, hshares = P.helper_mask(pub, cts, 2, FIELD, randomizers=pool)
+    assert pool == []
+    assert (_reconstruct(P.decrypt_shares(priv, masked, 2, FIELD), hshares) == enc).all()
+    # The owner's encryption takes its (CRT) randomisers from its own pool the same way.
+    own = P.precompute_randomizers(pub, 5, private_key=priv)
+    cts2 = P.encrypt_rows(pub, enc.tolist(), private_key=priv, randomizers=own)
+    assert len(own) == 1 and len(set(map(tuple, cts2))) == 4
+    masked, hshares = P.helper_mask(pub, cts2, 2, FIELD)
+    assert (_reconstruct(P.decrypt_shares(priv, masked, 2, FIELD), hshares) == enc).all()
 
 
 def test_background_randomizer_job(keys):

@@ -124,8 +124,11 @@ def _claims(fd: int, count: int, chunk: int) -> Iterable[range]:
 
 
 def _run_worker(item: Callable[[int], int], fd: int, count: int, chunk: int, conn,
-                parent: int) -> None:
-    """Body of a forked worker: compute claimed chunks, send ``[(start, values), ...]``."""
+                parent: int, nice: int = 0) -> None:
+    """Body of a forked worker: compute claimed chunks, send ``[(start, values), ...]`` and the
+    worker's CPU seconds."""
+    if nice:
+        os.nice(nice)
     gc.disable()  # a collection would touch (and copy) the parent's whole heap; refcounts suffice
 
     def watchdog() -> None:  # also while blocked sending a large result to a dead parent
@@ -143,9 +146,10 @@ def _run_worker(item: Callable[[int], int], fd: int, count: int, chunk: int, con
                     os._exit(3)
                 vals.append(int(item(i)))
             out.append((todo.start, vals))
-        conn.send(("ok", out))
+        t = os.times()
+        conn.send(("ok", out, t.user + t.system))
     except BaseException:  # noqa: BLE001 - report to the parent, which raises
-        conn.send(("error", traceback.format_exc(limit=6)))
+        conn.send(("error", traceback.format_exc(limit=6), 0.0))
     finally:
         conn.close()
 
@@ -157,8 +161,9 @@ class _Forked:
     results are pickled back.  The caller may take chunks itself (:meth:`work_here`) meanwhile.
     """
 
-    def __init__(self, item: Callable[[int], int], count: int, procs: int):
+    def __init__(self, item: Callable[[int], int], count: int, procs: int, nice: int = 0):
         self.item, self.count = item, count
+        self.cpu_seconds = 0.0  # of the workers, once collected
         self.chunk = max(1, min(16, -(-count // (4 * (procs + 1)))), -(-count // 4096))
         self.results: dict[int, list[int]] = {}
         self.procs: list = []
@@ -177,7 +182,7 @@ class _Forked:
                 recv_end, send_end = ctx.Pipe(duplex=False)
                 self.conns.append(recv_end)
                 proc = ctx.Process(target=_run_worker, daemon=True, args=(
-                    item, self.fd, count, self.chunk, send_end, os.getpid()))
+                    item, self.fd, count, self.chunk, send_end, os.getpid(), nice))
                 proc.start()
                 send_end.close()  # a dead worker shows as EOF; later workers don't inherit it
                 self.procs.append(proc)
@@ -197,13 +202,14 @@ class _Forked:
         try:
             for conn, proc in zip(self.conns, self.procs, strict=True):
                 try:
-                    status, payload = conn.recv()
+                    status, payload, cpu = conn.recv()
                 except EOFError:
                     proc.join(timeout=5)
                     raise RuntimeError(f"crypto worker died (exit code {proc.exitcode})") from None
                 if status != "ok":
                     raise RuntimeError(f"crypto worker failed:\n{payload}")
                 self.results.update(payload)
+                self.cpu_seconds += cpu
             self.collected = True
         finally:
             self.close()
@@ -340,15 +346,19 @@ class RandomizerJob:
     not fork) the values are computed in the constructor.
     """
 
-    def __init__(self, public_key, count: int, *, private_key=None, workers: int | None = None):
+    def __init__(self, public_key, count: int, *, private_key=None, workers: int | None = None,
+                 nice: int = 0):
         ctx = _context(public_key, private_key)
         w = max(1, min((os.cpu_count() or 1) if workers is None else int(workers), count))
         self._values: list[int] | None = None
         self._forked: _Forked | None = None
+        self.cpu_seconds = 0.0  # of the worker processes, once the result is in
         if multiprocessing.current_process().daemon or count == 0:
+            t0 = time.process_time()
             self._values = [int(ctx.randomizer()) for _ in range(count)]
+            self.cpu_seconds = time.process_time() - t0
         else:
-            self._forked = _Forked(ctx.randomizer, count, w)
+            self._forked = _Forked(ctx.randomizer, count, w, nice=nice)
 
     def ready(self) -> bool:
         return self._values is not None or (self._forked is not None and self._forked.done())
@@ -358,6 +368,7 @@ class RandomizerJob:
             if self._forked is None:
                 raise RuntimeError("randomiser job was cancelled")
             self._values = self._forked.collect()
+            self.cpu_seconds = self._forked.cpu_seconds
             self._forked = None
         return self._values
 
@@ -367,19 +378,35 @@ class RandomizerJob:
             self._forked = None
 
 
+def draw_randomizers(ctx: _PublicCtx, count: int, pool: list[int] | None,
+                     workers: int | None) -> list[int]:
+    """``count`` randomisers: taken off the end of ``pool`` (removed, so never used twice) as
+    far as it reaches, the rest computed now."""
+    take = min(count, len(pool)) if pool else 0
+    got: list[int] = []
+    if take:
+        got = pool[len(pool) - take:]
+        del pool[len(pool) - take:]
+    rest = count - take
+    return got + _fork_map(ctx.randomizer, rest, effective_workers(workers, rest))
+
+
 def encrypt_many(
-    public_key, plaintexts: Sequence[int], *, private_key=None, workers: int | None = None
+    public_key, plaintexts: Sequence[int], *, private_key=None, workers: int | None = None,
+    randomizers: list[int] | None = None,
 ) -> list[int]:
     """Raw Paillier encryptions (g = n + 1) of integers in [0, n), fresh randomness each.
 
     With the owner's ``private_key`` the randomisers are computed by CRT (same distribution).
+    ``randomizers``: a pool of r**n mod n**2 for this key to take them from (see
+    :func:`draw_randomizers`).
     """
     ctx = _context(public_key, private_key)
     n, nsq = ctx.n, ctx.nsq
     for m in plaintexts:
         if not 0 <= m < n:
             raise ValueError("Paillier plaintext out of range [0, n)")
-    rn = _fork_map(ctx.randomizer, len(plaintexts), effective_workers(workers, len(plaintexts)))
+    rn = draw_randomizers(ctx, len(plaintexts), randomizers, workers)
     return [int((n * m + 1) * x % nsq) for m, x in zip(plaintexts, rn, strict=True)]
 
 
@@ -403,16 +430,18 @@ def _regroup(flat: list[int], lengths: Sequence[int]) -> list[list[int]]:
 
 
 def encrypt_rows(
-    public_key, rows: Sequence[Sequence[int]], *, private_key=None, workers: int | None = None
+    public_key, rows: Sequence[Sequence[int]], *, private_key=None, workers: int | None = None,
+    randomizers: list[int] | None = None,
 ) -> list[list[int]]:
     """Encrypt each row's packed encodings; returns raw ciphertext integers per row.
 
     The owner should pass its ``private_key``: encryption is then several times faster (CRT).
+    ``randomizers``: a precomputed pool for this key (used up from its end, never reused).
     """
     slots = slots_per_ciphertext(public_key.n.bit_length())
     packed = [pack_row(r, slots) for r in rows]
     flat = encrypt_many(public_key, [p for row in packed for p in row],
-                        private_key=private_key, workers=workers)
+                        private_key=private_key, workers=workers, randomizers=randomizers)
     return _regroup(flat, [len(row) for row in packed])
 
 
@@ -424,20 +453,15 @@ def helper_mask(
 
     Returns the masked ciphertexts (for the owner) and the helper's additive shares
     (-r mod ``modulus``, one per value) in the same row order.  Re-randomisers r**n mod n**2
-    (r uniform in Z_n^*) are computed on ``workers`` processes, or taken (popped, so never
-    reused) from ``randomizers`` made for this key by :func:`precompute_randomizers` or
-    :class:`RandomizerJob`.
+    (r uniform in Z_n^*) are taken off the end of ``randomizers`` (removed, so never reused;
+    made for this key by :func:`precompute_randomizers` or :class:`RandomizerJob`) as far as
+    it reaches, the rest computed now on ``workers`` processes.
     """
-    n = mpz(public_key.n)
-    nsq = n * n
+    ctx = _PublicCtx(public_key)
+    n, nsq = ctx.n, ctx.nsq
     slots = slots_per_ciphertext(public_key.n.bit_length())
     count = sum(len(row) for row in rows)
-    if randomizers is None:
-        rn = precompute_randomizers(public_key, count, workers=workers)
-    else:
-        if len(randomizers) < count:
-            raise ValueError(f"{count} randomisers needed, {len(randomizers)} given")
-        rn = [randomizers.pop() for _ in range(count)]
+    rn = draw_randomizers(ctx, count, randomizers, workers)
     low = (1 << MASK_BITS) - 1
     masked_rows, shares = [], []
     pos = 0
