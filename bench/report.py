@@ -30,7 +30,8 @@ def load(paths: list[str]) -> list[tuple[dict, Repeated]]:
                 rep = Repeated()
                 for r in entry["runs"]:
                     rep.runs.append(Run([tuple(x) for x in r["rows"]], r["stats"], r["wall"],
-                                        error=r["error"], obj_diff=r["obj_diff"]))
+                                        error=r["error"], obj_diff=r["obj_diff"],
+                                        pool=r.get("pool")))
                 out.append((entry["config"], rep))
     return out
 
@@ -39,6 +40,9 @@ def table(entries: list[tuple[dict, Repeated]]) -> str:
     headers = ["rows/party", "protocol", "d", "runs", "total s", "join s", "input s", "Gram s",
                "solve s", "peak MB ac/emc/helper", "CPU s ac/emc/helper",
                "sent MB ac/emc/helper", "max abs err"]
+    pooled = any(r.pool for _, rep in entries for r in rep.runs)
+    if pooled:  # bench.run --pool: the precomputation before each run, next to the online part
+        headers[5:5] = ["pool wait s", "pool CPU s ac/emc/helper"]
     rows = []
     for cfg, rep in entries:
         def per_party(fn, digits=0, rep=rep):
@@ -46,11 +50,16 @@ def table(entries: list[tuple[dict, Repeated]]) -> str:
 
         stage = {k: secs(rep.med(lambda r, k=k: r.stages()[k]), 1)
                  for k in ("join", "input", "gram", "solve")}
-        rows.append([str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")),
-                     str(len(rep.runs)), secs(rep.med(lambda r: r.total), 1), stage["join"],
-                     stage["input"], stage["gram"], stage["solve"],
-                     per_party(Run.peak_mb), per_party(Run.cpu_s),
-                     per_party(Run.sent_mb, 1), sci(rep.error)])
+        row = [str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")),
+               str(len(rep.runs)), secs(rep.med(lambda r: r.total), 1), stage["join"],
+               stage["input"], stage["gram"], stage["solve"],
+               per_party(Run.peak_mb), per_party(Run.cpu_s),
+               per_party(Run.sent_mb, 1), sci(rep.error)]
+        if pooled:
+            has = all(r.pool for r in rep.runs)
+            row[5:5] = ([secs(rep.med(lambda r: r.pool["wait_seconds"]), 1),
+                         per_party(lambda r, p: r.pool["cpu_seconds"][p])] if has else ["–", "–"])
+        rows.append(row)
     return markdown(headers, rows)
 
 

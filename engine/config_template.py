@@ -46,9 +46,10 @@ peer = 30                     # for a peer to answer a control request
 query = 600                   # for a whole query run; every party aborts after this
 
 [crypto]
-paillier_key_bits = 2048      # per-query Paillier keys for the published join (>= 2048)
-paillier_pool = 0             # > 0: keep a long-term key (data parties) and this many
-                              # randomisers r^n per key, computed while idle (see README)
+paillier_key_bits = 2048      # Paillier key size for the published join (>= 2048)
+paillier_pool = 0             # > 0: data parties keep one key per server run, and every
+                              # party keeps this many randomisers r^n per key ready,
+                              # computed while idle (README: "Paillier precomputation")
 """
 
 _DATA = """
