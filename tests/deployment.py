@@ -30,7 +30,8 @@ def free_port() -> int:
 def party_toml(name: str, hosts: dict[str, tuple[str, int]], policy: dict[str, Any],
                tables: list[dict[str, Any]], timeouts: dict[str, float],
                ca: str = "certs/ca.crt", cert: str | None = None,
-               session_ports: tuple[int, int] | None = None) -> str:
+               session_ports: tuple[int, int] | None = None,
+               crypto: dict[str, Any] | None = None) -> str:
     """A complete party.toml (TOML written by hand: the loader must read what people write)."""
     host, port = hosts[name]
     session = [f"session_ports = {list(session_ports)}"] if session_ports else []
@@ -53,6 +54,8 @@ def party_toml(name: str, hosts: dict[str, tuple[str, int]], policy: dict[str, A
         lines.append(f"allow = {{ {allow} }}")
     lines += ["", "[audit]", 'path = "audit.log"', "", "[timeouts]"]
     lines += [f"{k} = {v}" for k, v in timeouts.items()]
+    if crypto:
+        lines += ["", "[crypto]"] + [f"{k} = {v}" for k, v in crypto.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -64,8 +67,10 @@ class Deployment:
                  timeouts: dict[str, float] | None = None,
                  hosts: dict[str, tuple[str, int]] | None = None,
                  netns: dict[str, str] | None = None,
-                 session_ports: dict[str, tuple[int, int]] | None = None):
+                 session_ports: dict[str, tuple[int, int]] | None = None,
+                 crypto: dict[str, Any] | None = None):
         self.root = root
+        self.crypto = crypto
         self.session_ports = session_ports or {}
         self.hosts = hosts or {p: ("127.0.0.1", free_port()) for p in PARTIES}
         self.netns = netns or {}
@@ -109,6 +114,7 @@ class Deployment:
         with open(self.config(party), "w") as f:
             f.write(party_toml(party, self.hosts, self.policies.get(party, {}), tables,
                                self.timeouts, session_ports=self.session_ports.get(party),
+                               crypto=self.crypto,
                                **tls))
 
     @staticmethod

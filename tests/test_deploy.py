@@ -56,6 +56,9 @@ def plain(sql: str, **frames) -> list[tuple]:
     return con.execute(sql).fetchall()
 
 
+POOL = 50  # Paillier randomisers per key precomputed between queries
+
+
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory):
     ac, emc, emc_small = _tables()
@@ -67,6 +70,7 @@ def dep(tmp_path_factory):
         "ac_big": {"party": "ac", "key": "id", "frame": ac_big},
         "emc_big": {"party": "emc", "key": "id", "frame": emc_big},
     }, policies=POLICIES, timeouts={"connect": 5, "peer": 5, "query": 30},
+        crypto={"paillier_pool": POOL},
         session_ports={"emc": (41000 + os.getpid() % 500 * 20, 41019 + os.getpid() % 500 * 20)})
     d.frames = {"ac": ac, "emc": emc}
     d.alice = d.analyst("alice@ac")
@@ -230,6 +234,39 @@ def test_peer_killed_mid_query_then_restarted_rejoins(dep):
     dep.start("emc")  # restarted: rejoins with no other action
     with engine.connect(dep.dsn("ac"), tls=dep.alice) as con:
         _check(con.execute(SQL).fetchall(), dep.frames)
+
+
+def test_paillier_pools_fill_over_mutual_tls_and_follow_a_restarted_party(dep):
+    """The helper fetched the data parties' long-term keys over mutual TLS (after emc's restart
+    above: emc's new key) and filled a pool for each."""
+    carol = dep.analyst("carol@helper")
+
+    def pools():
+        out = {}
+        for party, who in (("ac", dep.alice), ("emc", dep.bob), ("helper", carol)):
+            with engine.connect(dep.dsn(party), tls=who) as con:
+                out[party] = con.paillier_pool()
+        return out
+
+    def consumed(pool):  # values handed to queries and used there
+        return pool["made"] - pool["discarded"] - sum(k["ready"] for k in pool["keys"])
+
+    deadline = time.monotonic() + 60
+    while True:
+        st = pools()
+        keys = {k["owner"]: k for k in st["helper"]["keys"]}
+        if (set(keys) == {"ac", "emc"} and st["emc"]["keys"] and st["ac"]["keys"]
+                and keys["emc"]["key"] == st["emc"]["keys"][0]["key"]
+                and all(k["ready"] == POOL for s in st.values() for k in s["keys"])):
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    assert st["emc"]["keys"][0]["owner"] == "emc" and st["emc"]["target"] == POOL
+    with engine.connect(dep.dsn("ac"), tls=dep.alice) as con:  # a Paillier query uses them
+        _check(con.execute(SQL).fetchall(), dep.frames)
+    after = pools()
+    # ac encrypted its 40 rows, emc its 40, the helper re-randomised 25 matches per owner.
+    assert [consumed(after[p]) - consumed(st[p]) for p in PARTIES] == [40, 40, 50]
 
 
 def test_peer_that_stops_answering_times_out_naming_it(dep):
