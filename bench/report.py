@@ -36,6 +36,10 @@ def load(paths: list[str]) -> list[tuple[dict, Repeated]]:
     return out
 
 
+def _pool_cpu(run: Run, party: str) -> float:
+    return run.pool["cpu_seconds"][party]
+
+
 def table(entries: list[tuple[dict, Repeated]]) -> str:
     headers = ["rows/party", "protocol", "d", "runs", "total s", "join s", "input s", "Gram s",
                "solve s", "peak MB ac/emc/helper", "CPU s ac/emc/helper",
@@ -56,9 +60,9 @@ def table(entries: list[tuple[dict, Repeated]]) -> str:
                per_party(Run.peak_mb), per_party(Run.cpu_s),
                per_party(Run.sent_mb, 1), sci(rep.error)]
         if pooled:
-            has = all(r.pool for r in rep.runs)
+            has = all(run.pool for run in rep.runs)
             row[5:5] = ([secs(rep.med(lambda r: r.pool["wait_seconds"]), 1),
-                         per_party(lambda r, p: r.pool["cpu_seconds"][p])] if has else ["–", "–"])
+                         per_party(_pool_cpu)] if has else ["–", "–"])
         rows.append(row)
     return markdown(headers, rows)
 

@@ -121,7 +121,8 @@ class PaillierPools:
                   fetch_keys: Callable[[], Awaitable[dict[str, int | None]]] | None,
                   own_party: str | None, stopping: asyncio.Event) -> None:
         """Fill the pools up to the target while ``idle()``; ``fetch_keys`` (the helper) asks
-        the data parties for their current public keys (None: no answer yet); it asks again
+        the data parties for their current public keys (None: no answer yet; 0: that party
+        keeps no long-term key); it asks again
         every 10 s while idle (a restarted data party has a new key), every second while a
         party has not answered."""
         next_fetch = 0.0
@@ -132,7 +133,7 @@ class PaillierPools:
                 if fetch_keys is not None and time.monotonic() > next_fetch and idle():
                     keys = await fetch_keys()
                     for party, n in keys.items():
-                        if n is not None:
+                        if n:
                             self.set_peer_key(party, n)
                     missing = not keys or None in keys.values()
                     next_fetch = time.monotonic() + (1.0 if missing else 10.0)

@@ -307,7 +307,8 @@ class PartyServer:
         return {"ok": True, "n": str(pub.n)}
 
     async def _peer_paillier_keys(self) -> dict[str, int | None]:
-        """The data parties' current long-term public keys (None: no answer)."""
+        """The data parties' current long-term public keys (None: no answer; 0: the party
+        keeps none)."""
         out: dict[str, int | None] = {}
         peers = _Peers(self)
         try:
@@ -322,6 +323,9 @@ class PartyServer:
                     reply = await asyncio.wait_for(peers._one(name, {"op": "paillier_key"}),
                                                    self.cfg.peer_timeout)
                     out[name] = int(reply["n"])
+                except ProgrammingError as e:  # it keeps no long-term key: ask again later
+                    out[name] = 0
+                    log.info("no Paillier pool for %s: %s", name, e)
                 except (Error, TimeoutError) as e:
                     log.info("no Paillier key from %s yet: %s", name, e)
         finally:

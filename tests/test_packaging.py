@@ -1,4 +1,4 @@
-"""The distribution ships every package of the three pipeline stages (not only editable installs)."""
+"""The distribution ships every package of the pipeline stages (not only editable installs)."""
 
 from __future__ import annotations
 

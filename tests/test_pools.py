@@ -177,3 +177,29 @@ def test_masked_join_queries_leave_the_pools_alone(fed):
     for party in ("ac", "emc", "helper"):
         assert _ready(st, party) == _ready(full, party)
         assert st[party]["made"] == full[party]["made"]
+
+
+@pytest.mark.parametrize("answers, asked", [({"ac": 0, "emc": 0}, 1), ({"ac": 0, "emc": None}, 2)])
+def test_helper_does_not_pester_parties_that_keep_no_key(answers, asked):
+    """A data party without a long-term key answers 0: no pool, and it is asked again only
+    after 10 s; one that did not answer at all is asked again after 1 s."""
+    import asyncio
+
+    calls = []
+
+    async def fetch():
+        calls.append(time.monotonic())
+        return dict(answers)
+
+    async def main():
+        pools = PaillierPools("helper", 10, 2048)
+        stopping = asyncio.Event()
+        task = asyncio.ensure_future(pools.run(lambda: True, fetch, None, stopping))
+        await asyncio.sleep(1.6)
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+        return pools
+
+    pools = asyncio.run(main())
+    assert pools.keys == {} and pools.pools == {}
+    assert len(calls) == asked
