@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -177,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mpcsql: interrupted; all parties stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit flush does not fail again
+        return 141
 
 
 if __name__ == "__main__":

@@ -56,4 +56,6 @@ mpcsql query --server mpcsql://127.0.0.1:7400 --tls-ca ca/ca.crt \
 mpcsql query --server mpcsql://127.0.0.1:7400 --tls-ca ca/ca.crt \
     --tls-cert analysts/bob@emc.crt --tls-key analysts/bob@emc.key "SELECT COUNT(*) FROM ac" \
     || true
+mpcsql status --server mpcsql://127.0.0.1:7400 --tls-ca ca/ca.crt \
+    --tls-cert analysts/alice@ac.crt --tls-key analysts/alice@ac.key | head -1
 echo "done"
