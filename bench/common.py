@@ -376,6 +376,16 @@ class Repeated:
         return max(vals, key=abs) if vals else math.nan
 
 
+def pool_cells(rep: Repeated) -> list[str]:
+    """Wait and CPU seconds per party of the precomputation before each run (medians)."""
+    if not any(r.pool for r in rep.runs):
+        return ["–", "–"]
+    wait = secs(rep.med(lambda r: r.pool["wait_seconds"] if r.pool else math.nan))
+    cpu = "/".join(secs(rep.med(lambda r, p=p: r.pool["cpu_seconds"][p] if r.pool
+                                else math.nan), 0) for p in PARTIES)
+    return [wait, cpu]
+
+
 def dump_json(path: str, entries: Sequence[tuple[dict[str, Any], Repeated]]) -> None:
     """Every run's rows, raw session stats and errors, per configuration, as JSON."""
     import json

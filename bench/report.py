@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from bench.common import PARTIES, Repeated, Run, markdown, sci, secs
+from bench.common import PARTIES, Repeated, Run, markdown, pool_cells, sci, secs
 
 
 def load(paths: list[str]) -> list[tuple[dict, Repeated]]:
@@ -34,10 +34,6 @@ def load(paths: list[str]) -> list[tuple[dict, Repeated]]:
                                         pool=r.get("pool")))
                 out.append((entry["config"], rep))
     return out
-
-
-def _pool_cpu(run: Run, party: str) -> float:
-    return run.pool["cpu_seconds"][party]
 
 
 def table(entries: list[tuple[dict, Repeated]]) -> str:
@@ -60,9 +56,7 @@ def table(entries: list[tuple[dict, Repeated]]) -> str:
                per_party(Run.peak_mb), per_party(Run.cpu_s),
                per_party(Run.sent_mb, 1), sci(rep.error)]
         if pooled:
-            has = all(run.pool for run in rep.runs)
-            row[5:5] = ([secs(rep.med(lambda r: r.pool["wait_seconds"]), 1),
-                         per_party(_pool_cpu)] if has else ["–", "–"])
+            row[5:5] = pool_cells(rep)
         rows.append(row)
     return markdown(headers, rows)
 

@@ -43,6 +43,7 @@ from bench.common import (  # noqa: E402
     markdown,
     ordered_phases,
     plaintext,
+    pool_cells,
     query_sql,
     register,
     sci,
@@ -218,16 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     for f in failures:
         print(f"\nFAILED {f}")
     return 1 if failures and not results else 0
-
-
-def pool_cells(rep: Repeated) -> list[str]:
-    """Wait and CPU seconds per party of the precomputation before each run (medians)."""
-    if not any(r.pool for r in rep.runs):
-        return ["–", "–"]
-    wait = secs(rep.med(lambda r: r.pool["wait_seconds"] if r.pool else math.nan))
-    cpu = "/".join(secs(rep.med(lambda r, p=p: r.pool["cpu_seconds"][p] if r.pool
-                                else math.nan), 0) for p in PARTIES)
-    return [wait, cpu]
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def connect(
 
         if (workdir is not None or policies is not None or transcript_dir is not None
                 or paillier_pool):
-            raise InterfaceError("workdir, policies and transcript_dir are for the embedded "
-                                 "federation; a party server takes them from its party.toml")
+            raise InterfaceError("workdir, policies, transcript_dir and paillier_pool are for "
+                                 "the embedded federation; a party server takes them from its "
+                                 "party.toml")
         host, port, expect = parse_dsn(dsn)
         server = RemoteServer(host, port, tls=client_ssl(tls), expect_party=expect,
                               timeout=connect_timeout)
