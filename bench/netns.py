@@ -6,8 +6,8 @@ outgoing traffic is shaped on its own interface: ``tc netem delay D rate R`` (on
 so a round trip between two parties takes 2D), or, where the kernel has no netem but D = 0,
 ``tc tbf rate R``.  The servers are the ordinary ``python -m engine.server --config-json ...``
 processes, started with ``ip netns exec`` and bound to their namespace's address by
-:class:`engine.federation.LocalFederation` (its ``hosts`` and ``launcher`` options), so the
-DB-API :class:`engine.api.Connection` works on it unchanged.  Needs root (CAP_NET_ADMIN).
+:class:`engine.client.embedded.LocalFederation` (its ``hosts`` and ``launcher`` options), so the
+DB-API :class:`engine.client.dbapi.Connection` works on it unchanged.  Needs root (CAP_NET_ADMIN).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import KEY_BITS
-from engine.federation import DEFAULT_PARTIES, LocalFederation
+from engine.client.embedded import DEFAULT_PARTIES, LocalFederation
+from engine.deploy.config import KEY_BITS
 
 
 @dataclass(frozen=True)

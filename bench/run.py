@@ -85,7 +85,7 @@ def pool_target(args: argparse.Namespace) -> int:
 
 def wait_for_pools(con, target: int, before: dict | None) -> dict:
     """Block until every party's pools hold ``target`` randomisers; what that took."""
-    from engine.api import Connection
+    from engine.client.dbapi import Connection
 
     t0 = time.perf_counter()
     while True:
@@ -108,7 +108,7 @@ def open_connection(args: argparse.Namespace):
         return engine.connect(key_bits=args.key_bits, query_timeout=args.timeout,
                               paillier_pool=pool_target(args)), "loopback"
     from bench import netns
-    from engine.api import Connection
+    from engine.client.dbapi import Connection
 
     shaping = netns.Shaping.parse(args.netem)
     ok, how, use_netem = netns.check(shaping)

@@ -46,8 +46,8 @@ def _data(rows: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _party(pid: int, ports: list[int], args: argparse.Namespace, rows: int, d: int,
            out: mp.Queue) -> None:
-    from engine import mpcrt
     from engine.protocols import regression
+    from engine.protocols import runtime as mpcrt
 
     mpc = mpcrt.make_runtime(pid, [mpcrt.Address("127.0.0.1", p) for p in ports])
     import mpyc.asyncoro as aco

@@ -15,7 +15,7 @@ from dialect.errors import (
     ProgrammingError,
     Warning,
 )
-from engine.api import Connection, Cursor, apilevel, connect, paramstyle, threadsafety
+from engine.client.dbapi import Connection, Cursor, apilevel, connect, paramstyle, threadsafety
 
 __all__ = [
     "Connection", "Cursor", "DataError", "DatabaseError", "Error", "IntegrityError",

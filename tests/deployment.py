@@ -15,7 +15,8 @@ from typing import Any
 
 import duckdb
 
-from engine import certs, cli
+from engine import cli
+from engine.deploy import certs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTIES = ("ac", "emc", "helper")

@@ -9,8 +9,8 @@ import pytest
 
 import engine
 from dialect.errors import PolicyError
-from engine.audit import GENESIS, AuditLog, entry_hash, read, verify
-from engine.cli import main as cli
+from engine.cli.main import main as cli
+from engine.server.audit import GENESIS, AuditLog, entry_hash, read, verify
 from tests.conftest import OPEN_POLICY, make_tables
 
 

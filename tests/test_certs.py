@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dialect.errors import InterfaceError, OperationalError
-from engine import certs, cli, tls
-from engine.config import ConfigError, load_party_toml
-from engine.remote import parse_dsn
+from engine import cli
+from engine.client.remote import parse_dsn
+from engine.deploy import certs, tls
+from engine.deploy.config import ConfigError, load_party_toml
 
 
 def _federation(tmp_path):
@@ -207,7 +208,7 @@ def test_dsn_parsing():
 
 
 def test_session_ports_come_from_the_configured_range(tmp_path):
-    from engine.server import _free_port
+    from engine.server.party import _free_port
 
     _federation(tmp_path)
     path = tmp_path / "emc" / "party.toml"

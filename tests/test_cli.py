@@ -55,7 +55,7 @@ def test_demo_runs_and_matches_duckdb():
 
 def test_output_piped_into_head_ends_quietly(tmp_path):
     """`mpcsql ... | head -1`: the reader going away is not an error with a traceback."""
-    from engine.audit import AuditLog
+    from engine.server.audit import AuditLog
 
     path = str(tmp_path / "audit.jsonl")
     log = AuditLog(path)

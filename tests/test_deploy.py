@@ -137,7 +137,7 @@ def test_lasso_over_tls_matches_scikit_learn(dep):
 
 
 def test_unknown_or_wrong_clients_are_refused(dep, tmp_path):
-    from engine.certs import make_ca
+    from engine.deploy.certs import make_ca
 
     make_ca(str(tmp_path / "other"))
     stranger = dep.analyst("alice@ac", ca_dir=str(tmp_path / "other"))  # right name, wrong CA
@@ -309,7 +309,7 @@ def test_peer_that_stops_answering_times_out_naming_it(dep):
 
 
 def test_server_with_a_certificate_from_another_ca_is_refused(dep, tmp_path):
-    from engine import certs
+    from engine.deploy import certs
 
     certs.make_ca(str(tmp_path / "rogue"))
     certs.sign(str(tmp_path / "rogue"), os.path.join(dep.dir("emc"), "emc.csr"),

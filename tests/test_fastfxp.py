@@ -19,8 +19,8 @@ N = 400
 
 
 def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
-    from engine import mpcrt
     from engine.protocols import fastfxp as fx
+    from engine.protocols import runtime as mpcrt
 
     mpc = mpcrt.make_runtime(pid, [mpcrt.Address("127.0.0.1", p) for p in ports])
     rng = np.random.default_rng(7)

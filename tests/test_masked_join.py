@@ -41,7 +41,7 @@ def _uniform(x: np.ndarray, modulus: int = P) -> float:
 
 
 def test_field_prime_and_sample_width():
-    from engine import mpcrt
+    from engine.protocols import runtime as mpcrt
 
     assert mpcrt.secfxp().field.order == P
     # 16 bytes: (2^128 mod p) / 2^128 = 173 / 2^128 < 2^-120 from uniform mod p.

@@ -10,7 +10,7 @@ from sklearn.linear_model import Lasso, LinearRegression, Ridge
 
 import engine
 from dialect.errors import DataError, ProgrammingError
-from engine.demo import insurance
+from engine.data.demo import insurance
 from tests.conftest import OPEN_POLICY
 
 

@@ -10,10 +10,10 @@ import pytest
 
 import engine
 from engine import cli
-from engine.api import Connection
-from engine.config import ConfigError, load_party_toml
-from engine.pools import PaillierPools, key_id
+from engine.client.dbapi import Connection
+from engine.deploy.config import ConfigError, load_party_toml
 from engine.protocols import paillier as P
+from engine.server.pools import PaillierPools, key_id
 from tests.conftest import OPEN_POLICY, make_tables
 
 JOIN = "FROM ac JOIN emc USING (id)"

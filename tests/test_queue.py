@@ -9,9 +9,9 @@ import time
 import pytest
 
 import engine
-from engine.api import Connection
-from engine.audit import read, verify
-from engine.cli import main as cli
+from engine.cli.main import main as cli
+from engine.client.dbapi import Connection
+from engine.server.audit import read, verify
 from tests.conftest import OPEN_POLICY, alive, descendants, make_tables
 
 JOIN = "FROM ac JOIN emc USING (id)"

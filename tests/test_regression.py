@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dialect.errors import DataError, ProgrammingError
-from engine import mpcrt
 from engine.protocols import regression
+from engine.protocols import runtime as mpcrt
 
 DATA = Path(__file__).resolve().parents[1] / "engine" / "data" / "insurance.csv"
 COEF_TOL = 1e-4

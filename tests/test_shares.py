@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import mpcrt
 from engine.protocols import fieldwords as fw
+from engine.protocols import runtime as mpcrt
 from engine.protocols.regression import _local_moments
 from engine.protocols.shares import SharedTable, _column_chunks, holder_share, holder_step
 

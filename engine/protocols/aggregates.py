@@ -12,7 +12,7 @@ from engine.protocols.fixedpoint import FRAC_BITS
 from planner.plan import Aggregate, ColumnRef, Plan
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.session.runner import Session
 
 
 def column_index(plan: Plan, ref: ColumnRef) -> int:

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from engine import mpcrt
+from engine.protocols import runtime as mpcrt
 
 coroutine = mpcrt.runtime_module.Runtime.coroutine
 thresha = mpcrt.runtime_module.thresha

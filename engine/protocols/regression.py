@@ -125,9 +125,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from dialect.errors import DataError, NotSupportedError, ProgrammingError
-from engine import mpcrt
 from engine.protocols import fastfxp as fx
 from engine.protocols import fieldwords as fw
+from engine.protocols import runtime as mpcrt
 from engine.protocols.shares import SharedTable
 
 coroutine = mpcrt.runtime_module.Runtime.coroutine

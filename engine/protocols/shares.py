@@ -41,7 +41,7 @@ from engine.protocols import fieldwords as fw
 from engine.protocols.prf import prf_words
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.session.runner import Session
 
 KEY_BYTES = 32
 _LABEL = b"mpcsql/a2s/v1/"

@@ -16,7 +16,7 @@ import os
 
 import duckdb
 
-from engine.demo import split
+from engine.data.demo import split
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from dialect.errors import InterfaceError
-from engine import wire
+from engine.control import wire
 
 DEFAULT_PORT = 7400
 
@@ -34,8 +34,8 @@ def client_ssl(tls: ssl.SSLContext | Mapping[str, str] | None) -> ssl.SSLContext
     """An SSL context from ``{"ca": ..., "cert": ..., "key": ...}`` (PEM paths) or as given."""
     if tls is None or isinstance(tls, ssl.SSLContext):
         return tls
-    from engine.certs import CertError
-    from engine.tls import TLSFiles, client_context
+    from engine.deploy.certs import CertError
+    from engine.deploy.tls import TLSFiles, client_context
 
     missing = {"ca", "cert", "key"} - set(tls)
     if missing or set(tls) - {"ca", "cert", "key"}:
@@ -51,7 +51,7 @@ def client_ssl(tls: ssl.SSLContext | Mapping[str, str] | None) -> ssl.SSLContext
 class RemoteServer:
     """The analyst's own party server, reached at ``host:port`` (one connection per request).
 
-    Stands in for :class:`engine.federation.LocalFederation` in a Connection: ``addresses``
+    Stands in for :class:`engine.client.embedded.LocalFederation` in a Connection: ``addresses``
     lists only this party, whose server coordinates with the others.
     """
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialect.errors import ProgrammingError
-from engine.tls import TLSFiles
+from engine.deploy.tls import TLSFiles
 
 KEY_BITS = 2048  # Paillier modulus size used in production
 

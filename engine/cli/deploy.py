@@ -13,8 +13,8 @@ def _die(msg: str) -> int:
 
 
 def cmd_init(args) -> int:
-    from engine import certs
-    from engine.config_template import BASE_PORT, DEFAULT_PARTIES, render
+    from engine.deploy import certs
+    from engine.deploy.template import BASE_PORT, DEFAULT_PARTIES, render
 
     parties = tuple(p.strip() for p in args.parties.split(",")) if args.parties \
         else DEFAULT_PARTIES
@@ -55,7 +55,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_certs(args) -> int:
-    from engine import certs
+    from engine.deploy import certs
 
     try:
         if args.certs_cmd == "ca":
@@ -79,7 +79,7 @@ def cmd_certs(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from engine.server import main as server_main
+    from engine.server.party import main as server_main
 
     server_main(["--config", args.config])
     return 0

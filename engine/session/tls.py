@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialect.errors import OperationalError
-from engine import mpcrt
-from engine.tls import TLSFiles, check_party, client_context, describe_tls_error, server_context
+from engine.deploy.tls import (
+    TLSFiles,
+    check_party,
+    client_context,
+    describe_tls_error,
+    server_context,
+)
+from engine.protocols import runtime as mpcrt
 
 
 @dataclass(frozen=True)

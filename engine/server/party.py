@@ -47,12 +47,13 @@ from dialect.errors import (
     ProgrammingError,
     error_from_dict,
 )
-from engine import tls, wire
-from engine.audit import AuditLog
-from engine.certs import CertError, Identity, identity_of_der
-from engine.config import ConfigError, PartyConfig, load_party_toml
-from engine.pools import PaillierPools
-from engine.queries import (
+from engine.control import wire
+from engine.deploy import tls
+from engine.deploy.certs import CertError, Identity, identity_of_der
+from engine.deploy.config import ConfigError, PartyConfig, load_party_toml
+from engine.server.audit import AuditLog
+from engine.server.pools import PaillierPools
+from engine.server.queries import (
     QueryBook,
     QueryRecord,
     Slot,
@@ -60,9 +61,9 @@ from engine.queries import (
     new_query_id,
     stop,
 )
-from engine.session import Job, run_job
-from engine.session_tls import SessionTLS
-from engine.storage import LocalData, PartyStore
+from engine.server.storage import LocalData, PartyStore
+from engine.session.runner import Job, run_job
+from engine.session.tls import SessionTLS
 from planner import plan as make_plan
 from planner.catalog import Catalog, Party
 from planner.plan import Plan, PrivateJoin

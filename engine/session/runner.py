@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from dialect.errors import OperationalError
-from engine import mpcrt
-from engine.pools import key_id
 from engine.protocols import aggregates, paillier
+from engine.protocols import runtime as mpcrt
 from engine.protocols.fieldwords import ints_to_words
 from engine.protocols.fixedpoint import encode
 from engine.protocols.shares import SharedTable, additive_to_shamir
-from engine.storage import LocalData
+from engine.server.pools import key_id
+from engine.server.storage import LocalData
 from planner.plan import Plan, PrivateJoin, Scan
 from planner.policy import too_small
 
@@ -42,7 +42,7 @@ class Job:
     key_bits: int = paillier.KEY_BITS
     transcript_dir: str | None = None
     connect_timeout: float = 30.0
-    tls: Any = None  # engine.session_tls.SessionTLS: run the MPyC channels over mutual TLS
+    tls: Any = None  # engine.session.tls.SessionTLS: run the MPyC channels over mutual TLS
     paillier_key: tuple[Any, Any] | None = None  # a data party's long-term key pair (pools on)
     randomizers: dict[int, list[int]] = field(default_factory=dict)  # n -> precomputed r^n
 
@@ -179,7 +179,7 @@ def run_job(job: Job) -> SessionResult:
                              "sent": {}}
     _patch_connection_loss(state)
     if job.tls is not None:
-        from engine import session_tls
+        from engine.session.runner import tls as session_tls
 
         session_tls.install(loop, job.tls, job.pids[job.party],
                             {i: n for n, i in job.pids.items()}, list(job.addresses), state)
@@ -265,7 +265,7 @@ async def _compute(sess: Session) -> list[tuple] | None:
     _scale_for_models(sess.job)
     sf = mpcrt.secfxp()
     if isinstance(plan.source, PrivateJoin) and plan.source.protocol == "masked":
-        from engine.protocols.masked_join import masked_join
+        from engine.protocols.joins.masked import masked_join
 
         m, table = await masked_join(sess, plan.source, sf)
     elif isinstance(plan.source, PrivateJoin):

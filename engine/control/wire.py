@@ -73,7 +73,7 @@ class BlockingClient:
             sock.close()
             raise OperationalError(f"TLS handshake with {where} failed: {_tls_reason(e)}",
                                    party=_named(party)) from e
-        from engine.certs import CertError, identity_of_der
+        from engine.deploy.certs import CertError, identity_of_der
 
         try:
             ident = identity_of_der(self.sock.getpeercert(binary_form=True))
@@ -138,7 +138,7 @@ def _named(party: str) -> str | None:
 
 
 def _tls_reason(e: BaseException) -> str:
-    from engine.tls import describe_tls_error
+    from engine.deploy.tls import describe_tls_error
 
     return describe_tls_error(e)
 

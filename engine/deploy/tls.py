@@ -3,7 +3,7 @@
 Contexts require a certificate from the other side signed by the configured CA (TLS >= 1.2);
 only that CA is trusted, never the system's public CAs.
 Host names are not checked: identity is the certificate's mpcsql identity (CN + OU, see
-:mod:`engine.certs`), checked after the handshake against who we expected, and — for party
+:mod:`engine.deploy.certs`), checked after the handshake against who we expected, and — for party
 peers whose certificate is listed in ``party.toml`` — against that exact certificate (pinning).
 """
 
@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 
 from dialect.errors import OperationalError
-from engine.certs import CertError, Identity, identity_of_der, same_certificate
+from engine.deploy.certs import CertError, Identity, identity_of_der, same_certificate
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def _phases(stats: dict) -> str:
 
 def cmd_demo(args) -> int:
     import engine
-    from engine.demo import plaintext, split
+    from engine.data.demo import plaintext, split
 
     ac, emc = split()
     print(f"Medical Costs data split: ac (insurer) {len(ac)} rows, emc (hospital) {len(emc)} "
@@ -91,7 +91,7 @@ def cmd_demo(args) -> int:
 
 def _sklearn_lasso(ac, emc) -> list[float]:
     """scikit-learn's Lasso on the plaintext join (reference only; needs scikit-learn)."""
-    from engine.demo import plaintext
+    from engine.data.demo import plaintext
 
     try:
         from sklearn.linear_model import Lasso
@@ -110,7 +110,7 @@ def _open(args):
     import engine
 
     if args.server:
-        from engine.cli_deploy import open_remote
+        from engine.cli.deploy import open_remote
 
         return open_remote(args)
     con = engine.connect(key_bits=args.key_bits)
@@ -144,9 +144,9 @@ def cmd_explain(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.cli_deploy import add_commands as add_deploy_commands
-    from engine.cli_deploy import add_server_options
-    from engine.cli_ops import add_commands as add_ops_commands
+    from engine.cli.deploy import add_commands as add_deploy_commands
+    from engine.cli.deploy import add_server_options
+    from engine.cli.ops import add_commands as add_ops_commands
 
     ap = argparse.ArgumentParser(prog="mpcsql", description="Secure SQL across three parties.")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -20,8 +20,8 @@ from dataclasses import asdict
 from typing import Any
 
 from dialect.errors import OperationalError
-from engine import wire
-from engine.config import KEY_BITS, PartyConfig
+from engine.control import wire
+from engine.deploy.config import KEY_BITS, PartyConfig
 
 DEFAULT_PARTIES: tuple[tuple[str, str], ...] = (("ac", "data"), ("emc", "data"),
                                                   ("helper", "helper"))

@@ -39,11 +39,11 @@ from engine.protocols.prf import SIGMA, prf_ints, sample_bytes  # noqa: F401  (r
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
 from engine.protocols.shares import SharedTable, additive_to_shamir
-from engine.session import announce_size
+from engine.session.runner import announce_size
 from planner.plan import PrivateJoin
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.session.runner import Session
 
 DOMAIN = b"mpcsql/masked-join/v1/"
 KEY_BYTES = 32

@@ -7,7 +7,7 @@ import sys
 
 
 def cmd_audit_verify(args) -> int:
-    from engine.audit import verify
+    from engine.server.audit import verify
 
     try:
         verdict = verify(args.path, anchor=args.anchor)
@@ -24,7 +24,7 @@ def cmd_audit_verify(args) -> int:
 
 
 def cmd_audit_show(args) -> int:
-    from engine.audit import read
+    from engine.server.audit import read
 
     try:
         entries = list(read(args.path))
@@ -52,7 +52,7 @@ def _connect(args):
     if not args.server:
         raise SystemExit("mpcsql: status and cancel talk to a running party server: "
                          "give --server mpcsql://HOST:PORT")
-    from engine.cli_deploy import open_remote
+    from engine.cli.deploy import open_remote
 
     return open_remote(args)
 
@@ -95,7 +95,7 @@ def cmd_cancel(args) -> int:
 
 def add_commands(sub) -> None:
     """Register ``audit``, ``status`` and ``cancel`` on the ``mpcsql`` sub-parsers."""
-    from engine.cli_deploy import add_server_options
+    from engine.cli.deploy import add_server_options
 
     audit = sub.add_parser("audit", help="check or show a party's audit log")
     asub = audit.add_subparsers(dest="audit_cmd", required=True)

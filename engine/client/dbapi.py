@@ -15,10 +15,10 @@ from dialect.errors import (
     NotSupportedError,
     ProgrammingError,
 )
-from engine import wire
-from engine.config import KEY_BITS
-from engine.federation import LocalFederation
-from engine.queries import new_query_id
+from engine.client.embedded import LocalFederation
+from engine.control import wire
+from engine.deploy.config import KEY_BITS
+from engine.server.queries import new_query_id
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
@@ -53,7 +53,7 @@ def connect(
     {"min_intersection": 20, "allow": {"*": ["COUNT", "AVG"]}}}``.
     """
     if dsn is not None:
-        from engine.remote import RemoteServer, client_ssl, parse_dsn
+        from engine.client.remote import RemoteServer, client_ssl, parse_dsn
 
         if (workdir is not None or policies is not None or transcript_dir is not None
                 or paillier_pool):
@@ -122,7 +122,7 @@ class Connection:
     @property
     def remote(self) -> bool:
         """Whether this connection talks to a party server over the network (``mpcsql://``)."""
-        from engine.remote import RemoteServer
+        from engine.client.remote import RemoteServer
 
         return isinstance(self.federation, RemoteServer)
 

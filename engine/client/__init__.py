@@ -1,0 +1,1 @@
+"""Clients of a party server: PEP 249 connection, remote transport, embedded federation."""

@@ -1,0 +1,1 @@
+"""The control channel between analysts and party servers: framing and typed messages."""

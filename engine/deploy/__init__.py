@@ -1,0 +1,1 @@
+"""Deployment: party.toml, identities and certificates, TLS contexts."""

@@ -1,0 +1,1 @@
+"""Private inner joins: the published Paillier join and the masked fast path."""

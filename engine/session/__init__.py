@@ -1,0 +1,1 @@
+"""One query's secure computation at one party: MPyC session set-up, channels, the plan runner."""
