@@ -16,6 +16,24 @@ DEMO_ALPHA = 1.0
 DEMO_LASSO = (f"SELECT LASSO(charges, {', '.join(DEMO_FEATURES)}, alpha => {DEMO_ALPHA}) "
               "FROM ac INNER JOIN emc USING (id)")
 
+QUERY_EPILOG = r"""examples:
+  mpcsql query --table ac=insurer.csv --table emc=hospital.csv \
+      "SELECT COUNT(*), AVG(ac.charges) FROM ac JOIN emc USING (id)"
+  mpcsql query --table claims@ac=claims.parquet --table visits@emc=visits.csv --format csv \
+      "SELECT AVG(claims.charges) FROM claims JOIN visits USING (id)"
+  mpcsql query --server mpcsql://127.0.0.1:7400 --tls-ca ca.crt --tls-cert me@ac.crt \
+      --tls-key me@ac.key "SELECT COUNT(*) FROM ac JOIN emc USING (id)"
+
+Without --server, three local parties (ac, emc, helper) start for this one query and stop
+after it; each --table is loaded into its own party's DuckDB file only.  New here? Try
+`mpcsql demo` first."""
+
+EXPLAIN_EPILOG = r"""example:
+  mpcsql explain --table ac=insurer.csv --table emc=hospital.csv \
+      "SELECT AVG(ac.charges) FROM ac JOIN emc USING (id)"
+
+Nothing is computed: it prints the plan, what each party would learn and each party's rules."""
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -55,7 +73,8 @@ def cmd_demo(args) -> int:
           "rows, synthetic ids, partial overlap.")
     print("Starting three local parties (ac, emc, helper) on loopback ...")
     t0 = time.perf_counter()
-    with engine.connect(key_bits=args.key_bits) as con:
+    with engine.connect(key_bits=args.key_bits, workdir=args.workdir) as con:
+        workdir = con.workdir
         con.register("ac", ac, party="ac", key="id")
         con.register("emc", emc, party="emc", key="id")
         print(f"\n{con.explain(DEMO_SQL)}\n")
@@ -86,6 +105,13 @@ def cmd_demo(args) -> int:
     print("\nTime per phase:")
     print(_phases(model_stats))
     print(f"\nTotal {time.perf_counter() - t0:.1f} s including start-up.")
+    if args.workdir:
+        print(f"The parties' files are kept in {workdir}: DuckDB files, audit logs "
+              f"(e.g. mpcsql audit show {os.path.join(workdir, 'ac.audit.jsonl')}) and "
+              "server logs.")
+    else:
+        print(f"The parties' files (DuckDB files, audit logs <party>.audit.jsonl, server logs) "
+              f"were in {workdir}, now removed; keep them with mpcsql demo --workdir DIR.")
     return 0
 
 
@@ -112,13 +138,42 @@ def _open(args):
     if args.server:
         from engine.cli.deploy import open_remote
 
+        if args.workdir:
+            from dialect.errors import InterfaceError
+
+            raise InterfaceError("--workdir is for embedded local parties; a party server keeps "
+                                 "its files where its party.toml says")
         return open_remote(args)
-    con = engine.connect(key_bits=args.key_bits)
-    for spec in args.table or []:
-        name, _, path = spec.partition("=")
-        name, _, party = name.partition("@")
-        con.register(name, path, party=party or name, key=args.key)
+    specs = [_table_spec(spec) for spec in args.table or []]
+    con = engine.connect(key_bits=args.key_bits, workdir=args.workdir)
+    try:
+        for name, party, path in specs:
+            con.register(name, path, party=party, key=args.key)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _table_spec(spec: str) -> tuple[str, str, str]:
+    """``NAME[@PARTY]=PATH`` -> (name, party, path), checked before any party starts."""
+    from dialect.errors import ProgrammingError
+    from engine.client.embedded import DEFAULT_PARTIES
+
+    parties = [p for p, _ in DEFAULT_PARTIES]
+    data = [p for p, role in DEFAULT_PARTIES if role == "data"]
+    name, eq, path = spec.partition("=")
+    name, _, party = name.partition("@")
+    forms = (f"give --table PARTY=PATH (the table is named after its party, e.g. "
+             f"{data[0]}={path or 'a.csv'}) or --table NAME@PARTY=PATH (e.g. "
+             f"{name or 'claims'}@{data[0]}={path or 'a.csv'})")
+    party = party or name
+    if not eq or not path or not name:
+        raise ProgrammingError(f"--table {spec!r}: {forms}")
+    if party not in parties:
+        raise ProgrammingError(f"--table {spec}: unknown party {party!r}; {forms}; "
+                               f"parties: {', '.join(parties)}")
+    return name, party, path
 
 
 def cmd_query(args) -> int:
@@ -143,31 +198,65 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mpcsql")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: package not installed; pip install -e .)"
+
+
+NEWCOMER_HINT = ("New here? try: mpcsql demo   (three local parties, bundled insurer/hospital "
+                 "data)\nHelp on one command: mpcsql COMMAND --help")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``mpcsql`` command; returns its exit status.
+
+    Without a command it prints the help (command list and a hint) on stdout and returns 2,
+    the exit status of every other usage error (git, too, prints its help and fails).
+    """
     from engine.cli.deploy import add_commands as add_deploy_commands
     from engine.cli.deploy import add_server_options
     from engine.cli.ops import add_commands as add_ops_commands
 
-    ap = argparse.ArgumentParser(prog="mpcsql", description="Secure SQL across three parties.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(prog="mpcsql", description="Secure SQL across three parties.",
+                                 epilog=NEWCOMER_HINT,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"mpcsql {_version()}")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the bundled insurer/hospital demo")
     demo.add_argument("--key-bits", type=int, default=2048, help=argparse.SUPPRESS)
+    _add_workdir(demo)
     demo.set_defaults(func=cmd_demo)
-    for name, func, text in (("query", cmd_query, "run a secure query"),
-                             ("explain", cmd_explain, "show the plan and what each party learns")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("sql")
+    for name, func, text, epilog in (
+            ("query", cmd_query, "run a secure query", QUERY_EPILOG),
+            ("explain", cmd_explain, "show the plan and what each party learns",
+             EXPLAIN_EPILOG)):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("sql", metavar="SQL",
+                       help="the query, e.g. \"SELECT COUNT(*) FROM ac JOIN emc USING (id)\" "
+                            "(quote it for the shell)")
         p.add_argument("--table", action="append", metavar="NAME[@PARTY]=PATH",
-                       help="register a CSV/Parquet file at a party (party defaults to NAME)")
+                       help="register a CSV/Parquet file at a party (party defaults to NAME); "
+                            "repeat for each table")
         p.add_argument("--key", default="id", help="join key column (default: id)")
         p.add_argument("--key-bits", type=int, default=2048, help=argparse.SUPPRESS)
+        _add_workdir(p)
         add_server_options(p)
         if name == "query":
-            p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+            p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                           help="output: a text table (default), CSV with a header line, or "
+                                "JSON (a list of objects, one per row)")
         p.set_defaults(func=func)
     add_deploy_commands(sub)
     add_ops_commands(sub)
     args = ap.parse_args(argv)
+    if args.cmd is None:
+        ap.print_help()
+        return 2
     from dialect.errors import Error
 
     try:
@@ -182,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the exit flush does not fail again
         return 141
+
+
+def _add_workdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep the local parties' files (DuckDB files, audit logs "
+                        "<party>.audit.jsonl, server logs <party>.log) in DIR, created if "
+                        "missing and kept afterwards (default: a temporary directory, "
+                        "removed at the end)")
 
 
 if __name__ == "__main__":

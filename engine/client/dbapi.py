@@ -50,7 +50,12 @@ def connect(
 
     Embedded: ``party`` is the party whose analyst you are: queries go to its server, which
     coordinates.  ``policies`` maps a party name to its policy dict, e.g. ``{"emc":
-    {"min_intersection": 20, "allow": {"*": ["COUNT", "AVG"]}}}``.
+    {"min_intersection": 20, "allow": {"*": ["COUNT", "AVG"]}}}``.  ``workdir`` is the
+    directory of the parties' files: each party's DuckDB file ``<party>.duckdb``, its audit
+    log ``<party>.audit.jsonl`` and its server log ``<party>.log``.  Given, it is created if
+    missing and kept after ``close()`` (a later connection with the same ``workdir`` appends
+    to the same audit logs); by default it is a new temporary directory, removed on
+    ``close()``.  Either way ``Connection.workdir`` says where it is (None for ``mpcsql://``).
     """
     if dsn is not None:
         from engine.client.remote import RemoteServer, client_ssl, parse_dsn
@@ -118,6 +123,12 @@ class Connection:
     def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         """Shortcut: a new cursor that has executed ``sql``."""
         return self.cursor().execute(sql, parameters)
+
+    @property
+    def workdir(self) -> str | None:
+        """The embedded parties' directory (DuckDB files, ``<party>.audit.jsonl`` audit logs,
+        ``<party>.log`` server logs); None for a ``mpcsql://`` connection."""
+        return None if self.remote else self.federation.workdir
 
     @property
     def remote(self) -> bool:

@@ -1,7 +1,10 @@
 """The embedded default: three local party servers (ac, emc, helper) on loopback ports.
 
-Each party is its own OS process with its own DuckDB file in a working directory.  The
-federation starts them on free ports, tells each its peers' addresses, and tears them down on
+Each party is its own OS process.  Its files live in the federation's working directory
+``workdir``: ``<party>.duckdb`` (its tables), ``<party>.audit.jsonl`` (its audit log) and
+``<party>.log`` (its server log).  A ``workdir`` given by the caller is created if missing and
+kept; without one, a temporary directory is made and removed on ``stop()``.  The federation
+starts the parties on free ports, tells each its peers' addresses, and tears them down on
 ``stop()``, at interpreter exit, or (by the servers' own watchdog) when this process dies.
 """
 
@@ -47,8 +50,10 @@ class LocalFederation:
     ):
         """``hosts``: listen address per party (default loopback); ``launcher``: command
         prefix per party (e.g. ``ip netns exec NS``; bench/netns.py uses both)."""
-        self._own_dir = workdir is None
-        self.workdir = workdir or tempfile.mkdtemp(prefix="mpcsql-")
+        self._own_dir = not workdir
+        #: absolute path of the parties' files (see the module docstring)
+        self.workdir = os.path.abspath(os.fspath(workdir)) if workdir \
+            else tempfile.mkdtemp(prefix="mpcsql-")
         os.makedirs(self.workdir, exist_ok=True)
         self.parties = parties
         self.procs: dict[str, subprocess.Popen] = {}
