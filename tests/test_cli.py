@@ -1,56 +1,14 @@
-"""The mpcsql command on real CSV files (three processes, 2048-bit keys)."""
+"""The mpcsql command without party servers (the rest: test_cli_e2e.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-
-import duckdb
-
-from tests.conftest import make_tables
 
 
 def mpcsql(*args, **kw):
     return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
                           text=True, timeout=300, **kw)
-
-
-def test_query_and_explain_on_csv_files(tmp_path):
-    ac, emc = make_tables(30, 25, 15, seed=31)
-    ac.to_csv(tmp_path / "ac.csv", index=False)
-    emc.to_csv(tmp_path / "emc.csv", index=False)
-    sql = "SELECT COUNT(*) AS n, AVG(emc.bmi) AS bmi FROM ac JOIN emc USING (id)"
-    tables = ["--table", f"ac={tmp_path / 'ac.csv'}", "--table", f"emc={tmp_path / 'emc.csv'}"]
-    out = mpcsql("query", sql, *tables, "--format", "json")
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
-    con = duckdb.connect()
-    con.register("ac", ac)
-    con.register("emc", emc)
-    n, bmi = con.execute(sql).fetchone()
-    assert got[0]["n"] == n and abs(got[0]["bmi"] - bmi) < 1e-6
-    out = mpcsql("explain", sql, *tables)
-    assert out.returncode == 0 and "ac learns:" in out.stdout
-
-
-def test_errors_exit_nonzero_with_the_cause(tmp_path):
-    ac, emc = make_tables(10, 10, 5, seed=32)
-    ac.to_csv(tmp_path / "ac.csv", index=False)
-    emc.to_csv(tmp_path / "emc.csv", index=False)
-    out = mpcsql("query", "SELECT age FROM ac", "--table", f"ac={tmp_path / 'ac.csv'}")
-    assert out.returncode == 2
-    assert "UnsupportedError" in out.stderr and "line 1" in out.stderr
-
-
-def test_demo_runs_and_matches_duckdb():
-    out = mpcsql("demo")
-    assert out.returncode == 0, out.stderr
-    assert "Plaintext DuckDB" in out.stdout and "ac learns:" in out.stdout
-    diff = float(out.stdout.split("max |secure - plaintext| = ")[1].split()[0])
-    assert diff < 1e-6
-    diff = float(out.stdout.split("max |secure - scikit-learn| = ")[1].split()[0])
-    assert diff < 1e-3  # raw units: coefficients in the hundreds to tens of thousands
 
 
 def test_output_piped_into_head_ends_quietly(tmp_path):

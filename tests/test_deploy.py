@@ -21,6 +21,8 @@ from dialect.errors import AuthorizationError
 from tests.conftest import alive, descendants, make_tables
 from tests.deployment import PARTIES, ROOT, Deployment
 
+pytestmark = pytest.mark.e2e
+
 SQL = "SELECT COUNT(*), SUM(ac.charges), AVG(emc.bmi) FROM ac JOIN emc USING (id)"
 MASKED = "SET join_protocol = 'masked'; "
 

@@ -17,6 +17,8 @@ import engine
 from dialect.errors import BindError, ParseError, PolicyError, UnsupportedError
 from tests.conftest import OPEN_POLICY, alive, descendants, make_tables
 
+pytestmark = pytest.mark.e2e
+
 JOIN = "FROM ac INNER JOIN emc USING (id)"
 
 

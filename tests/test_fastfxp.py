@@ -13,6 +13,9 @@ import socket
 from fractions import Fraction
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 F = 48
 N = 400

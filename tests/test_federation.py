@@ -11,6 +11,8 @@ import pytest
 import engine
 from tests.conftest import make_tables
 
+pytestmark = pytest.mark.e2e
+
 SQL = ("SELECT COUNT(*), AVG(ac.charges), SUM(emc.bmi), SUM(ac.delta), AVG(emc.children) "
        "FROM ac INNER JOIN emc USING (id)")
 
@@ -124,18 +126,6 @@ def test_parameters_bind_as_literals(con):
     con.register("emc", emc, party="emc", key="id")
     with pytest.raises(engine.ProgrammingError):
         con.execute("SELECT COUNT(*) FROM ac", [1])  # no placeholder for the parameter
-
-
-def test_pep249_module_attributes():
-    assert engine.apilevel == "2.0"
-    assert engine.threadsafety == 1
-    assert engine.paramstyle == "qmark"
-    for name in ("Warning", "Error", "InterfaceError", "DatabaseError", "DataError",
-                 "OperationalError", "IntegrityError", "InternalError", "ProgrammingError",
-                 "NotSupportedError"):
-        assert issubclass(getattr(engine, name), Exception)
-    assert issubclass(engine.DataError, engine.DatabaseError)
-    assert issubclass(engine.DatabaseError, engine.Error)
 
 
 def test_values_keep_fixed_point_precision(con):

@@ -19,6 +19,8 @@ import engine
 from engine.protocols.paillier import MASK_BITS, OFFSET
 from tests.conftest import OPEN_POLICY, make_tables
 
+pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
+
 SQL = "SELECT COUNT(*), AVG(ac.charges), AVG(ac.delta), SUM(emc.bmi) FROM ac JOIN emc USING (id)"
 
 

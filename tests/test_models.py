@@ -13,6 +13,8 @@ from dialect.errors import DataError, ProgrammingError
 from engine.data.demo import insurance
 from tests.conftest import OPEN_POLICY
 
+pytestmark = pytest.mark.e2e
+
 
 def insurance_split(seed: int = 0):
     """The publication's preprocessing: one-hot region, min-max scaling, 90 % training rows."""

@@ -14,6 +14,8 @@ from engine.client.dbapi import Connection
 from engine.server.audit import read, verify
 from tests.conftest import OPEN_POLICY, alive, descendants, make_tables
 
+pytestmark = pytest.mark.e2e
+
 JOIN = "FROM ac JOIN emc USING (id)"
 MASKED = "SET join_protocol = 'masked'; "
 SLOW = f"SELECT AVG(ac.charges), SUM(emc.bmi) {JOIN}"  # Paillier join: seconds at 150 rows
