@@ -55,7 +55,7 @@ class Binder:
             output = (OutputColumn("term", "VARCHAR"), OutputColumn("coefficient", "DOUBLE"))
         else:
             output = tuple(
-                OutputColumn(a.name, _output_type(a))
+                OutputColumn(a.name, a.dtype)
                 for a in aggregates
             )
         return BoundQuery(left, right, aggregates, output)
@@ -208,16 +208,3 @@ class Binder:
         options = bind_options(func, kwargs)
         return Aggregate(func, tuple(refs), alias or written_function_name(node, self.sql),
                          options)
-
-
-_INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
-                            "UINTEGER", "UBIGINT", "BOOLEAN", "HUGEINT"})
-
-
-def _output_type(agg: Aggregate) -> str:
-    """DuckDB's result type: COUNT BIGINT, SUM of integers HUGEINT, otherwise DOUBLE."""
-    if agg.func == "COUNT":
-        return "BIGINT"
-    if agg.func == "SUM" and agg.args[0].dtype.split("(")[0] in _INTEGER_TYPES:
-        return "HUGEINT"
-    return "DOUBLE"

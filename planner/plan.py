@@ -1,8 +1,11 @@
 """Secure operators: immutable, typed plan nodes that check their invariants on construction.
 
 A plan is a tree  Scan@party -> PrivateJoin -> SecretShare -> SecureAggregate -> Reveal.
-Every node prints itself (``to_s``) and says what each party learns by running it
-(``learns``); ``Plan.explain()`` combines both.
+Every node prints itself (``to_s``) and lists what running it discloses to whom
+(``disclosures``); ``Plan.learns()`` gathers every disclosure of the plan and is the single
+source of what ``explain``, the audit log and the session transcripts say was opened.
+Each aggregate kind is its own node class (``Count``, ``Sum``, ... ``Lasso``); the engine
+executes them by ``visit_<Class>`` dispatch.
 """
 
 from __future__ import annotations
@@ -10,15 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from dialect.errors import InternalError
-
-#: Aggregates producing one scalar (one row, one column each).
-SCALAR_AGGREGATES = frozenset({"COUNT", "SUM", "AVG"})
-#: Aggregates producing a model: rows (term VARCHAR, coefficient DOUBLE).
-MODEL_AGGREGATES = frozenset({"LASSO", "RIDGE", "LINREG"})
-ALL_AGGREGATES = SCALAR_AGGREGATES | MODEL_AGGREGATES
 
 #: Private join protocols (docs/protocols.md): the published Paillier one and the masked fast
 #: path (PRF masks shared by the data parties; no public-key operation per row).
@@ -30,15 +27,41 @@ def _check(cond: bool, msg: str) -> None:
         raise InternalError(f"invalid plan: {msg}")
 
 
+#: When a disclosure happens, in the order a run reaches them.
+STAGES = ("input", "size", "compute", "result")
+#: The condition of the "too small" bit.
+REFUSED = "only if refused"
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """One fact that running a plan discloses: what (``text``), to whom, at which stage.
+
+    ``label`` is the stable name under which a session records the disclosure in its
+    transcript when it happens; ``to`` holds party names or ``"*"`` (every party);
+    ``when`` is ``"always"`` or the condition under which it happens (e.g. ``"if refused"``).
+    """
+
+    label: str
+    text: str
+    to: tuple[str, ...]
+    stage: str
+    when: str = "always"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.label and self.text and self.to), "empty disclosure")
+        _check(self.stage in STAGES, f"unknown disclosure stage {self.stage!r}")
+
+
 class Node:
     """Base of all plan nodes."""
 
     def to_s(self, indent: int = 0) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def learns(self) -> dict[str, list[str]]:
-        """What each party learns from this node alone (party name -> facts)."""
-        return {}
+    def disclosures(self) -> tuple[Disclosure, ...]:
+        """What running this node alone discloses, and to whom."""
+        return ()
 
 
 @dataclass(frozen=True)
@@ -104,26 +127,25 @@ class PrivateJoin(Node):
                 f"{self.right.table}.{self.right.key} (helper: {self.helper})")
         return "\n".join([head, self.left.to_s(indent + 2), self.right.to_s(indent + 2)])
 
-    def learns(self) -> dict[str, list[str]]:
-        a, b = self.left.party, self.right.party
+    def disclosures(self) -> tuple[Disclosure, ...]:
+        a, b, h = self.left.party, self.right.party, self.helper
         both = f"|{self.left.table} ∩ {self.right.table}|"
-        facts = {
-            a: [f"{both} (intersection size)"],
-            b: [f"{both} (intersection size)"],
-            self.helper: [
-                f"{both} (intersection size)",
-                f"|{self.left.table}|, |{self.right.table}| (row counts)",
-            ],
-        }
+        out = [
+            Disclosure("intersection_size", f"{both} (intersection size)", (a, b, h), "size"),
+            Disclosure("table_sizes", f"|{self.left.table}|, |{self.right.table}| (row counts)",
+                       (h,), "input"),
+        ]
         if self.protocol == "masked":
             # Each data party receives, for the other's value columns, the matched positions
             # in the other's shuffled list: a random subset of range(|other table|).
             for me, other in ((self.left, self.right), (self.right, self.left)):
                 if other.columns:
-                    facts[me.party].append(
+                    out.append(Disclosure(
+                        f"row_count:{other.party}",
                         f"|{other.table}| (row count of {other.party}: the positions it "
-                        "receives are a random subset of that range)")
-        return facts
+                        "receives are a random subset of that range)", (me.party,), "size",
+                        when="only if the intersection is not empty"))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -148,42 +170,150 @@ class SecretShare(Node):
         return "\n".join([" " * indent + f"SecretShare (Shamir, t=1) columns=[{cols}]",
                           self.source.to_s(indent + 2)])
 
-    def learns(self) -> dict[str, list[str]]:
+    def disclosures(self) -> tuple[Disclosure, ...]:
         if isinstance(self.source, Scan):
             t = self.source.table
-            return {"*": [f"|{t}| (row count of {self.source.party})"]}
-        return self.source.learns()
+            return (Disclosure("row_count", f"|{t}| (row count of {self.source.party})", ("*",),
+                               "size"),)
+        return self.source.disclosures()
+
+    @property
+    def size_fact(self) -> tuple[str, str, str]:
+        """The size announcement: its label, what it names in a refusal, and who computes it."""
+        if isinstance(self.source, Scan):
+            return "row_count", f"table {self.source.table}", self.source.party
+        return "intersection_size", "the intersection", self.source.helper
 
 
 @dataclass(frozen=True)
 class Aggregate:
-    """One aggregate call: ``func(args..., options)`` with output column ``name``."""
+    """One aggregate call ``func(args..., options)`` with output column ``name``.
+
+    ``Aggregate("SUM", ...)`` builds the node class registered for ``SUM`` (:class:`Sum`); each
+    class checks its own arity and knows its output type and what it opens.
+    """
 
     func: str
     args: tuple[ColumnRef, ...]
     name: str
     options: tuple[tuple[str, Any], ...] = field(default=())
 
+    is_model: ClassVar[bool] = False
+    #: Number of column arguments: (minimum, maximum or None for no maximum), and the rule.
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
+    arity_rule: ClassVar[str] = "{func} takes one column"
+
+    def __new__(cls, func: str | None = None, *args: Any, **kwargs: Any) -> Aggregate:
+        if cls is Aggregate:
+            cls = AGGREGATE_NODES.get(func)  # type: ignore[assignment]
+            _check(cls is not None, f"unknown aggregate {func}")
+        return object.__new__(cls)
+
     def __post_init__(self) -> None:
-        _check(self.func in ALL_AGGREGATES, f"unknown aggregate {self.func}")
-        if self.func == "COUNT":
-            _check(len(self.args) <= 1, "COUNT takes at most one column")
-        elif self.func in SCALAR_AGGREGATES:
-            _check(len(self.args) == 1, f"{self.func} takes one column")
-        else:
-            _check(len(self.args) >= 2, f"{self.func} needs a target and a feature")
+        _check(AGGREGATE_NODES.get(self.func) is type(self),
+               f"{type(self).__name__} node for aggregate {self.func}")
+        lo, hi = self.arity
+        _check(lo <= len(self.args) and (hi is None or len(self.args) <= hi),
+               self.arity_rule.format(func=self.func))
 
     @property
-    def is_model(self) -> bool:
-        return self.func in MODEL_AGGREGATES
+    def dtype(self) -> str:
+        """DuckDB's result type of this aggregate."""
+        return "DOUBLE"
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
+
+    def disclosures(self, parties: tuple[str, ...]) -> tuple[Disclosure, ...]:
+        """What computing this aggregate opens besides its result (to ``parties``)."""
+        return ()
 
     def to_s(self) -> str:
         parts = [a.qualified for a in self.args] or ["*"]
         parts += [f"{k} => {v!r}" for k, v in self.options]
         return f"{self.func}({', '.join(parts)}) AS {self.name}"
+
+
+_INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                            "UINTEGER", "UBIGINT", "BOOLEAN", "HUGEINT"})
+
+
+@dataclass(frozen=True)
+class Count(Aggregate):
+    """``COUNT(*)`` or ``COUNT(col)``: the number of joined rows (a public size)."""
+
+    arity: ClassVar[tuple[int, int | None]] = (0, 1)
+    arity_rule: ClassVar[str] = "{func} takes at most one column"
+
+    @property
+    def dtype(self) -> str:
+        return "BIGINT"
+
+
+@dataclass(frozen=True)
+class Sum(Aggregate):
+    """``SUM(col)``: the exact sum of the secret column, opened to the receivers."""
+
+    @property
+    def dtype(self) -> str:
+        return "HUGEINT" if self.args[0].dtype.split("(")[0] in _INTEGER_TYPES else "DOUBLE"
+
+
+@dataclass(frozen=True)
+class Avg(Aggregate):
+    """``AVG(col)``: the secret column's sum opened to the receivers, divided by the public size."""
+
+
+@dataclass(frozen=True)
+class Model(Aggregate):
+    """A regression model ``func(target, features..., options)``: rows (term, coefficient)."""
+
+    is_model: ClassVar[bool] = True
+    arity: ClassVar[tuple[int, int | None]] = (2, None)
+    arity_rule: ClassVar[str] = "{func} needs a target and a feature"
+
+
+@dataclass(frozen=True)
+class Lasso(Model):
+    """``LASSO``: L1-penalised least squares (coordinate descent or ADMM, then a polish)."""
+
+
+@dataclass(frozen=True)
+class Ridge(Model):
+    """``RIDGE``: L2-penalised least squares by an oblivious LDL^T solve."""
+
+    def disclosures(self, parties: tuple[str, ...]) -> tuple[Disclosure, ...]:
+        return (
+            Disclosure("constant-feature bit", f"one bit: whether a feature of {self.func} is "
+                       "constant on the joined rows", parties, "compute",
+                       when="only if alpha / rows is below the solver's pivot floor"),
+            Disclosure("collinear bit", f"one bit: whether the features of {self.func} are "
+                       "collinear on the joined rows", parties, "compute"),
+        )
+
+
+@dataclass(frozen=True)
+class Linreg(Model):
+    """``LINREG``: ordinary least squares by an oblivious LDL^T solve."""
+
+    def disclosures(self, parties: tuple[str, ...]) -> tuple[Disclosure, ...]:
+        return (
+            Disclosure("constant-feature bit", f"one bit: whether a feature of {self.func} is "
+                       "constant on the joined rows", parties, "compute"),
+            Disclosure("collinear bit", f"one bit: whether the features of {self.func} are "
+                       "collinear on the joined rows", parties, "compute"),
+        )
+
+
+#: The node class of every aggregate function the planner accepts.
+AGGREGATE_NODES: dict[str, type[Aggregate]] = {
+    "COUNT": Count, "SUM": Sum, "AVG": Avg, "LASSO": Lasso, "RIDGE": Ridge, "LINREG": Linreg,
+}
+#: Aggregates producing one scalar (one row, one column each).
+SCALAR_AGGREGATES = frozenset(f for f, c in AGGREGATE_NODES.items() if not c.is_model)
+#: Aggregates producing a model: rows (term VARCHAR, coefficient DOUBLE).
+MODEL_AGGREGATES = frozenset(f for f, c in AGGREGATE_NODES.items() if c.is_model)
+ALL_AGGREGATES = SCALAR_AGGREGATES | MODEL_AGGREGATES
 
 
 @dataclass(frozen=True)
@@ -263,21 +393,77 @@ class Plan:
     def scan_at(self, party: str) -> Scan | None:
         return next((s for s in self.scans if s.party == party), None)
 
-    def learns(self) -> dict[str, list[str]]:
-        """Per party, everything it learns by running this plan."""
-        facts: dict[str, list[str]] = {p: [] for p in self.parties}
-        for node in (self.shared,):
-            for who, items in node.learns().items():
-                for p in self.parties if who == "*" else [who]:
-                    facts[p].extend(items)
+    @property
+    def model(self) -> Aggregate | None:
+        """The plan's model aggregate (it stands alone), or None."""
+        first = self.aggregate.aggregates[0]
+        return first if first.is_model else None
+
+    def disclosures(self) -> tuple[Disclosure, ...]:
+        """Everything running this plan discloses, in the order a run reaches it.
+
+        The only values a session opens are these: the sizes of the source, the "too small"
+        bit when a party's minimum refuses the query, the bits an aggregate's solver opens and
+        the result.  The session records each under its ``label`` (transcripts, tests).
+        """
+        label, what, _ = self.shared.size_fact
+        out = list(self.shared.disclosures())
+        size = next(d for d in out if d.label == label)
+        out.append(Disclosure("too_small", f"one bit: whether {what} is smaller than the "
+                              "largest minimum of the parties (the query is then refused)",
+                              size.to, "size", when=REFUSED))
+        for agg in self.aggregate.aggregates:
+            out += agg.disclosures(self.parties)
         result = ", ".join(c.name for c in self.output)
-        for p in self.root.receivers:
-            facts[p].append(f"the result ({result})")
+        out.append(Disclosure("result", f"the result ({result})", self.root.receivers, "result"))
+        return tuple(Disclosure(d.label, d.text, self.parties if d.to == ("*",) else d.to,
+                                d.stage, d.when) for d in out)
+
+    def reached(self, outcome: str = "done") -> list[tuple[Disclosure, tuple[str, ...]]]:
+        """The disclosures a run that ends in ``outcome`` reaches, each with who learns it.
+
+        ``outcome`` is ``"done"`` (the run completed), ``"too_small"`` (a party's minimum
+        refused it once the size was computed) or ``"aborted"`` (failed part-way: at most what
+        comes before the result).
+        """
+        _check(outcome in ("done", "too_small", "aborted"), f"unknown outcome {outcome!r}")
+        size_label, _, computed_by = self.shared.size_fact
+        out = []
+        for d in self.disclosures():
+            if outcome == "done":
+                keep = d.to if d.when != REFUSED else ()
+            elif outcome == "too_small":  # what comes before the announcement, and the bit
+                keep = tuple(p for p in d.to if d.stage == "input" or d.label == "too_small"
+                             or (d.label == size_label and p == computed_by))
+            else:
+                keep = d.to if d.stage != "result" and d.when != REFUSED else ()
+            if keep:
+                out.append((d, keep))
+        return out
+
+    def learns(self, outcome: str = "done") -> dict[str, list[str]]:
+        """Per party, everything it learns by a run of this plan that ends in ``outcome``."""
+        facts: dict[str, list[str]] = {p: [] for p in self.parties}
+        for d, parties in self.reached(outcome):
+            text = d.text if outcome != "aborted" or d.stage in ("input", "size") \
+                else f"at most {d.text}"
+            for p in parties:
+                facts[p].append(text)
         return facts
+
+    def may_open(self, party: str) -> set[str]:
+        """The labels of every disclosure ``party`` may receive in some run of this plan."""
+        return {d.label for d in self.disclosures() if party in d.to}
+
+    def must_open(self, party: str) -> set[str]:
+        """The labels of the disclosures ``party`` receives in every completed run."""
+        return {d.label for d in self.disclosures() if party in d.to and d.when == "always"}
 
     def explain(self) -> str:
         lines = ["Plan:", self.root.to_s(2), "", "What each party learns:"]
-        for p, items in self.learns().items():
+        for p in self.parties:
+            items = [d.text if d.when == "always" else f"{d.text} ({d.when})"
+                     for d in self.disclosures() if p in d.to]
             lines.append(f"  {p} learns: " + ("; ".join(items) if items else "nothing"))
         lines.append("  Everything else (values, identifiers, which rows matched) stays hidden.")
         return "\n".join(lines)

@@ -208,7 +208,7 @@ def test_dsn_parsing():
 
 
 def test_session_ports_come_from_the_configured_range(tmp_path):
-    from engine.server.party import _free_port
+    from engine.server.participant import free_port as _free_port
 
     _federation(tmp_path)
     path = tmp_path / "emc" / "party.toml"

@@ -17,8 +17,8 @@ from dialect.errors import (
 )
 from engine.client.embedded import LocalFederation
 from engine.control import wire
+from engine.control.messages import new_query_id
 from engine.deploy.config import KEY_BITS
-from engine.server.queries import new_query_id
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections

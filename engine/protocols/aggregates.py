@@ -1,18 +1,22 @@
-"""Secure aggregates over the secret-shared rows; only the final values are opened."""
+"""Secure aggregates over the secret-shared rows, one ``visit_<Node>`` per plan node class.
+
+COUNT is the public size m.  SUM and AVG: every column sum the query needs is computed locally
+on the shares and opened to the receivers in one output (the exact field sum; AVG divides it by
+the public m).  LASSO / RIDGE / LINREG: :mod:`engine.protocols.regression`, which opens only
+the coefficients (and the bits the plan lists).  Nothing else is opened.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from dialect.errors import DataError
+from dialect.errors import DataError, NotSupportedError
 from engine.protocols import regression
+from engine.protocols.channel import Channel
 from engine.protocols.fixedpoint import FRAC_BITS
-from planner.plan import Aggregate, ColumnRef, Plan
-
-if TYPE_CHECKING:
-    from engine.session.runner import Session
+from planner.plan import Aggregate, ColumnRef, Count, Plan
 
 
 def column_index(plan: Plan, ref: ColumnRef) -> int:
@@ -21,42 +25,74 @@ def column_index(plan: Plan, ref: ColumnRef) -> int:
     return layout.index((ref.party, ref.column.lower()))
 
 
-async def evaluate(sess: Session, plan: Plan, m: int, table, sf) -> list[tuple] | None:
+def visitor(executor: Any, node: Aggregate):
+    """``executor.visit_<node class>``, or a clear error if there is no secure implementation."""
+    method = getattr(executor, f"visit_{type(node).__name__}", None)
+    if method is None:
+        raise NotSupportedError(f"{node.func} ({type(node).__name__}) has no secure "
+                                f"implementation in {type(executor).__name__}")
+    return method
+
+
+async def evaluate(chan: Channel, plan: Plan, m: int, table, sf) -> list[tuple] | None:
     """Compute the plan's aggregates on ``table`` (m rows) and open them to the receivers."""
-    mpc = sess.mpc
-    receivers = [sess.job.pids[r] for r in plan.root.receivers]
-    aggs = plan.aggregate.aggregates
-    if aggs[0].is_model:
-        return await fit_model(sess, plan, m, table, receivers)
-    summed = sorted({column_index(plan, a.args[0]) for a in aggs if a.func in ("SUM", "AVG")})
-    sums: dict[int, Any] = {}
-    if summed and m > 0:
+    if plan.model is not None:
+        return await visitor(Models(chan, plan), plan.model)(plan.model, m, table)
+    return await ScalarAggregates(chan, plan, sf).run(m, table)
+
+
+class ScalarAggregates:
+    """COUNT / SUM / AVG of one plan: one opening of all the column sums they need."""
+
+    def __init__(self, chan: Channel, plan: Plan, sf):
+        self.chan, self.plan, self.sf = chan, plan, sf
+
+    async def run(self, m: int, table) -> list[tuple] | None:
+        aggs = self.plan.aggregate.aggregates
+        methods = [visitor(self, a) for a in aggs]
+        receivers = [self.chan.pids[r] for r in self.plan.root.receivers]
+        sums = await self._open_sums(m, table, receivers)
+        if self.chan.pid not in receivers:
+            return None
+        if sums is None:  # nothing was opened: the result follows from the public m alone
+            self.chan.opened("result")
+            sums = {}
+        return [tuple(f(a, m, sums) for f, a in zip(methods, aggs, strict=True))]
+
+    async def _open_sums(self, m: int, table, receivers: list[int]) -> dict[int, int] | None:
+        """The exact field sums of the columns SUM/AVG need, opened to ``receivers`` (None if
+        there is nothing to open)."""
+        summed = sorted({column_index(self.plan, a.args[0]) for a in self.plan.aggregate.aggregates
+                         if not isinstance(a, Count)})
+        if not summed or m == 0:
+            return None
         total = table[:, summed].column_sums()  # local: no interaction until the output
-        sess.phase("aggregate")
-        opened = await mpc.output(total, receivers=receivers, raw=True)
-        sess.phase("reveal")
-        if opened is not None:
-            p = sf.field.order
-            ints = [int(v) for v in np.asarray(opened.value).reshape(-1)]
-            ints = [v - p if v > p // 2 else v for v in ints]
-            sums = dict(zip(summed, ints, strict=True))
-    if sess.pid not in receivers:
-        return None
-    row = []
-    for a, out in zip(aggs, plan.output, strict=True):
-        if a.func == "COUNT":
-            row.append(m)
-        elif m == 0:
-            row.append(None)
-        else:
-            s = sums[column_index(plan, a.args[0])]
-            if a.func == "AVG":
-                row.append(s / 2**FRAC_BITS / m)
-            elif out.dtype == "HUGEINT":  # a sum of integers is exact: keep it an integer
-                row.append((s + (1 << (FRAC_BITS - 1))) >> FRAC_BITS)
-            else:
-                row.append(s / 2**FRAC_BITS)
-    return [tuple(row)]
+        self.chan.phase("aggregate")
+        opened = await self.chan.reveal("result", total, receivers, raw=True)
+        self.chan.phase("reveal")
+        if opened is None:
+            return {}
+        p = self.sf.field.order
+        ints = [int(v) for v in np.asarray(opened.value).reshape(-1)]
+        ints = [v - p if v > p // 2 else v for v in ints]
+        return dict(zip(summed, ints, strict=True))
+
+    def _sum(self, node: Aggregate, sums: dict[int, int]) -> int:
+        return sums[column_index(self.plan, node.args[0])]
+
+    def visit_Count(self, node: Aggregate, m: int, sums: dict[int, int]) -> int:
+        return m
+
+    def visit_Sum(self, node: Aggregate, m: int, sums: dict[int, int]) -> Any:
+        if m == 0:
+            return None
+        s = self._sum(node, sums)
+        if node.dtype == "HUGEINT":  # a sum of integers is exact: keep it an integer
+            return (s + (1 << (FRAC_BITS - 1))) >> FRAC_BITS
+        return s / 2**FRAC_BITS
+
+    def visit_Avg(self, node: Aggregate, m: int, sums: dict[int, int]) -> float | None:
+        return None if m == 0 else self._sum(node, sums) / 2**FRAC_BITS / m
 
 
 def model_scales(agg: Aggregate) -> tuple[float, list[float]]:
@@ -72,31 +108,58 @@ def term_names(agg: Aggregate) -> list[str]:
             for c in agg.args[1:]]
 
 
-async def fit_model(sess: Session, plan: Plan, m: int, table, receivers: list[int]
-                    ) -> list[tuple] | None:
-    """LASSO / RIDGE / LINREG on the shared rows; opens only the coefficients."""
-    agg = plan.aggregate.aggregates[0]
-    d = len(agg.args) - 1
-    if m == 0:
-        raise DataError(f"{agg.func}: the intersection is empty; there is nothing to fit")
-    if m <= d:
-        raise DataError(f"{agg.func}: {d} features need more than {d} rows; the intersection "
-                        "is smaller (more features than rows)")
-    idx = [column_index(plan, c) for c in agg.args]
-    y = table[:, idx[0]]
-    X = table[:, idx[1:]]
-    y_scale, x_scale = model_scales(agg)
-    opts = dict(agg.options)
-    solver = opts.get("solver")
-    coef = await regression.fit(
-        X, y, m, agg.func, alpha=float(opts.get("alpha", 1.0)),
-        fit_intercept=bool(opts.get("fit_intercept", True)), max_iter=opts.get("max_iter"),
-        tol=opts.get("tol"), standardize=bool(opts.get("standardize", False)),
-        solver=None if solver in (None, "auto", "ldl") else solver,
-        x_scale=x_scale, y_scale=y_scale, receivers=receivers, on_phase=sess.phase)
-    sess.phase("solve")
-    if coef is None:
-        return None
-    b = coef[0] / y_scale
-    w = [coef[j + 1] * x_scale[j] / y_scale for j in range(d)]
-    return [("intercept", b)] + list(zip(term_names(agg), w, strict=True))
+class Models:
+    """LASSO / RIDGE / LINREG on the shared rows; opens only the coefficients (and the plan's
+    bits)."""
+
+    def __init__(self, chan: Channel, plan: Plan):
+        self.chan, self.plan = chan, plan
+
+    async def visit_Lasso(self, node: Aggregate, m: int, table) -> list[tuple] | None:
+        return await self._fit(node, m, table)
+
+    async def visit_Ridge(self, node: Aggregate, m: int, table) -> list[tuple] | None:
+        return await self._fit(node, m, table)
+
+    async def visit_Linreg(self, node: Aggregate, m: int, table) -> list[tuple] | None:
+        return await self._fit(node, m, table)
+
+    async def _fit(self, agg: Aggregate, m: int, table) -> list[tuple] | None:
+        chan, plan = self.chan, self.plan
+        receivers = [chan.pids[r] for r in plan.root.receivers]
+        d = len(agg.args) - 1
+        if m == 0:
+            raise DataError(f"{agg.func}: the intersection is empty; there is nothing to fit")
+        if m <= d:
+            raise DataError(f"{agg.func}: {d} features need more than {d} rows; the "
+                            "intersection is smaller (more features than rows)")
+        idx = [column_index(plan, c) for c in agg.args]
+        y = table[:, idx[0]]
+        X = table[:, idx[1:]]
+        y_scale, x_scale = model_scales(agg)
+        opts = dict(agg.options)
+        solver = opts.get("solver")
+        coef = await regression.fit(
+            X, y, m, agg.func, alpha=float(opts.get("alpha", 1.0)),
+            fit_intercept=bool(opts.get("fit_intercept", True)), max_iter=opts.get("max_iter"),
+            tol=opts.get("tol"), standardize=bool(opts.get("standardize", False)),
+            solver=None if solver in (None, "auto", "ldl") else solver,
+            x_scale=x_scale, y_scale=y_scale, receivers=receivers, on_phase=chan.phase,
+            reveal=_regression_reveal(chan))
+        chan.phase("solve")
+        if coef is None:
+            return None
+        b = coef[0] / y_scale
+        w = [coef[j + 1] * x_scale[j] / y_scale for j in range(d)]
+        return [("intercept", b)] + list(zip(term_names(agg), w, strict=True))
+
+
+def _regression_reveal(chan: Channel):
+    """The regression's openings, recorded under the plan's disclosure labels."""
+    labels = {regression.CONSTANT_BIT: "constant-feature bit",
+              regression.COLLINEAR_BIT: "collinear bit", regression.COEFFICIENTS: "result"}
+
+    async def reveal(label: str, x, receivers):
+        return await chan.reveal(labels[label], x, receivers)
+
+    return reveal

@@ -20,6 +20,7 @@ processes (``workers``, default ``os.cpu_count()``); each worker draws its rando
 from __future__ import annotations
 
 import gc
+import hashlib
 import hmac
 import multiprocessing
 import os
@@ -535,3 +536,8 @@ def random_permutation(n: int) -> np.ndarray:
 def shuffle(items: list) -> None:
     """Shuffle ``items`` in place uniformly at random (cryptographic source)."""
     items[:] = [items[i] for i in random_permutation(len(items))]
+
+
+def key_id(n: int) -> str:
+    """A short public name for a Paillier modulus (status output, statistics)."""
+    return hashlib.sha256(str(int(n)).encode()).hexdigest()[:16]

@@ -41,7 +41,7 @@ from engine.protocols import fieldwords as fw
 from engine.protocols.prf import prf_words
 
 if TYPE_CHECKING:
-    from engine.session.runner import Session
+    from engine.protocols.channel import Channel
 
 KEY_BYTES = 32
 _LABEL = b"mpcsql/a2s/v1/"
@@ -129,21 +129,21 @@ def _column_chunks(m: int, d: int, k: int) -> list[range]:
     return [range(j, min(d, j + step)) for j in range(0, d, step)]
 
 
-async def additive_to_shamir(sess: Session, holders: tuple[str, str], share: np.ndarray | None,
+async def additive_to_shamir(chan: Channel, holders: tuple[str, str], share: np.ndarray | None,
                              m: int, d: int, sectype) -> SharedTable:
     """Protocol A2S: the holders' additive shares (K, m, d) words -> a :class:`SharedTable`.
 
     ``share`` is this party's additive share (None at the third party).  All three parties
     call this with the same ``holders``, ``m`` and ``d``.
     """
-    mpc, job = sess.mpc, sess.job
+    mpc = chan.mpc
     p = sectype.field.order
     k_words = fw.value_words(p)
     a, b = holders
-    (w,) = [n for n in job.pids if n not in holders]
-    pid = job.pids
+    (w,) = [n for n in chan.pids if n not in holders]
+    pid = chan.pids
     pt = {n: pid[n] + 1 for n in pid}  # MPyC evaluates party i's share at i + 1
-    me = job.party
+    me = chan.party
 
     # 1. W sends each holder a fresh key (kept out of the transcript's items like MPyC input).
     keys = {h: os.urandom(KEY_BYTES) for h in holders} if me == w else {}

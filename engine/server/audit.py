@@ -9,13 +9,19 @@ shorter chain: record the last hash elsewhere now and then and pass it as an ``a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dialect.errors import PolicyError
+
+if TYPE_CHECKING:
+    from planner.plan import Plan
 
 GENESIS = "0" * 64
 FIELDS = ("time", "query_id", "analyst", "coordinator", "sql", "plan", "approvals", "revealed",
@@ -142,3 +148,33 @@ def verify(path: str, anchor: str | None = None) -> Verdict:
         return Verdict(False, n, prev, n + 1, f"anchor {anchor} not found: lines after it "
                        "were removed, or the log was rewritten")
     return Verdict(True, n, prev)
+
+
+# --- what a query's audit line says ---------------------------------------------------------
+
+NOTHING: dict[str, list[str]] = {}  # refused or failed before any data moved
+
+
+def describe(e: BaseException | None) -> str | None:
+    if e is None:
+        return None
+    if isinstance(e, asyncio.CancelledError):
+        return "cancelled"
+    return f"{type(e).__name__}: {e}"
+
+
+def approval(e: BaseException) -> str:
+    if isinstance(e, PolicyError):
+        return f"refused ({e.rule})" if e.rule else "refused"
+    return f"failed ({type(e).__name__})"
+
+
+def revealed(plan: Plan | None, error: BaseException | None) -> dict[str, list[str]]:
+    """What a run revealed to whom, as ``plan.learns()`` lists it for the way it ended."""
+    if plan is None:
+        return NOTHING
+    if error is None:
+        return plan.learns()
+    if isinstance(error, PolicyError) and error.rule == "min_intersection":
+        return plan.learns("too_small")
+    return plan.learns("aborted")

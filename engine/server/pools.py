@@ -16,7 +16,6 @@ A failed or killed session's pools are thrown away.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -26,16 +25,12 @@ from typing import Any
 from phe import paillier as phe_paillier
 
 from engine.protocols import paillier
+from engine.protocols.paillier import key_id
 
 log = logging.getLogger("mpcsql.pools")
 
 BATCH = 256  # randomisers per background job: ~1 s of a 2-core machine, then look again
 NICE = 19  # background work yields the CPU to queries and everything else
-
-
-def key_id(n: int) -> str:
-    """A short public name for a Paillier modulus (status output, statistics)."""
-    return hashlib.sha256(str(int(n)).encode()).hexdigest()[:16]
 
 
 class PaillierPools:

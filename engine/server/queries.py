@@ -9,8 +9,6 @@ same (MPyC pid) order, so two coordinators can never wait for each other.
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,22 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dialect.errors import OperationalError, ProgrammingError
+from engine.control.messages import check_query_id, new_query_id  # noqa: F401 (re-exported)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-
-
-def new_query_id() -> str:
-    return secrets.token_hex(8)
-
-
-def check_query_id(qid: Any) -> str:
-    """A client-chosen query id: 1-64 characters of ``[0-9A-Za-z_-]``."""
-    if not isinstance(qid, str) or not _ID.fullmatch(qid):
-        raise ProgrammingError(f"bad query id {qid!r}: use 1-64 letters, digits, '-' or '_'")
-    return qid
-
-
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None

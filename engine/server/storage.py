@@ -12,12 +12,12 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 
 from dialect.errors import DataError, NotSupportedError, ProgrammingError
+from engine.protocols.channel import LocalData
 from engine.protocols.fixedpoint import check_range
 from planner.catalog import ColumnSchema, TableSchema
 
@@ -39,14 +39,6 @@ def _ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ProgrammingError(f"invalid identifier {name!r} (letters, digits and _ only)")
     return '"' + name + '"'
-
-
-@dataclass
-class LocalData:
-    """The rows a party contributes: identifiers (or None) and a float64 value matrix."""
-
-    ids: list | None
-    values: np.ndarray  # shape (n, d), columns in Scan.columns order
 
 
 class PartyStore:

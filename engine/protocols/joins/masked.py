@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from dialect.errors import ProtocolError
 from engine.protocols import paillier
+from engine.protocols.channel import Channel
 from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join's arithmetic)
     add_mod,
     int64_to_words,
@@ -35,18 +35,14 @@ from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join'
     words_to_ints,
 )
 from engine.protocols.fixedpoint import encode_int64
+from engine.protocols.joins.common import hash_and_match
 from engine.protocols.prf import SIGMA, prf_ints, sample_bytes  # noqa: F401  (re-exported)
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
 from engine.protocols.shares import SharedTable, additive_to_shamir
-from engine.session.runner import announce_size
 from planner.plan import PrivateJoin
 
-if TYPE_CHECKING:
-    from engine.session.runner import Session
-
 DOMAIN = b"mpcsql/masked-join/v1/"
-KEY_BYTES = 32
 
 
 # --- keys and the PRF --------------------------------------------------------------------------
@@ -150,42 +146,25 @@ def other_shares(
     return words_to_ints(other_share_words(key, owner, d, positions, modulus))
 
 
-async def masked_join(sess: Session, join: PrivateJoin, sf) -> tuple[int, Any]:
+async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
     """Masked private inner join; returns m and the m x (d_L + d_R) secret-shared table."""
-    job = sess.job
     left, right, helper = join.left.party, join.right.party, join.helper
     other = {left: right, right: left}
     p = sf.field.order
-    me = job.party
+    me = chan.party
     d = {left: len(join.left.columns), right: len(join.right.columns)}
 
-    # 1. The data parties agree on a key the helper never sees.
-    key = await sess.send("join_key", os.urandom(KEY_BYTES) if me == left else None, left,
-                          [right])
+    def masked_rows(key: bytes, order: np.ndarray) -> dict[str, Any]:
+        values = np.asarray(chan.local.values, dtype=np.float64).reshape(len(order), d[me])
+        out = {"masked": mask_rows(key, me, values[order], p)}
+        chan.phase("mask")
+        return out
 
-    # 2. Each data party shuffles its rows; keyed hashes of ids and PRF-masked values to H.
-    outbox = None
-    if me in (left, right):
-        data = job.local
-        order = secure_permutation(len(data.ids))
-        hashes = paillier.keyed_hashes(id_key(key), (data.ids[i] for i in order))
-        sess.phase("hash")
-        values = np.asarray(data.values, dtype=np.float64).reshape(len(order), d[me])[order]
-        outbox = {"hashes": hashes, "masked": mask_rows(key, me, values, p)}
-        sess.phase("mask")
-    inbox_l = await sess.send("hashed_masked_rows", outbox if me == left else None,
-                              left, [helper])
-    inbox_r = await sess.send("hashed_masked_rows", outbox if me == right else None,
-                              right, [helper])
-
-    # 3. The helper matches keyed hashes and fixes a uniformly random output order.
-    pairs = None
-    if me == helper:
-        pairs = paillier.match(paillier.split_hashes(inbox_l["hashes"]),
-                               paillier.split_hashes(inbox_r["hashes"]))
-        sess.phase("match")
-    m = await announce_size(sess, "intersection_size", len(pairs) if me == helper else None,
-                            helper, [left, right], "the intersection")
+    # 1-3. Key, shuffle, keyed hashes and PRF-masked values to H, match, announce m.
+    matched = await hash_and_match(chan, join, key_label="join_key",
+                                   rows_label="hashed_masked_rows", hash_key=id_key,
+                                   payload=masked_rows)
+    m, key, pairs = matched.m, matched.key, matched.pairs
     if m == 0 or not (d[left] or d[right]):
         return m, None
 
@@ -196,14 +175,15 @@ async def masked_join(sess: Session, join: PrivateJoin, sf) -> tuple[int, Any]:
         positions = {left: pos[:, 0], right: pos[:, 1]}
     for owner in (left, right):
         if d[owner]:
-            got = await sess.send("matched_positions", positions[owner], helper, [other[owner]])
+            got = await chan.send("matched_positions", positions[owner], helper, [other[owner]])
             if me == other[owner]:
                 positions[owner] = _check_positions(got, m)
+                chan.opened(f"row_count:{owner}")
 
     # 5. Additive shares mod p of every joined value: H holds v + r, the other party -r.
     # 6. They become Shamir shares by protocol A2S (engine/protocols/shares.py), as words.
-    inboxes = {left: inbox_l, right: inbox_r}
-    inbox_l = inbox_r = None
+    inboxes = matched.inboxes
+    matched.inboxes = None
     blocks = []
     for owner in (left, right):
         if not d[owner]:
@@ -217,13 +197,13 @@ async def masked_join(sess: Session, join: PrivateJoin, sf) -> tuple[int, Any]:
         elif me == other[owner]:
             share = other_share_words(key, owner, d[owner], positions[owner], p)
             # what it now knows (kept only for leakage tests)
-            sess.transcript.record("derived_shares", me, words_to_ints(share)
-                                   if sess.transcript.path else None, 0)
-        sess.phase("derive shares")
-        blocks.append(await additive_to_shamir(sess, (helper, other[owner]), share, m,
+            if chan.recording:
+                chan.observe("derived_shares", words_to_ints(share))
+        chan.phase("derive shares")
+        blocks.append(await additive_to_shamir(chan, (helper, other[owner]), share, m,
                                                d[owner], sf))
         del share
-        sess.phase("share input")
+        chan.phase("share input")
     return m, SharedTable.hstack(blocks)
 
 

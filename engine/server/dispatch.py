@@ -1,0 +1,153 @@
+"""Control connections: who is calling, whether it may ask for the operation, and the reply.
+
+Every request is identified (TLS certificate), parsed into its typed message
+(:mod:`engine.control.messages`) and authorised here, in one place, before any handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dialect.errors import AuthorizationError, Error, InternalError, OperationalError
+from engine.control import wire
+from engine.control.messages import Request, parse_request
+from engine.deploy import tls
+from engine.deploy.certs import CertError, Identity, identity_of_der
+
+if TYPE_CHECKING:
+    from engine.server.party import PartyServer
+
+log = logging.getLogger("mpcsql.server")
+
+#: Operations a peer party server may ask for (coordinator -> participant).
+PEER_OPS = frozenset({"hello", "catalog", "prepare", "run", "paillier_key"})
+#: Operations this party's own analysts may ask for.
+ANALYST_OPS = frozenset({"hello", "query", "explain", "tables", "status", "cancel"})
+#: Operations only the embedded (plain TCP, single-owner) federation uses.
+LOCAL_OPS = frozenset({"configure", "shutdown", "register", "drop"})
+
+#: The analyst a request is served for; peer requests made while serving it carry it along.
+ANALYST: contextvars.ContextVar[str | None] = contextvars.ContextVar("analyst", default=None)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as this party established it (never as the request claims)."""
+
+    analyst: str | None = None  # the analyst the request is served for
+    from_party: str | None = None  # the authenticated peer party (TLS only)
+
+
+Handler = Callable[[Request, Caller, "bytes | None", asyncio.StreamReader],
+                   Awaitable["dict[str, Any] | None"]]
+
+
+def identify(server: PartyServer, writer: asyncio.StreamWriter) -> Identity | None:
+    """Who is on the other end of a TLS connection (None on plain TCP)."""
+    cfg = server.cfg
+    if server.server_ssl is None:
+        return None
+    der = tls.peer_der(writer.get_extra_info("ssl_object"))
+    try:
+        ident = identity_of_der(der)
+    except (CertError, ValueError) as e:
+        raise AuthorizationError(f"certificate refused: {e}") from None
+    if ident.kind == "party":
+        if ident.name not in cfg.peers:
+            raise AuthorizationError(f"{ident} is not a peer of {cfg.name}")
+        try:
+            tls.check_party(der, ident.name, cfg.peer_certs.get(ident.name))
+        except OperationalError as e:
+            raise AuthorizationError(e.message) from None
+    return ident
+
+
+def authorize(server: PartyServer, req: Request, ident: Identity | None) -> Caller:
+    """Check that ``ident`` may ask for ``req``; the identity the request is served for."""
+    op, name = req.op, server.cfg.name
+    if ident is None:  # embedded federation: the OS user name the client sent, unverified
+        if op in ANALYST_OPS - PEER_OPS:
+            return Caller(analyst=f"local:{req.user or 'unknown'}")
+        return Caller(analyst=req.analyst)
+    if ident.kind == "party":
+        if op not in PEER_OPS:
+            raise AuthorizationError(f"party {ident.name} may not ask {name} for {op!r}")
+        analyst = req.analyst
+        if analyst is not None and not str(analyst).endswith(f"@{ident.name}"):
+            raise AuthorizationError(f"party {ident.name} forwarded a request for analyst "
+                                     f"{analyst!r}, who is not one of its analysts")
+        if (req.coordinator or ident.name) != ident.name:
+            raise AuthorizationError(f"party {ident.name} may not speak for coordinator "
+                                     f"{req.coordinator!r}")
+        return Caller(analyst=analyst, from_party=ident.name)
+    if ident.party != name:
+        raise AuthorizationError(
+            f"analyst {ident.name} belongs to party {ident.party}; {name} serves "
+            f"only its own analysts (connect to {ident.party}'s server)")
+    if op not in ANALYST_OPS:
+        why = ("tables are exposed in party.toml" if op in ("register", "drop")
+               else "it is not an analyst operation")
+        raise AuthorizationError(f"analyst {ident.name} may not ask for {op!r}: {why}")
+    return Caller(analyst=ident.name)
+
+
+async def _refuse(server: PartyServer, reader, writer, peer, e: AuthorizationError) -> None:
+    log.warning("refused connection from %s: %s", peer, e.message)
+    try:  # tell the other side why, then hang up
+        await asyncio.wait_for(wire.recv(reader), server.cfg.connect_timeout)
+        await wire.send(writer, {"ok": False, "error": AuthorizationError(
+            e.message, party=server.cfg.name).to_dict()})
+    except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OperationalError):
+        pass
+
+
+async def answer(server: PartyServer, msg: Any, blob: bytes | None, ident: Identity | None,
+                 reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The reply to one request (None: the connection was abandoned, reply to nobody)."""
+    try:
+        req = parse_request(msg)
+        caller = authorize(server, req, ident)
+        ANALYST.set(caller.analyst)
+        return await server.handlers[type(req)](req, caller, blob, reader)
+    except Error as e:
+        if e.party is None:
+            e.party = server.cfg.name
+        return {"ok": False, "error": e.to_dict()}
+    except Exception as e:  # noqa: BLE001 - one bad request never kills the server
+        return {"ok": False, "error": InternalError(
+            f"{type(e).__name__}: {e}", party=server.cfg.name).to_dict()}
+
+
+async def handle_connection(server: PartyServer, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+    """Serve one control connection: requests one after the other until it closes."""
+    peer = writer.get_extra_info("peername")
+    try:
+        try:
+            ident = identify(server, writer)
+        except AuthorizationError as e:
+            await _refuse(server, reader, writer, peer, e)
+            return
+        while True:
+            try:
+                msg, blob = await wire.recv(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            reply = await answer(server, msg, blob, ident, reader)
+            if reply is None:  # connection abandoned (aborted run)
+                return
+            if not reply.get("ok") and isinstance(reply.get("error"), dict):
+                op = msg.get("op", "") if isinstance(msg, dict) else ""
+                log.info("%s from %s refused: %s", op, ident or peer,
+                         reply["error"].get("message"))
+            await wire.send(writer, reply)
+    except (ConnectionError, ssl.SSLError) as e:
+        log.info("connection from %s ended: %s", peer, e)
+    finally:
+        writer.close()

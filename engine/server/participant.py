@@ -1,0 +1,296 @@
+"""A party's part in a query coordinated elsewhere (or by itself): prepare, then run.
+
+prepare  -> plan the SQL itself, check this party's own policy, reserve its slot, load and check
+            its columns, reserve an MPyC session port, answer with the plan's fingerprint
+run      -> fork the session process (one MPyC session) and answer with its outcome; the
+            coordinator closing the connection meanwhile aborts it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dialect.errors import (
+    AuthorizationError,
+    DataError,
+    Error,
+    InternalError,
+    OperationalError,
+    PolicyError,
+    ProgrammingError,
+    error_from_dict,
+)
+from engine.control.messages import Prepare, PrepareReply, Run, RunReply, check_query_id
+from engine.protocols.channel import LocalData
+from engine.server.audit import NOTHING, approval, describe, revealed
+from engine.server.dispatch import Caller
+from engine.server.queries import QueryRecord, stop
+from engine.session.job import Job
+from engine.session.runner import run_job
+from engine.session.tls import SessionTLS
+from planner.plan import Plan, PrivateJoin
+
+if TYPE_CHECKING:
+    from engine.server.party import PartyServer
+
+_FORK = multiprocessing.get_context("fork")
+
+
+@dataclass
+class Prepared:
+    plan: Plan
+    local: LocalData | None
+    port: int
+    record: QueryRecord | None = None  # None at the coordinator (it keeps its own)
+
+
+def free_port(host: str, ports: tuple[int, int] | None = None) -> int:
+    """A port for a query's MPyC session: any free one, or one in ``[listen] session_ports``."""
+    candidates = [0] if ports is None else secrets.SystemRandom().sample(
+        range(ports[0], ports[1] + 1), ports[1] - ports[0] + 1)
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OperationalError(f"no free session port in {ports[0]}-{ports[1]} on {host}")
+
+
+def child_main(job: Job, conn) -> None:
+    """Entry point of the forked session process: run the job, send back the outcome."""
+    parent = os.getppid()
+
+    def watchdog() -> None:  # never outlive the server that forked us
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    signal.set_wakeup_fd(-1)  # the server's loop owns that fd: our signals are not its own
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        res = run_job(job)
+        conn.send(("ok", res.rows, res.stats))
+    except Error as e:
+        if e.party is None:
+            e.party = job.party
+        conn.send(("error", e.to_dict(), None))
+    except BaseException as e:  # noqa: BLE001 - report, never hang the others
+        tb = traceback.format_exc(limit=8)
+        conn.send(("error", InternalError(f"{type(e).__name__}: {e}\n{tb}",
+                                          party=job.party).to_dict(), None))
+    finally:
+        conn.close()
+
+
+class Participant:
+    """Prepared queries and session processes of one party server."""
+
+    def __init__(self, server: PartyServer):
+        self.server = server
+        self.cfg = server.cfg
+        self.policy = server.policy
+        self.book = server.book
+        self.slot = server.slot
+        self.prepared: dict[str, Prepared] = {}
+        self.run_lock = asyncio.Lock()
+        self.leases: set[asyncio.Task] = set()
+
+    async def prepare(self, req: Prepare, caller: Caller, blob, reader) -> dict[str, Any]:
+        """Plan, check this party's policy, reserve this party's slot, load and check data."""
+        analyst = caller.analyst
+        if req.dry_run:
+            plan = self.server.plan(req.sql, req.catalog, req.receivers)
+            try:
+                self.policy.check(plan, analyst)
+                refused = None
+            except PolicyError as e:
+                refused = str(e)
+            return PrepareReply(fingerprint=plan.fingerprint(), refused=refused,
+                                rules=self.policy.describe(plan, analyst)).to_wire()
+        qid = check_query_id(req.query_id)
+        coordinator = req.coordinator or "?"
+        rec = None
+        if coordinator != self.cfg.name:  # the coordinator keeps its own record
+            rec = self.book.add(QueryRecord(qid, "participant", analyst, coordinator, req.sql))
+        plan = None
+        try:
+            plan = self.server.plan(req.sql, req.catalog, req.receivers)
+            self.policy.check(plan, analyst)
+            await self.slot.acquire(qid, reader)
+            try:
+                scan = plan.scan_at(self.cfg.name)
+                key = scan.key if scan and len(plan.scans) == 2 else None
+                local = self.server.store.load(scan.table, key, scan.columns) if scan else None
+                if local is not None:
+                    check_model_features(plan, scan, local, self.cfg.name)
+                port = free_port(self.cfg.host, self.cfg.session_ports)
+            except BaseException:
+                self.slot.release(qid)
+                raise
+        except BaseException as e:
+            if rec is not None:
+                rec.finish("failed", describe(e))
+                self.server.audit_query(rec, plan, {self.cfg.name: approval(e)}, NOTHING, e)
+            raise
+        if rec is not None:
+            rec.start()
+        self.prepared[qid] = Prepared(plan, local, port, rec)
+        lease = asyncio.ensure_future(self.lease(qid, reader))
+        self.leases.add(lease)  # keep a reference: the loop holds tasks only weakly
+        lease.add_done_callback(self.leases.discard)
+        return PrepareReply(fingerprint=plan.fingerprint(), port=port,
+                            min_rows=self.policy.min_intersection).to_wire()
+
+    async def lease(self, qid: str, reader: asyncio.StreamReader) -> None:
+        """Free a prepared query's slot if its run never comes (coordinator gone or too slow)."""
+        deadline = time.monotonic() + 2 * self.cfg.connect_timeout + 60
+        while qid in self.prepared:
+            if reader.at_eof() or time.monotonic() > deadline:
+                prep = self.prepared.pop(qid)
+                self.slot.release(qid)
+                if prep.record is not None:
+                    err = OperationalError(f"query {qid} was abandoned by its coordinator "
+                                           "before its run")
+                    prep.record.finish("failed", describe(err))
+                    self.server.audit_query(prep.record, prep.plan, {self.cfg.name: "approved"},
+                                            NOTHING, err)
+                return
+            await asyncio.sleep(0.1)
+
+    async def run(self, req: Run, caller: Caller, blob, reader) -> dict[str, Any] | None:
+        """Run a prepared query; closing the connection meanwhile aborts it."""
+        qid = req.query_id
+        prep = self.prepared.get(qid)
+        if prep is None:
+            raise ProgrammingError(f"query {qid} was not prepared here")
+        sender = caller.from_party  # set on authenticated (TLS) peer connections only
+        if sender is not None and prep.record is not None and sender != prep.record.coordinator:
+            raise AuthorizationError(f"party {sender} may not run query {qid}: it was prepared "
+                                     f"by coordinator {prep.record.coordinator}")
+        del self.prepared[qid]
+        watch = asyncio.ensure_future(reader.read(1))
+        run = asyncio.ensure_future(self.run_child(req, prep))
+        outcome: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait({watch, run}, return_when=asyncio.FIRST_COMPLETED)
+            if run in done:
+                outcome = run.exception()
+                return run.result()
+            outcome = OperationalError(f"query {qid} was aborted by its coordinator "
+                                       f"{prep.record.coordinator if prep.record else ''}")
+            return None  # the coordinator went away or aborted: session killed, reply to nobody
+        except BaseException as e:
+            outcome = e
+            raise
+        finally:  # also when the coordinator cancels us: never leave a session running
+            await stop(watch)
+            if not run.done():
+                await stop(run)
+            self.slot.release(qid)
+            if prep.record is not None:
+                rec = prep.record
+                rec.finish("done" if outcome is None else "failed", describe(outcome))
+                self.server.audit_query(rec, prep.plan, {self.cfg.name: "approved"},
+                                        revealed(prep.plan, outcome), outcome)
+
+    def session_addresses(self, given: list) -> list[tuple[str, int]]:
+        """MPyC addresses: ports as announced, hosts as this party's own config names them."""
+        out = []
+        for (name, _), (host, port) in zip(self.cfg.parties, given, strict=True):
+            if name == self.cfg.name:
+                host = self.cfg.host
+            elif name in self.cfg.peers:
+                host = self.cfg.peers[name][0]
+            out.append((host, int(port)))
+        return out
+
+    async def run_child(self, req: Run, prep: Prepared) -> dict[str, Any]:
+        keypair, handed = None, {}
+        if self.server.pools.enabled and isinstance(prep.plan.source, PrivateJoin) \
+                and prep.plan.source.protocol == "paillier":
+            if self.cfg.role == "data":
+                keypair = await self.server.pools.own_keypair(self.cfg.name)
+            handed = self.server.pools.take()
+        left = None
+        try:
+            out = await self.run_session(req, prep, keypair, handed)
+            left = out["stats"].get("pool_left") if out["stats"] else None
+            if handed:
+                out["stats"]["pool_used"] = sum(len(v) for v in handed.values()) - sum(
+                    (left or {}).values())
+            return out
+        finally:
+            self.server.pools.give_back(handed, left)
+
+    async def run_session(self, req: Run, prep: Prepared, keypair, handed) -> dict[str, Any]:
+        job = Job(
+            query_id=req.query_id, plan=prep.plan, party=self.cfg.name,
+            pids={n: i for i, (n, _) in enumerate(self.cfg.parties)},
+            addresses=self.session_addresses(req.addresses), local=prep.local,
+            min_rows=req.min_rows, min_rows_by=req.min_rows_by,
+            key_bits=self.cfg.key_bits,
+            transcript_dir=self.cfg.transcript_dir, connect_timeout=self.cfg.connect_timeout,
+            tls=SessionTLS(self.cfg.tls, dict(self.cfg.peer_certs)) if self.cfg.tls else None,
+            paillier_key=keypair, randomizers=handed,
+        )
+        async with self.run_lock:
+            recv_end, send_end = _FORK.Pipe(duplex=False)
+            proc = _FORK.Process(target=child_main, args=(job, send_end), daemon=False,
+                                 name=f"mpcsql-{self.cfg.name}-{job.query_id}")
+            proc.start()
+            send_end.close()
+            self.server.children.add(proc)
+            deadline = time.monotonic() + self.cfg.query_timeout
+            try:
+                while not recv_end.poll():
+                    if time.monotonic() > deadline:
+                        raise OperationalError(
+                            f"query timed out after {self.cfg.query_timeout:.0f} s at "
+                            f"{self.cfg.name}", party=self.cfg.name)
+                    await asyncio.sleep(0.02)
+                try:
+                    status, payload, stats = recv_end.recv()
+                except EOFError:
+                    proc.join(timeout=1)
+                    raise OperationalError(
+                        f"the session process of party {self.cfg.name} died "
+                        f"(exit code {proc.exitcode})", party=self.cfg.name) from None
+            finally:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join(timeout=5)
+                self.server.children.discard(proc)
+                recv_end.close()
+        if status == "error":
+            raise error_from_dict(payload)
+        return RunReply(rows=payload, stats=stats).to_wire()
+
+
+def check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:
+    """A feature that is constant in the owner's whole table is refused before any MPC."""
+    agg = plan.aggregate.aggregates[0]
+    if not agg.is_model or not len(local.values):
+        return
+    features = {c.column.lower() for c in agg.args[1:] if c.party == party}
+    for j, col in enumerate(scan.columns):
+        if col.lower() in features and np.ptp(local.values[:, j]) == 0:
+            what = "all zero" if not local.values[:, j].any() else "constant"
+            raise DataError(f"{agg.func}: feature {scan.table}.{col} is {what} in {party}'s "
+                            "table, so it cannot be a regression feature", party=party)

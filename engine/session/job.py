@@ -1,0 +1,36 @@
+"""What a party's session process is given (a :class:`Job`) and what it hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.protocols import paillier
+from engine.protocols.channel import LocalData
+from planner.plan import Plan
+
+
+@dataclass
+class Job:
+    """Everything one party needs to run its part of a query."""
+
+    query_id: str
+    plan: Plan
+    party: str
+    pids: dict[str, int]  # party name -> MPyC index
+    addresses: list[tuple[str, int]]  # MPyC listen address per pid
+    local: LocalData | None  # this party's rows (None at the helper)
+    min_rows: int  # largest minimum intersection/table size over all parties' policies
+    min_rows_by: str | None = None  # the party whose policy sets min_rows (named in a refusal)
+    key_bits: int = paillier.KEY_BITS
+    transcript_dir: str | None = None
+    connect_timeout: float = 30.0
+    tls: Any = None  # engine.session.tls.SessionTLS: run the MPyC channels over mutual TLS
+    paillier_key: tuple[Any, Any] | None = None  # a data party's long-term key pair (pools on)
+    randomizers: dict[int, list[int]] = field(default_factory=dict)  # n -> precomputed r^n
+
+
+@dataclass
+class SessionResult:
+    rows: list[tuple] | None  # None at parties that do not receive the result
+    stats: dict[str, Any] = field(default_factory=dict)
