@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import ssl
@@ -16,7 +17,7 @@ from dialect.errors import (
     ProgrammingError,
 )
 from engine.client.embedded import LocalFederation
-from engine.control import wire
+from engine.control import messages, wire
 from engine.control.messages import new_query_id
 from engine.deploy.config import KEY_BITS
 
@@ -152,12 +153,12 @@ class Connection:
             raise NotSupportedError(
                 "register() is for the embedded federation; a party server exposes the tables "
                 "listed in its party.toml (its administrator loads them into its DuckDB file)")
-        msg: dict[str, Any] = {"op": "register", "table": name, "key": key, "bounds": bounds}
         blob = None
         if isinstance(source, (str, os.PathLike)):
-            msg["path"] = os.path.abspath(os.fspath(source))
-            msg["source_table"] = table
+            msg = messages.Register(table=name, key=key, bounds=bounds,
+                                    path=os.path.abspath(os.fspath(source)), source_table=table)
         else:
+            msg = messages.Register(table=name, key=key, bounds=bounds)
             blob = _to_parquet(source)
         self._request(party, msg, blob)
 
@@ -165,17 +166,17 @@ class Connection:
         """Schemas of every party's registered tables (names, owner, key, column types)."""
         self._check()
         if self.remote:
-            return self._request(self.party, {"op": "tables"}, timeout=60)["tables"]
+            return self._request(self.party, messages.Tables(), timeout=60)["tables"]
         out = []
         for name in self.federation.addresses:
-            out.extend(self._request(name, {"op": "catalog"})["tables"])
+            out.extend(self._request(name, messages.CatalogRequest())["tables"])
         return out
 
     def explain(self, sql: str) -> str:
         """The secure plan for ``sql``, what each party would learn, and each party's rules."""
         self._check()
-        return self._request(self.party, {"op": "explain", "sql": sql,
-                                          "receivers": self.receivers})["text"]
+        req = messages.Explain(sql=sql, receivers=self.receivers)
+        return self._request(self.party, req)["text"]
 
     def queries(self) -> list[dict[str, Any]]:
         """Recent queries at this connection's party, oldest first.
@@ -185,7 +186,7 @@ class Connection:
         ``submitted``/``started``/``finished`` (UTC ISO times) and ``error``.
         """
         self._check()
-        return self._request(self.party, {"op": "status"}, timeout=30)["queries"]
+        return self._request(self.party, messages.Status(), timeout=30)["queries"]
 
     def paillier_pool(self) -> dict[str, Any] | None:
         """This connection's party's precomputed Paillier randomisers (None when off).
@@ -194,7 +195,7 @@ class Connection:
         ``discarded``, and the background work so far (``fill_seconds`` wall, ``cpu_seconds``).
         """
         self._check()
-        return self._request(self.party, {"op": "status"}, timeout=30).get("paillier_pool")
+        return self._request(self.party, messages.Status(), timeout=30).get("paillier_pool")
 
     def cancel(self, query_id: str) -> str:
         """Cancel a queued or running query of yours; returns the state it was in.
@@ -202,19 +203,20 @@ class Connection:
         A running query is aborted at every party; its analyst gets an OperationalError.
         """
         self._check()
-        return self._request(self.party, {"op": "cancel", "query_id": query_id},
+        return self._request(self.party, messages.Cancel(query_id=query_id),
                              timeout=60)["was"]
 
     def _check(self) -> None:
         if self._closed:
             raise InterfaceError("connection is closed")
 
-    def _request(self, party: str, msg: dict[str, Any], blob: bytes | None = None,
+    def _request(self, party: str, req: messages.Request, blob: bytes | None = None,
                  timeout: float | None = 120.0) -> dict[str, Any]:
         if party not in self.federation.addresses:
             raise ProgrammingError(f"unknown party {party!r}; parties: "
                                    + ", ".join(self.federation.addresses))
-        msg = {**msg, "user": _os_user()}  # shown as local:<user> where there is no TLS
+        # the OS user is shown as local:<user> where there is no TLS
+        msg = dataclasses.replace(req, user=_os_user()).to_wire()
         if self.remote:
             return self.federation.request(msg, blob, timeout)
         host, port = self.federation.addresses[party]
@@ -281,8 +283,8 @@ class Cursor:
         con = self.connection
         self.query_id = new_query_id()
         self._sent_at = time.monotonic()
-        reply = con._request(con.party, {"op": "query", "sql": sql, "query_id": self.query_id,
-                                         "receivers": con.receivers},
+        reply = con._request(con.party, messages.Query(sql=sql, query_id=self.query_id,
+                                                       receivers=con.receivers),
                              timeout=con.query_timeout)
         self.description = [(n, t, None, None, None, None, True) for n, t in reply["columns"]]
         self._rows = [tuple(r) for r in reply["rows"]]

@@ -24,6 +24,7 @@ from typing import Any
 
 from dialect.errors import OperationalError
 from engine.control import wire
+from engine.control.messages import Configure, Shutdown
 from engine.deploy.config import KEY_BITS, PartyConfig
 
 DEFAULT_PARTIES: tuple[tuple[str, str], ...] = (("ac", "data"), ("emc", "data"),
@@ -86,8 +87,8 @@ class LocalFederation:
                 self.addresses[name] = _await_ready(name, proc, deadline, self.log_tail)
             for name, (host, port) in self.addresses.items():
                 c = wire.BlockingClient(host, port, party=name)
-                peers = {n: a for n, a in self.addresses.items() if n != name}
-                c.request({"op": "configure", "peers": peers}, timeout=10)
+                peers = {n: list(a) for n, a in self.addresses.items() if n != name}
+                c.request(Configure(peers=peers).to_wire(), timeout=10)
                 c.close()
         except BaseException:
             self.stop()
@@ -115,7 +116,7 @@ class LocalFederation:
             if proc.poll() is None and name in self.addresses:
                 try:
                     c = wire.BlockingClient(*self.addresses[name], party=name, timeout=2)
-                    c.request({"op": "shutdown"}, timeout=2)
+                    c.request(Shutdown().to_wire(), timeout=2)
                     c.close()
                 except Exception:  # noqa: BLE001 - fall through to terminate/kill
                     pass

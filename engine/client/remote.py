@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from dialect.errors import InterfaceError
 from engine.control import wire
+from engine.control.messages import Hello, HelloReply
 
 DEFAULT_PORT = 7400
 
@@ -59,9 +60,9 @@ class RemoteServer:
                  expect_party: str | None = None, timeout: float = 30.0):
         self.host, self.port, self.ssl, self.timeout = host, port, tls, timeout
         self.party = expect_party or "?"
-        reply = self.request({"op": "hello"}, None, timeout)
-        self.party, self.role = reply["party"], reply["role"]
-        self.parties = [p[0] for p in reply.get("parties", [])]
+        reply = HelloReply.from_wire(self.request(Hello().to_wire(), None, timeout))
+        self.party, self.role = reply.party, reply.role
+        self.parties = [p[0] for p in reply.parties]
         self.addresses = {self.party: (host, port)}
 
     def request(self, msg: dict[str, Any], blob: bytes | None,

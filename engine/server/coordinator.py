@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dialect.errors import Error, InternalError, OperationalError, ProgrammingError
 from engine.control.messages import (
@@ -30,10 +30,8 @@ from engine.server.audit import NOTHING, approval, describe, revealed
 from engine.server.dispatch import Caller
 from engine.server.peers import Peers
 from engine.server.queries import QueryRecord, stop
+from engine.server.state import PartyState
 from planner.plan import Plan
-
-if TYPE_CHECKING:
-    from engine.server.party import PartyServer
 
 
 def analyst_of(caller: Caller) -> str:
@@ -44,7 +42,7 @@ def analyst_of(caller: Caller) -> str:
 class Coordinator:
     """The queries this party's analysts submit here: explain, query, tables."""
 
-    def __init__(self, server: PartyServer):
+    def __init__(self, server: PartyState):
         self.server = server
         self.cfg = server.cfg
         self.book = server.book
@@ -140,7 +138,7 @@ class Coordinator:
                                     revealed(plan, e) if rec.started else NOTHING, e)
             raise
         finally:
-            self.server.participant.prepared.pop(qid, None)
+            self.server.prepared.pop(qid, None)
             self.server.slot.release(qid)  # our own slot, if the run never started here
         rec.finish("done")
         self.server.audit_query(rec, plan, approvals, revealed(plan, None), None)

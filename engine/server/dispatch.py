@@ -12,16 +12,14 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dialect.errors import AuthorizationError, Error, InternalError, OperationalError
 from engine.control import wire
 from engine.control.messages import Request, parse_request
 from engine.deploy import tls
 from engine.deploy.certs import CertError, Identity, identity_of_der
-
-if TYPE_CHECKING:
-    from engine.server.party import PartyServer
+from engine.server.state import PartyState
 
 log = logging.getLogger("mpcsql.server")
 
@@ -48,7 +46,7 @@ Handler = Callable[[Request, Caller, "bytes | None", asyncio.StreamReader],
                    Awaitable["dict[str, Any] | None"]]
 
 
-def identify(server: PartyServer, writer: asyncio.StreamWriter) -> Identity | None:
+def identify(server: PartyState, writer: asyncio.StreamWriter) -> Identity | None:
     """Who is on the other end of a TLS connection (None on plain TCP)."""
     cfg = server.cfg
     if server.server_ssl is None:
@@ -68,7 +66,7 @@ def identify(server: PartyServer, writer: asyncio.StreamWriter) -> Identity | No
     return ident
 
 
-def authorize(server: PartyServer, req: Request, ident: Identity | None) -> Caller:
+def authorize(server: PartyState, req: Request, ident: Identity | None) -> Caller:
     """Check that ``ident`` may ask for ``req``; the identity the request is served for."""
     op, name = req.op, server.cfg.name
     if ident is None:  # embedded federation: the OS user name the client sent, unverified
@@ -97,7 +95,7 @@ def authorize(server: PartyServer, req: Request, ident: Identity | None) -> Call
     return Caller(analyst=ident.name)
 
 
-async def _refuse(server: PartyServer, reader, writer, peer, e: AuthorizationError) -> None:
+async def _refuse(server: PartyState, reader, writer, peer, e: AuthorizationError) -> None:
     log.warning("refused connection from %s: %s", peer, e.message)
     try:  # tell the other side why, then hang up
         await asyncio.wait_for(wire.recv(reader), server.cfg.connect_timeout)
@@ -107,7 +105,7 @@ async def _refuse(server: PartyServer, reader, writer, peer, e: AuthorizationErr
         pass
 
 
-async def answer(server: PartyServer, msg: Any, blob: bytes | None, ident: Identity | None,
+async def answer(server: PartyState, msg: Any, blob: bytes | None, ident: Identity | None,
                  reader: asyncio.StreamReader) -> dict[str, Any] | None:
     """The reply to one request (None: the connection was abandoned, reply to nobody)."""
     try:
@@ -124,7 +122,7 @@ async def answer(server: PartyServer, msg: Any, blob: bytes | None, ident: Ident
             f"{type(e).__name__}: {e}", party=server.cfg.name).to_dict()}
 
 
-async def handle_connection(server: PartyServer, reader: asyncio.StreamReader,
+async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
     """Serve one control connection: requests one after the other until it closes."""
     peer = writer.get_extra_info("peername")

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +37,11 @@ from engine.protocols.channel import LocalData
 from engine.server.audit import NOTHING, approval, describe, revealed
 from engine.server.dispatch import Caller
 from engine.server.queries import QueryRecord, stop
+from engine.server.state import PartyState
 from engine.session.job import Job
 from engine.session.runner import run_job
 from engine.session.tls import SessionTLS
 from planner.plan import Plan, PrivateJoin
-
-if TYPE_CHECKING:
-    from engine.server.party import PartyServer
 
 _FORK = multiprocessing.get_context("fork")
 
@@ -102,13 +100,13 @@ def child_main(job: Job, conn) -> None:
 class Participant:
     """Prepared queries and session processes of one party server."""
 
-    def __init__(self, server: PartyServer):
+    def __init__(self, server: PartyState):
         self.server = server
         self.cfg = server.cfg
         self.policy = server.policy
         self.book = server.book
         self.slot = server.slot
-        self.prepared: dict[str, Prepared] = {}
+        self.prepared: dict[str, Prepared] = server.prepared
         self.run_lock = asyncio.Lock()
         self.leases: set[asyncio.Task] = set()
 

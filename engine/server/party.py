@@ -26,51 +26,30 @@ from engine.control.messages import (
     CatalogReply,
     HelloReply,
     PaillierKeyReply,
-    Request,
     check_query_id,
 )
 from engine.deploy import tls
 from engine.deploy.certs import CertError
 from engine.deploy.config import ConfigError, PartyConfig, load_party_toml
-from engine.server.audit import AuditLog, describe
 from engine.server.coordinator import Coordinator, analyst_of
-from engine.server.dispatch import Caller, Handler, handle_connection
+from engine.server.dispatch import Caller, handle_connection
 from engine.server.participant import Participant
 from engine.server.peers import peer_paillier_keys
-from engine.server.pools import PaillierPools
-from engine.server.queries import QueryBook, QueryRecord, Slot, stop
-from engine.server.storage import PartyStore
-from planner import plan as make_plan
-from planner.catalog import Catalog, Party
-from planner.plan import Plan
-from planner.policy import Policy
+from engine.server.queries import stop
+from engine.server.state import PartyState
 
 log = logging.getLogger("mpcsql.server")
 
 
-class PartyServer:
+class PartyServer(PartyState):
     """Serve one party: control connections from analysts and peer servers."""
 
     def __init__(self, cfg: PartyConfig):
-        self.cfg = cfg
-        self.store = PartyStore(cfg.database, cfg.name, read_only=cfg.tables is not None)
-        if cfg.tables is not None:
-            self.store.expose([(t.name, t.key, t.columns, t.bounds) for t in cfg.tables])
-        self.server_ssl = tls.server_context(cfg.tls) if cfg.tls else None
-        self.client_ssl = tls.client_context(cfg.tls) if cfg.tls else None
-        self.policy = Policy.from_dict(cfg.name, cfg.policy)
-        self.slot = Slot()  # one query at a time at this party, reserved at prepare
-        self.book = QueryBook()
-        audit_path = getattr(cfg, "audit_log", None)
-        self.audit = AuditLog(audit_path) if audit_path else None
-        self.children: set[Any] = set()
-        self.pools = PaillierPools(cfg.role, cfg.paillier_pool, cfg.key_bits)
-        self.stopping = asyncio.Event()
+        super().__init__(cfg)
         self.server: asyncio.base_events.Server | None = None
         self.participant = Participant(self)
         self.coordinator = Coordinator(self)
-        #: The handler of every operation, by its typed message (authorised in dispatch).
-        self.handlers: dict[type[Request], Handler] = {
+        self.handlers.update({
             messages.Hello: self.hello, messages.PaillierKey: self.paillier_key,
             messages.CatalogRequest: self.catalog, messages.Status: self.status,
             messages.Cancel: self.cancel, messages.Configure: self.configure,
@@ -78,7 +57,7 @@ class PartyServer:
             messages.Drop: self.drop, messages.Tables: self.coordinator.tables,
             messages.Explain: self.coordinator.explain, messages.Query: self.coordinator.query,
             messages.Prepare: self.participant.prepare, messages.Run: self.participant.run,
-        }
+        })
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -170,21 +149,6 @@ class PartyServer:
         self.store.drop(req.table)
         return {"ok": True}
 
-    def parties(self) -> tuple[Party, ...]:
-        return tuple(Party(n, r, i) for i, (n, r) in enumerate(self.cfg.parties))
-
-    def own_catalog(self) -> Catalog:
-        return Catalog(self.parties(), tuple(self.store.schemas()))
-
-    def plan(self, sql: str, catalog: dict[str, Any],
-              receivers: list[str] | None = None) -> Plan:
-        """Plan with the peers' schemas but this party's own tables as it knows them."""
-        theirs = Catalog.from_dict(catalog)
-        own = self.own_catalog()
-        tables = tuple(t for t in theirs.tables if t.party != self.cfg.name) + own.tables
-        return make_plan(sql, Catalog(self.parties(), tables),
-                         receivers=tuple(receivers) if receivers else None)
-
     async def status(self, req: messages.Status, caller: Caller, blob, reader) -> dict[str, Any]:
         """Recent queries at this party (coordinated here or taken part in), oldest first."""
         return {"ok": True, "party": self.cfg.name, "queries": self.book.list(),
@@ -208,22 +172,6 @@ class PartyServer:
             rec.task.cancel()
             await asyncio.wait({rec.task})
         return {"ok": True, "query_id": qid, "was": state, "state": rec.state}
-
-    def audit_query(self, rec: QueryRecord, plan: Plan | None, approvals: dict[str, str],
-               revealed: dict[str, list[str]], error: BaseException | None) -> None:
-        """One audit line for a query this party took part in (never raises into the query)."""
-        if self.audit is None:
-            return
-        try:
-            self.audit.append(
-                query_id=rec.query_id, analyst=rec.analyst, coordinator=rec.coordinator,
-                sql=rec.sql, plan=plan.fingerprint() if plan else None, approvals=approvals,
-                revealed=revealed, outcome=(f"failed: {describe(error)}"
-                                            if rec.state == "failed" else rec.state),
-                role=rec.role, submitted=rec.to_dict()["submitted"])
-        except OSError as e:  # a full disk must not take the server down; say so loudly
-            print(f"mpcsql[{self.cfg.name}]: cannot write the audit log: {e}",
-                  file=sys.stderr, flush=True)
 
 
 

@@ -6,16 +6,14 @@ import asyncio
 import itertools
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dialect.errors import Error, InternalError, OperationalError, ProgrammingError, error_from_dict
 from engine.control import wire
-from engine.control.messages import Hello, PaillierKey, parse_request
+from engine.control.messages import Hello, HelloReply, PaillierKey, parse_request
 from engine.deploy import tls
 from engine.server.dispatch import ANALYST, Caller
-
-if TYPE_CHECKING:
-    from engine.server.party import PartyServer
+from engine.server.state import PartyState
 
 log = logging.getLogger("mpcsql.server")
 
@@ -23,7 +21,7 @@ log = logging.getLogger("mpcsql.server")
 class Peers:
     """Per-query connections from the coordinator to every party (itself called directly)."""
 
-    def __init__(self, server: PartyServer):
+    def __init__(self, server: PartyState):
         self.server = server
         self.conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
 
@@ -81,12 +79,17 @@ class Peers:
         if not reply.get("ok"):
             writer.close()
             raise error_from_dict(reply["error"])
+        try:
+            hello = HelloReply.from_wire(reply)
+        except ProgrammingError as e:
+            writer.close()
+            raise OperationalError(f"{where} sent a {e.message}", party=name) from None
         ours = [list(p) for p in cfg.parties]
-        if reply.get("party") != name or reply.get("parties", ours) != ours:
+        if hello.party != name or hello.parties != ours:
             writer.close()
             raise OperationalError(
-                f"{where} answers as {reply.get('party')!r} with parties "
-                f"{reply.get('parties')}; this party's configuration says {name!r} with "
+                f"{where} answers as {hello.party!r} with parties "
+                f"{hello.parties}; this party's configuration says {name!r} with "
                 f"{ours}", party=name)
         return reader, writer
 
@@ -167,7 +170,7 @@ def first_error(failed, tasks) -> Error:
     return errs[0]
 
 
-async def peer_paillier_keys(server: PartyServer) -> dict[str, int | None]:
+async def peer_paillier_keys(server: PartyState) -> dict[str, int | None]:
     """The data parties' current long-term public keys (None: no answer; 0: the party
     keeps none)."""
     out: dict[str, int | None] = {}
