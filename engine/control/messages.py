@@ -185,8 +185,6 @@ class Run(Request):
     op: ClassVar[str] = "run"
     query_id: str = ""
     addresses: list[list[Any]] = field(default_factory=list)
-    min_rows: int = 0
-    min_rows_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,8 +232,7 @@ REQUESTS: dict[str, type[Request]] = {c.op: c for c in (
 
 #: Required fields per operation (a default of "" stands for "must be sent").
 _REQUIRED = {"explain": ("sql",), "query": ("sql",), "cancel": ("query_id",),
-             "prepare": ("sql", "catalog", "query_id"), "run": ("query_id", "addresses",
-                                                               "min_rows"),
+             "prepare": ("sql", "catalog", "query_id"), "run": ("query_id", "addresses"),
              "configure": ("peers",), "register": ("table",), "drop": ("table",)}
 
 
@@ -287,7 +284,6 @@ class PrepareReply(Reply):
     op: ClassVar[str] = "prepare"
     fingerprint: str = ""
     port: int | None = None  # None for a dry run
-    min_rows: int | None = None
     refused: str | None = None  # dry run: this party's refusal, if any
     rules: list[str] = field(default_factory=list)  # dry run: the rules that apply
 

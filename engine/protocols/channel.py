@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dialect.errors import ProtocolError
 from planner.policy import too_small
 
 
@@ -68,6 +69,10 @@ async def announce_size(chan: Channel, label: str, m: int | None, sender: str,
     got = await chan.send(label, m if ok else None, sender, receivers)
     if chan.party != sender:
         m = got
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 0):
+            raise ProtocolError(f"party {sender} announced a malformed size", party=sender)
+        # never trust the sender's comparison alone: a receiver applies every minimum itself
+        ok = m is not None and m >= chan.min_rows
     if m is None or not ok:
         chan.opened("too_small")
         raise too_small(chan.min_rows_by, chan.min_rows, what=what)

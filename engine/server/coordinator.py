@@ -123,11 +123,8 @@ class Coordinator:
                 for name, _ in self.cfg.parties:
                     host = self.cfg.host if name == self.cfg.name else self.cfg.peers[name][0]
                     addresses.append([host, prep[name].port])
-                min_by = max(prep, key=lambda n: int(prep[n].min_rows))  # first such
-                min_rows = int(prep[min_by].min_rows)
                 t1 = time.perf_counter()
-                run = Run(query_id=qid, addresses=addresses, min_rows=min_rows,
-                          min_rows_by=min_by)
+                run = Run(query_id=qid, addresses=addresses)  # the parties agree on the rest
                 results = {n: RunReply.from_wire(r) for n, r in (await peers.all(
                     "run", run.to_wire(), timeout=self.cfg.query_timeout + 30)).items()}
         except BaseException as e:

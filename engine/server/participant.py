@@ -33,6 +33,7 @@ from dialect.errors import (
     error_from_dict,
 )
 from engine.control.messages import Prepare, PrepareReply, Run, RunReply, check_query_id
+from engine.protocols.agreement import binding
 from engine.protocols.channel import LocalData
 from engine.server.audit import NOTHING, approval, describe, revealed
 from engine.server.dispatch import Caller
@@ -153,8 +154,7 @@ class Participant:
         lease = asyncio.ensure_future(self.lease(qid, reader))
         self.leases.add(lease)  # keep a reference: the loop holds tasks only weakly
         lease.add_done_callback(self.leases.discard)
-        return PrepareReply(fingerprint=plan.fingerprint(), port=port,
-                            min_rows=self.policy.min_intersection).to_wire()
+        return PrepareReply(fingerprint=plan.fingerprint(), port=port).to_wire()
 
     async def lease(self, qid: str, reader: asyncio.StreamReader) -> None:
         """Free a prepared query's slot if its run never comes (coordinator gone or too slow)."""
@@ -242,7 +242,8 @@ class Participant:
             query_id=req.query_id, plan=prep.plan, party=self.cfg.name,
             pids={n: i for i, (n, _) in enumerate(self.cfg.parties)},
             addresses=self.session_addresses(req.addresses), local=prep.local,
-            min_rows=req.min_rows, min_rows_by=req.min_rows_by,
+            own_min=self.policy.min_intersection,
+            binding=binding(req.query_id, prep.plan.sql, prep.plan.fingerprint()),
             key_bits=self.cfg.key_bits,
             transcript_dir=self.cfg.transcript_dir, connect_timeout=self.cfg.connect_timeout,
             tls=SessionTLS(self.cfg.tls, dict(self.cfg.peer_certs)) if self.cfg.tls else None,

@@ -24,8 +24,8 @@ class Session:
         self.pids = job.pids
         self.pid = job.pids[job.party]
         self.local = job.local
-        self.min_rows = job.min_rows
-        self.min_rows_by = job.min_rows_by
+        self.min_rows = job.own_min  # raised to every party's own minimum by the agreement
+        self.min_rows_by: str | None = job.party
         self.names = {i: n for n, i in job.pids.items()}
         self.transcript = Transcript(job)
         self.recording = self.transcript.path is not None

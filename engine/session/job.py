@@ -20,8 +20,8 @@ class Job:
     pids: dict[str, int]  # party name -> MPyC index
     addresses: list[tuple[str, int]]  # MPyC listen address per pid
     local: LocalData | None  # this party's rows (None at the helper)
-    min_rows: int  # largest minimum intersection/table size over all parties' policies
-    min_rows_by: str | None = None  # the party whose policy sets min_rows (named in a refusal)
+    own_min: int  # this party's own policy minimum intersection (or table) size
+    binding: str  # what this party approved at prepare (engine.protocols.agreement.binding)
     key_bits: int = paillier.KEY_BITS
     transcript_dir: str | None = None
     connect_timeout: float = 30.0

@@ -16,6 +16,7 @@ import numpy as np
 
 from dialect.errors import NotSupportedError, OperationalError
 from engine.protocols import aggregates, runtime
+from engine.protocols.agreement import agree
 from engine.protocols.joins.masked import masked_join
 from engine.protocols.joins.paillier import paillier_join
 from engine.protocols.owner_input import share_table
@@ -165,6 +166,9 @@ class SourceRunner:
 
 async def _compute(sess: Session) -> list[tuple] | None:
     plan = sess.job.plan
+    agreed = await agree(sess, sess.job.binding, sess.job.own_min)
+    sess.min_rows, sess.min_rows_by = agreed.min_rows, agreed.min_rows_by
+    sess.phase("agree")
     _scale_for_models(sess.job)
     sf = runtime.secfxp()
     m, table = await SourceRunner(sess, sf).visit(plan.source)
