@@ -13,6 +13,48 @@ from planner.naming import default_name, written_function_name
 from planner.options import bind_options
 from planner.plan import Aggregate, ColumnRef, OutputColumn
 
+_INTEGER_KEYS = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                           "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"})
+_KEY_CLASSES = {
+    **{t: "number" for t in _INTEGER_KEYS}, "DECIMAL": "number", "VARCHAR": "text",
+    "BLOB": "blob", "UUID": "uuid", "DATE": "date", "TIMESTAMP": "timestamp",
+    "TIMESTAMP_S": "timestamp", "TIMESTAMP_MS": "timestamp", "TIMESTAMP_NS": "timestamp_ns",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz", "TIME": "time",
+}
+_NOT_KEYS = {
+    "FLOAT": "floating-point ids compare inexactly; cast the key to BIGINT or DECIMAL",
+    "REAL": "floating-point ids compare inexactly; cast the key to BIGINT or DECIMAL",
+    "DOUBLE": "floating-point ids compare inexactly; cast the key to BIGINT or DECIMAL",
+    "BOOLEAN": "a BOOLEAN has only two values and cannot identify rows",
+}
+
+
+def key_base_type(dtype: str) -> str:
+    """``DECIMAL(38,0)`` -> ``DECIMAL``; ``VARCHAR(10)`` -> ``VARCHAR``."""
+    return dtype.upper().split("(")[0].strip()
+
+
+def key_class(dtype: str) -> str | None:
+    """The compatibility class of a join key type, or None if the type cannot be a key.
+
+    Two keys can be joined iff their classes are equal; within a class ids compare by exact
+    value as DuckDB compares them: every integer width and DECIMAL(p,s) by numeric value
+    (INTEGER 5 = HUGEINT 5 = DECIMAL 5.00), VARCHAR and BLOB byte for byte, UUID, DATE, TIME,
+    TIMESTAMP (with _S/_MS), TIMESTAMP_NS and TIMESTAMP WITH TIME ZONE by value, each on its own.
+    """
+    return _KEY_CLASSES.get(key_base_type(dtype))
+
+
+def check_key_type(table: str, key: str, dtype: str) -> str:
+    """The key class of ``table.key``; ProgrammingError if ``dtype`` cannot be a join key."""
+    kind = key_class(dtype)
+    if kind is None:
+        why = _NOT_KEYS.get(key_base_type(dtype), "not a supported key type")
+        raise ProgrammingError(
+            f"join key {table}.{key} is {dtype}, which cannot be a join key ({why}); keys may be "
+            "integers, DECIMAL, VARCHAR, BLOB, UUID, DATE, TIME or TIMESTAMP")
+    return kind
+
 
 @dataclass(frozen=True)
 class BoundQuery:
@@ -100,6 +142,7 @@ class Binder:
                         f"{t.name}.{name} is not the key of {t.name}"
                     )
             self.using = name.lower()
+            self.check_key_types(left, right)
             return right
         on = join.args["on"]
         sides = [self.resolve(col) for col in (on.this, on.expression)]
@@ -113,7 +156,24 @@ class Binder:
                     f"the join must be on the declared key ({declared}); "
                     f"{t.name}.{c.name} is not the key of {t.name}"
                 )
+        self.check_key_types(left, right)
         return right
+
+    @staticmethod
+    def check_key_types(left: TableSchema, right: TableSchema) -> None:
+        """Both join keys must be valid keys of the same class (see :func:`key_class`)."""
+        types = []
+        for t in (left, right):
+            col = t.column(str(t.key))
+            assert col is not None  # TableSchema checks that its key is a column
+            types.append((f"{t.name}.{col.name}", col.dtype, check_key_type(t.name, col.name,
+                                                                              col.dtype)))
+        (a, ta, ka), (b, tb, kb) = types
+        if ka != kb:
+            raise ProgrammingError(
+                f"join key {a} is {ta} but {b} is {tb}; cast one of them in its party's table "
+                "(keys join only within one type family: integers and DECIMAL by value, "
+                "VARCHAR, BLOB, UUID, DATE, TIME, TIMESTAMP, TIMESTAMP_NS, TIMESTAMPTZ)")
 
     # --- columns ------------------------------------------------------------------------------
 

@@ -138,12 +138,17 @@ class Deployment:
 
     # --- processes --------------------------------------------------------------------------
 
-    def start(self, party: str, timeout: float = 60.0) -> subprocess.Popen:
-        """``mpcsql serve --config party.toml`` (in the party's namespace, if any)."""
-        cmd = [sys.executable, "-m", "engine.cli", "serve", "--config", self.config(party)]
+    def start(self, party: str, timeout: float = 60.0, *, module: str = "engine.cli",
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``mpcsql serve --config party.toml`` (in the party's namespace, if any).
+
+        ``module`` runs another command line in place of ``engine.cli`` (e.g. the modified,
+        misbehaving server of tests/rogue.py), with extra environment ``env``.
+        """
+        cmd = [sys.executable, "-m", module, "serve", "--config", self.config(party)]
         if party in self.netns:
             cmd = ["ip", "netns", "exec", self.netns[party], *cmd]  # execs in place: same pid
-        env = {**os.environ, "PYTHONPATH": ROOT}
+        env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
         log = open(os.path.join(self.dir(party), "serve.log"), "ab")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)

@@ -19,16 +19,21 @@ processes (``workers``, default ``os.cpu_count()``); each worker draws its rando
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import gc
 import hashlib
 import hmac
+import math
 import multiprocessing
 import os
 import secrets
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import gmpy2
 import numpy as np
@@ -56,17 +61,74 @@ def ciphertexts_per_row(d: int, key_bits: int) -> int:
     return -(-d // slots_per_ciphertext(key_bits)) if d else 0
 
 
+class TypedId(NamedTuple):
+    """An identifier reduced to an exact integer in its type's unit, tagged with the type.
+
+    ``kind`` is a key class of :func:`planner.binder.key_class` for temporal keys: ``date``
+    (days since 1970-01-01), ``timestamp`` / ``timestamptz`` (microseconds since the epoch,
+    UTC for timestamptz), ``timestamp_ns`` (nanoseconds), ``time`` (microseconds since 00:00).
+    """
+
+    kind: str
+    value: int
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+_EPOCH_UTC = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def _exact_decimal(d: decimal.Decimal) -> str:
+    """The shortest exact decimal text of ``d``: 5.00 -> '5', -0.50 -> '-0.5' (no rounding)."""
+    if not d.is_finite():
+        raise DataError("identifiers must be finite numbers")
+    if d == 0:
+        return "0"
+    sign, digits, exp = d.as_tuple()
+    while exp < 0 and digits[-1] == 0:
+        digits, exp = digits[:-1], exp + 1
+    if exp >= 0:
+        return str(int(d))  # exact: int() of a Decimal never rounds
+    text = "".join(map(str, digits)).rjust(1 - exp, "0")
+    return ("-" if sign else "") + text[:exp] + "." + text[exp:]
+
+
 def canonical_id(value: object) -> bytes:
-    """Bytes that two parties produce for the same identifier (ints and integral floats alike)."""
-    if isinstance(value, bool):
+    """Bytes that two parties produce for the same identifier, exactly (never via a float).
+
+    Injective within each key class, and equal across parties for ids DuckDB considers equal:
+    integers of any width and decimals by exact value (5, 5.0, Decimal('5.00') -> b"i:5";
+    Decimal('5.50') -> b"i:5.5"), strings as UTF-8 (b"s:"), BLOBs as bytes (b"b:"), UUIDs
+    (b"u:"), dates and times as exact integers tagged with their type (:class:`TypedId`).
+    """
+    if isinstance(value, (bool, np.bool_)):
         raise DataError("boolean identifiers are not supported")
-    if isinstance(value, float):
-        if not value.is_integer():
+    if isinstance(value, (int, np.integer)):
+        return b"i:" + str(int(value)).encode()
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value) or not float(value).is_integer():
             raise DataError("identifiers must be integers or strings, not fractional numbers")
-        value = int(value)
-    if isinstance(value, int):
-        return b"i:" + str(value).encode()
-    return b"s:" + str(value).encode("utf-8")
+        return b"i:" + str(int(value)).encode()
+    if isinstance(value, decimal.Decimal):
+        return b"i:" + _exact_decimal(value).encode()
+    if isinstance(value, str):
+        return b"s:" + value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return b"b:" + bytes(value)
+    if isinstance(value, uuid.UUID):
+        return b"u:" + value.hex.encode()
+    if isinstance(value, TypedId):
+        return value.kind.encode() + b":" + str(int(value.value)).encode()
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return canonical_id(TypedId("timestamp", (value - _EPOCH) // _MICROSECOND))
+        return canonical_id(TypedId("timestamptz", (value - _EPOCH_UTC) // _MICROSECOND))
+    if isinstance(value, datetime.date):
+        return canonical_id(TypedId("date", (value - _EPOCH.date()).days))
+    if isinstance(value, datetime.time) and value.tzinfo is None:
+        us = ((value.hour * 60 + value.minute) * 60 + value.second) * 10**6 + value.microsecond
+        return canonical_id(TypedId("time", us))
+    raise DataError(f"identifiers of type {type(value).__name__} are not supported")
 
 
 def keyed_hashes(key: bytes, ids: Iterable[object]) -> bytes:

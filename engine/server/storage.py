@@ -7,11 +7,14 @@ them (NULLs, non-numeric values, duplicate keys, range) before anything leaves t
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import os
 import re
 import tempfile
+import uuid
+from collections.abc import Callable
 
 import duckdb
 import numpy as np
@@ -19,6 +22,8 @@ import numpy as np
 from dialect.errors import DataError, NotSupportedError, ProgrammingError
 from engine.protocols.channel import LocalData
 from engine.protocols.fixedpoint import check_range
+from engine.protocols.paillier import TypedId
+from planner.binder import check_key_type, key_base_type
 from planner.catalog import ColumnSchema, TableSchema
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -211,12 +216,55 @@ class PartyStore:
 
     # --- loading for a query --------------------------------------------------------------
 
+    def _key_reader(self, table: str, key: str, where: str
+                    ) -> tuple[str, Callable[[object], object]]:
+        """The SQL that reads ``table.key`` exactly and the conversion to a Python id.
+
+        Never through a float: integers arrive as Python ints (HUGEINT, UHUGEINT and DECIMAL
+        as their exact text), DECIMAL as ``Decimal``, UUID as ``uuid.UUID``, strings and BLOBs
+        as themselves, dates and times as exact integers (:class:`paillier.TypedId`).  Equal
+        values of one key class give equal ids, whatever the width (see ``key_class``).
+        """
+        col = self.schema(table).column(key)
+        if col is None:
+            raise ProgrammingError(f"unknown key column {key} in {where}", party=self.party)
+        try:
+            kind = check_key_type(table, col.name, col.dtype)
+        except ProgrammingError as e:
+            raise ProgrammingError(str(e), party=self.party) from None
+        q, base = _ident(col.name), key_base_type(col.dtype)
+        if kind in ("date", "timestamp", "timestamp_ns", "timestamptz"):
+            inf = self.con.execute(
+                f"SELECT count(*) FROM {_ident(table)} WHERE isinf({q})").fetchone()[0]
+            if inf:
+                raise DataError(f"key column {table}.{col.name} contains {inf} infinite "
+                                f"value(s) in {where}", party=self.party)
+        if kind == "number":
+            if base == "DECIMAL":
+                return f"CAST({q} AS VARCHAR)", decimal.Decimal
+            if base in ("HUGEINT", "UHUGEINT"):
+                return f"CAST({q} AS VARCHAR)", int
+            return q, int  # at most 64 bits: exact numpy integers
+        if kind == "uuid":
+            return f"CAST({q} AS VARCHAR)", uuid.UUID
+        if kind == "blob":
+            return q, bytes
+        if kind == "text":
+            return q, str
+        sql = {"date": f"datediff('day', DATE '1970-01-01', {q})",
+               "timestamp": f"epoch_us(CAST({q} AS TIMESTAMP))",
+               "timestamptz": f"epoch_us({q})", "timestamp_ns": f"epoch_ns({q})",
+               "time": f"epoch_us({q})"}[kind]
+        return sql, lambda v, kind=kind: TypedId(kind, int(v))
+
     def load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
         """Read and check the columns a plan needs; DataError names the cause, never a value."""
         t = _ident(table)
         where = f"{self.party}'s table {table}"
+        key_expr, key_value = None, None
         if key is not None:
             k = _ident(key)
+            key_expr, key_value = self._key_reader(table, key, where)
             nulls = self.con.execute(f"SELECT count(*) FROM {t} WHERE {k} IS NULL").fetchone()[0]
             if nulls:
                 raise DataError(f"key column {table}.{key} contains {nulls} NULL value(s) in "
@@ -246,13 +294,17 @@ class PartyStore:
                     raise DataError(f"column {table}.{col.name} ({col.dtype}) has {bad} "
                                     f"non-numeric value(s) in {where}", party=self.party)
             exprs.append(f"CAST({q} AS DOUBLE)")
-        select = ([_ident(key)] if key else []) + exprs
+        select = ([key_expr] if key else []) + exprs
         if not select:
             n = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             return LocalData(None, np.zeros((n, 0)))
         rows = self.con.execute(f"SELECT {', '.join(select)} FROM {t}").fetchnumpy()
         names = list(rows.keys())
-        ids = rows[names[0]].tolist() if key else None
+        ids = [key_value(v) for v in rows[names[0]].tolist()] if key else None
+        if ids is not None and len(set(ids)) != len(ids):  # exact, after canonicalisation
+            raise DataError(f"key column {table}.{key} has "
+                            f"{len(ids) - len(set(ids))} duplicated id(s) in {where};"
+                            " join keys must be unique", party=self.party)
         vals = [np.asarray(rows[n], dtype=np.float64) for n in names[1 if key else 0:]]
         n = len(ids) if key else len(vals[0])
         values = np.column_stack(vals) if vals else np.zeros((n, 0))
