@@ -142,8 +142,9 @@ class PrivateJoin(Node):
                 if other.columns:
                     out.append(Disclosure(
                         f"row_count:{other.party}",
-                        f"|{other.table}| (row count of {other.party}: the positions it "
-                        "receives are a random subset of that range)", (me.party,), "size",
+                        f"|{other.table}| (row count of {other.party}, sent by it so that the "
+                        "matched positions, a random subset of that range, can be checked)",
+                        (me.party,), "size",
                         when="only if the intersection is not empty"))
         return tuple(out)
 

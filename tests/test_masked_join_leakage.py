@@ -86,10 +86,11 @@ def test_data_parties_receive_only_size_and_positions(recorded):
     rows, views = recorded(ac, emc)
     assert rows[0][0] == 12
     assert [m["label"] for m in views["ac"]["messages"]] == [
-        "intersection_size", "matched_positions", "derived_shares"]
+        "intersection_size", "row_count", "matched_positions", "derived_shares"]
     assert [m["label"] for m in views["emc"]["messages"]] == [
-        "join_key", "intersection_size", "matched_positions", "derived_shares"]
+        "join_key", "intersection_size", "row_count", "matched_positions", "derived_shares"]
     assert _message(views["ac"], "intersection_size") == 12
+    assert (_message(views["ac"], "row_count"), _message(views["emc"], "row_count")) == (24, 30)
     for observer, n_other, d_other in (("ac", 24, 1), ("emc", 30, 2)):
         pos = _message(views[observer], "matched_positions")
         assert pos.shape == (12,) and len(set(pos.tolist())) == 12

@@ -55,5 +55,6 @@ def test_server_answers_a_malformed_request_with_the_cause(con):
     for msg, cause in (({"op": "query"}, "missing field 'sql'"),
                        ({"op": "cancel", "query_id": 5}, "field 'query_id' must be str")):
         with pytest.raises(ProgrammingError, match=cause):
-            wire.call(host, port, msg, None, party="ac", timeout=10)
+            wire.call(host, port, msg, None, party="ac", timeout=10,
+                      ssl_context=con.federation.ssl_context_for("ac"))
     assert isinstance(con.queries(), list)  # and the server keeps serving

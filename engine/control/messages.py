@@ -21,6 +21,9 @@ from dialect.errors import ProgrammingError
 
 M = TypeVar("M", bound="Wire")
 
+#: Longest SQL text a party plans (characters).
+MAX_SQL = 100_000
+
 _QUERY_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
@@ -115,6 +118,12 @@ class Request(Wire):
     user: str | None = None  # the client's OS user (shown as local:<user> without TLS)
     analyst: str | None = None  # set by a coordinator forwarding its analyst's request
     coordinator: str | None = None  # the party coordinating the query (peer requests)
+
+    def __post_init__(self) -> None:
+        sql = getattr(self, "sql", None)
+        if isinstance(sql, str) and len(sql) > MAX_SQL:
+            raise ProgrammingError(f"SQL of {len(sql):,} characters is over the limit of "
+                                   f"{MAX_SQL:,}")
 
     def to_wire(self) -> dict[str, Any]:
         out = {k: v for k, v in super().to_wire().items() if v is not None}

@@ -15,8 +15,12 @@ from typing import Any
 
 from dialect.errors import OperationalError, error_from_dict
 
-MAX_HEADER = 64 << 20
-MAX_BLOB = 4 << 30
+#: Largest header a party reads from a client or peer it has identified (SQL, catalogs).
+MAX_HEADER = 16 << 20
+#: Largest header read before the sender is identified or from a refused one.
+MAX_HEADER_UNTRUSTED = 64 << 10
+#: Largest blob (a registered table) the embedded federation's owner may send.
+MAX_BLOB = 2 << 30
 
 
 def _pack(msg: dict[str, Any], blob: bytes | None) -> bytes:
@@ -31,18 +35,38 @@ async def send(writer: asyncio.StreamWriter, msg: dict[str, Any], blob: bytes | 
     await writer.drain()
 
 
-async def recv(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes | None]:
-    """Read one frame; raises asyncio.IncompleteReadError when the peer closed the stream."""
-    (n,) = struct.unpack(">I", await reader.readexactly(4))
-    if n > MAX_HEADER:
-        raise OperationalError("control message too large")
-    msg = json.loads(await reader.readexactly(n))
-    blob = None
-    if "blob_len" in msg:
-        size = int(msg.pop("blob_len"))
-        if size > MAX_BLOB:
-            raise OperationalError("control message blob too large")
-        blob = await reader.readexactly(size)
+async def recv_header(reader: asyncio.StreamReader, *, max_header: int = MAX_HEADER,
+                      idle: float | None = None, read: float | None = None
+                      ) -> tuple[Any, int]:
+    """Read one frame's header: the decoded JSON and the length of the blob that follows.
+
+    Waits at most ``idle`` seconds for the frame to begin and ``read`` seconds for the rest;
+    a header over ``max_header`` bytes is refused before it is read.  Raises
+    asyncio.IncompleteReadError when the peer closed the stream, TimeoutError on a time-out.
+    """
+    first = await asyncio.wait_for(reader.readexactly(4), idle)
+    (n,) = struct.unpack(">I", first)
+    if n > max_header:
+        raise OperationalError(f"control message header of {n} bytes is over the limit of "
+                               f"{max_header} bytes")
+    raw = await asyncio.wait_for(reader.readexactly(n), read)
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise OperationalError("control message header is not valid JSON") from None
+    size = msg.pop("blob_len", 0) if isinstance(msg, dict) else 0
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise OperationalError("control message announces a malformed blob length")
+    return msg, size
+
+
+async def recv(reader: asyncio.StreamReader, *, max_header: int = MAX_HEADER,
+               max_blob: int = MAX_BLOB) -> tuple[dict[str, Any], bytes | None]:
+    """Read one whole frame; raises asyncio.IncompleteReadError when the peer closed."""
+    msg, size = await recv_header(reader, max_header=max_header)
+    if size > max_blob:
+        raise OperationalError("control message blob too large")
+    blob = await reader.readexactly(size) if size else None
     return msg, blob
 
 

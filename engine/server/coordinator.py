@@ -58,7 +58,7 @@ class Coordinator:
         receivers = req.receivers
         async with Peers(self.server) as peers:
             catalog = await peers.catalog()
-            plan = self.server.plan(req.sql, catalog, receivers)
+            plan = await self.server.plan(req.sql, catalog, receivers)
             ask = Prepare(sql=req.sql, catalog=catalog, dry_run=True, query_id="explain",
                           analyst=analyst, coordinator=self.cfg.name, receivers=receivers)
             replies = {n: PrepareReply.from_wire(r)
@@ -100,7 +100,7 @@ class Coordinator:
         try:
             async with Peers(self.server) as peers:
                 catalog = await peers.catalog()
-                plan = self.server.plan(req.sql, catalog, req.receivers)  # fail fast
+                plan = await self.server.plan(req.sql, catalog, req.receivers)  # fail fast
                 if self.cfg.name not in plan.root.receivers:
                     raise ProgrammingError(
                         f"{self.cfg.name} does not receive this query's result")

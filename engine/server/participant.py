@@ -115,7 +115,7 @@ class Participant:
         """Plan, check this party's policy, reserve this party's slot, load and check data."""
         analyst = caller.analyst
         if req.dry_run:
-            plan = self.server.plan(req.sql, req.catalog, req.receivers)
+            plan = await self.server.plan(req.sql, req.catalog, req.receivers)
             try:
                 self.policy.check(plan, analyst)
                 refused = None
@@ -130,7 +130,7 @@ class Participant:
             rec = self.book.add(QueryRecord(qid, "participant", analyst, coordinator, req.sql))
         plan = None
         try:
-            plan = self.server.plan(req.sql, req.catalog, req.receivers)
+            plan = await self.server.plan(req.sql, req.catalog, req.receivers)
             self.policy.check(plan, analyst)
             await self.slot.acquire(qid, reader)
             try:

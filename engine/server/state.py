@@ -6,6 +6,7 @@ import asyncio
 import sys
 from typing import Any
 
+from dialect.errors import ProgrammingError
 from engine.deploy import tls
 from engine.deploy.config import PartyConfig
 from engine.server.audit import AuditLog, describe
@@ -39,6 +40,7 @@ class PartyState:
         self.stopping = asyncio.Event()
         #: The handler of every operation, by its typed message class (set by the server).
         self.handlers: dict[type, Any] = {}
+        self.connections = 0  # control connections being served
 
     def parties(self) -> tuple[Party, ...]:
         return tuple(Party(n, r, i) for i, (n, r) in enumerate(self.cfg.parties))
@@ -46,14 +48,21 @@ class PartyState:
     def own_catalog(self) -> Catalog:
         return Catalog(self.parties(), tuple(self.store.schemas()))
 
-    def plan(self, sql: str, catalog: dict[str, Any],
-              receivers: list[str] | None = None) -> Plan:
-        """Plan with the peers' schemas but this party's own tables as it knows them."""
-        theirs = Catalog.from_dict(catalog)
+    async def plan(self, sql: str, catalog: dict[str, Any],
+                   receivers: list[str] | None = None) -> Plan:
+        """Plan with the peers' schemas but this party's own tables as it knows them.
+
+        Planning runs in a worker thread, so a large query never stalls the event loop (status,
+        other clients, running queries).
+        """
+        try:
+            theirs = Catalog.from_dict(catalog)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProgrammingError(f"malformed catalog from the coordinator: {e!r}") from None
         own = self.own_catalog()
         tables = tuple(t for t in theirs.tables if t.party != self.cfg.name) + own.tables
-        return make_plan(sql, Catalog(self.parties(), tables),
-                         receivers=tuple(receivers) if receivers else None)
+        return await asyncio.to_thread(make_plan, sql, Catalog(self.parties(), tables),
+                                       receivers=tuple(receivers) if receivers else None)
 
     def audit_query(self, rec: QueryRecord, plan: Plan | None, approvals: dict[str, str],
                revealed: dict[str, list[str]], error: BaseException | None) -> None:

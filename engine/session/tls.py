@@ -6,8 +6,11 @@ first message, and any CA-signed certificate may claim any number.  Here the ses
 wraps the event loop's ``create_server``/``create_connection`` (as ``_listen_only_on`` does) to
 use the party's own TLS files, and checks on every connection that the certificate is the
 expected party's: on the connecting side before MPyC sends anything, on the accepting side
-before MPyC reads the announced party number.  Any mismatch or failed handshake with a peer
-aborts the session at once with an OperationalError naming that peer.
+before MPyC reads the announced party number.  A mismatch on a connection this party made, or a
+failed handshake with a peer, aborts the session at once with an OperationalError naming that
+peer; a connection from anyone but the query's parties to this party's session port is dropped
+and the session goes on (another party's analyst holding a CA-signed certificate cannot abort
+it).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
     orig_made, orig_recv, orig_lost = ex.connection_made, ex.data_received, ex.connection_lost
     rejected: set[int] = set()
 
-    def verify(self, transport, peer: int | None) -> bool:
+    def verify(self, transport, peer: int | None, *, accepting: bool = False) -> bool:
         name = names.get(peer)
         try:
             if name is None or peer == pid:
@@ -83,7 +86,11 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
         except OperationalError as e:
             rejected.add(id(self))
             transport.abort()
-            _fail(state, peer if name else None, f"refused a session connection: {e.message}")
+            if accepting:  # a stranger at our port: drop it, the session goes on
+                state.setdefault("refused", []).append(e.message)
+            else:  # the address we dialled is not the peer we meant: stop
+                _fail(state, peer if name else None,
+                      f"refused a session connection: {e.message}")
             return False
 
     def connection_made(self, transport):
@@ -96,7 +103,8 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
             return
         if self.peer_pid is None and len(self.bytes) + len(data) >= 2:
             head = bytes(self.bytes[:2]) + bytes(data[:2])
-            if not verify(self, self.transport, int.from_bytes(head[:2], "little")):
+            if not verify(self, self.transport, int.from_bytes(head[:2], "little"),
+                          accepting=True):
                 return  # it connected to us: its certificate must match the number it claims
         orig_recv(self, data)
 

@@ -173,12 +173,16 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
     if me == helper:
         pos = np.array(pairs, dtype=np.int64).reshape(m, 2)
         positions = {left: pos[:, 0], right: pos[:, 1]}
+    # The owner tells the other data party its row count (which the plan discloses to it
+    # anyway), so that the helper's positions can be checked before anything is derived.
     for owner in (left, right):
         if d[owner]:
+            n = await chan.send("row_count", len(chan.local.ids) if me == owner else None,
+                                owner, [other[owner]])
             got = await chan.send("matched_positions", positions[owner], helper, [other[owner]])
             if me == other[owner]:
-                positions[owner] = _check_positions(got, m)
-                chan.opened(f"row_count:{owner}")
+                chan.opened(f"row_count:{owner}", n)
+                positions[owner] = _check_positions(got, m, n, helper, owner)
 
     # 5. Additive shares mod p of every joined value: H holds v + r, the other party -r.
     # 6. They become Shamir shares by protocol A2S (engine/protocols/shares.py), as words.
@@ -207,8 +211,14 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
     return m, SharedTable.hstack(blocks)
 
 
-def _check_positions(got: Any, m: int) -> np.ndarray:
+def _check_positions(got: Any, m: int, n: Any, helper: str, owner: str) -> np.ndarray:
+    """The helper's m matched positions into the owner's n rows: distinct, in range(n)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < m:
+        raise ProtocolError(f"party {owner} announced a malformed row count", party=owner)
     pos = np.asarray(got)
-    if pos.shape != (m,) or pos.dtype.kind not in "iu" or (m and pos.min() < 0):
-        raise ProtocolError("malformed matched positions from the helper")
+    if (pos.shape != (m,) or pos.dtype.kind not in "iu"
+            or (m and (pos.min() < 0 or pos.max() >= n))
+            or np.unique(pos).size != m):
+        raise ProtocolError(f"malformed matched positions from the helper {helper}: "
+                            f"{m} distinct positions below {n} expected", party=helper)
     return pos.astype(np.int64)
