@@ -58,3 +58,11 @@ def test_server_answers_a_malformed_request_with_the_cause(con):
             wire.call(host, port, msg, None, party="ac", timeout=10,
                       ssl_context=con.federation.ssl_context_for("ac"))
     assert isinstance(con.queries(), list)  # and the server keeps serving
+
+
+def test_sql_over_the_limit_is_refused_before_planning():
+    sql = "SELECT COUNT(*) FROM ac WHERE " + "x" * M.MAX_SQL
+    for op in ("query", "explain"):
+        with pytest.raises(ProgrammingError, match="over the limit of 100,000"):
+            M.parse_request({"op": op, "sql": sql})
+    assert M.parse_request({"op": "query", "sql": "S" * M.MAX_SQL}).sql
