@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -91,8 +92,11 @@ def child_main(job: Job, conn) -> None:
             e.party = job.party
         conn.send(("error", e.to_dict(), None))
     except BaseException as e:  # noqa: BLE001 - report, never hang the others
-        tb = traceback.format_exc(limit=8)
-        conn.send(("error", InternalError(f"{type(e).__name__}: {e}\n{tb}",
+        # the traceback goes to this party's own log only, never to a peer or the analyst
+        print(f"mpcsql[{job.party}] session {job.query_id} failed:\n"
+              f"{traceback.format_exc(limit=12)}", file=sys.stderr, flush=True)
+        conn.send(("error", InternalError(f"{type(e).__name__} in the session of party "
+                                          f"{job.party} (details in its log)",
                                           party=job.party).to_dict(), None))
     finally:
         conn.close()
