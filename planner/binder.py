@@ -174,6 +174,10 @@ class Binder:
                 f"join key {a} is {ta} but {b} is {tb}; cast one of them in its party's table "
                 "(keys join only within one type family: integers and DECIMAL by value, "
                 "VARCHAR, BLOB, UUID, DATE, TIME, TIMESTAMP, TIMESTAMP_NS, TIMESTAMPTZ)")
+        if {key_base_type(ta), key_base_type(tb)} == {"HUGEINT", "UHUGEINT"}:
+            raise ProgrammingError(
+                f"join key {a} is {ta} but {b} is {tb}; cast one of them in its party's table "
+                "(DuckDB compares HUGEINT with UHUGEINT as DOUBLE, inexactly)")
 
     # --- columns ------------------------------------------------------------------------------
 
