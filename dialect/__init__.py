@@ -5,6 +5,7 @@ from __future__ import annotations
 from dialect.dialect import MpcDialect
 from dialect.errors import (
     BindError,
+    ConfigError,
     DatabaseError,
     DataError,
     Error,
@@ -41,6 +42,7 @@ __all__ = [
     "SCALAR_FUNCTIONS",
     "SETTINGS",
     "BindError",
+    "ConfigError",
     "DataError",
     "DatabaseError",
     "Error",

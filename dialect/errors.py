@@ -145,6 +145,11 @@ class ProtocolError(OperationalError):
     """A secure protocol could not complete (peer lost, time-out, malformed message)."""
 
 
+class ConfigError(ProgrammingError):
+    """A configuration that cannot be used (``party.toml``, a policy, a certificate, a setting
+    of ``engine.connect``); names the file or the setting and the cause."""
+
+
 _CLASSES: dict[str, type[Error]] = {
     c.__name__: c
     for c in (
@@ -163,8 +168,17 @@ _CLASSES: dict[str, type[Error]] = {
         PolicyError,
         ProtocolError,
         AuthorizationError,
+        ConfigError,
     )
 }
+
+
+def register_error(cls: type[Error]) -> type[Error]:
+    """Let :func:`error_from_dict` rebuild ``cls`` (an Error subclass defined outside dialect)."""
+    if not (isinstance(cls, type) and issubclass(cls, Error)):
+        raise TypeError(f"{cls!r} is not an Error subclass")
+    _CLASSES.setdefault(cls.__name__, cls)
+    return cls
 
 
 def error_from_dict(d: dict[str, Any]) -> Error:

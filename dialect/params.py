@@ -21,7 +21,11 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise ProgrammingError(f"parameter is an integer of {value.bit_length()} bits: too "
+                                   "large to write as SQL") from None
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ProgrammingError(f"parameter {value!r} is not a finite number")

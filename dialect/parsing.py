@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError as SqlglotParseError
 from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
 
 from dialect.dialect import MpcDialect
 from dialect.errors import ParseError, ProgrammingError, UnsupportedError
@@ -21,6 +21,16 @@ from dialect.settings import ParsedQuery, is_set_statement, read_setting
 _TOKEN_REPR = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: .*?>")
 _UNTERMINATED = re.compile(r"Missing (.+?) from")
 _MISSING = re.compile(r"Required keyword: '(\w+)' missing for <class '[\w.]*?(\w+)'>")
+
+#: Deepest nesting a query may have: open parentheses (brackets, braces, CASE ... END) plus a
+#: run of prefix operators (``NOT``, ``-``, ``+``, ``~``).  The parser recurses about 23 Python
+#: frames per level, so 24 levels stay well inside the default recursion limit of 1000 from
+#: any caller; the secure grammar itself needs at most a handful.
+MAX_NESTING = 24
+_OPEN = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+_CLOSE = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+_PREFIX = frozenset({TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE})
+TOO_DEEP = f"query nested too deeply (limit {MAX_NESTING})"
 
 
 def parse(sql: str) -> exp.Select:
@@ -38,12 +48,42 @@ def parse_query(sql: str) -> ParsedQuery:
     """Like :func:`parse`, keeping the settings (``SET join_protocol = 'masked';``) before it."""
     if not isinstance(sql, str):
         raise ProgrammingError(f"SQL must be a string, not {type(sql).__name__}")
+    dialect = MpcDialect()
     try:
-        statements = sqlglot.parse(sql, dialect=MpcDialect)
+        tokens = dialect.tokenize(sql)
+    except TokenError as e:
+        raise _token_error(sql, e) from e
+    _check_nesting(sql, tokens)
+    try:
+        statements = dialect.parser().parse(tokens, sql)
     except SqlglotParseError as e:
         raise _parse_error(e) from e
     except TokenError as e:
         raise _token_error(sql, e) from e
+    except RecursionError:  # a nesting the token scan does not count: same refusal
+        raise ParseError(TOO_DEEP) from None
+    try:
+        return _statements(sql, statements)
+    except RecursionError:
+        raise ParseError(TOO_DEEP) from None
+
+
+def _check_nesting(sql: str, tokens: list[Token]) -> None:
+    """ParseError "query nested too deeply" at the first token deeper than MAX_NESTING."""
+    depth = run = 0
+    for t in tokens:
+        if t.token_type in _OPEN:
+            depth += 1
+        elif t.token_type in _CLOSE:
+            depth = max(0, depth - 1)
+        run = run + 1 if t.token_type in _PREFIX else 0
+        if depth + run > MAX_NESTING:
+            line, col = SourceMap(sql, tokens=[]).line_col(t.start)
+            raise ParseError(TOO_DEEP, line=line, col=col, highlight=t.text)
+
+
+def _statements(sql: str, statements: list) -> ParsedQuery:
+    """The checked settings and SELECT of the parsed ``statements``."""
     src = SourceMap(sql)
     # exp.Semicolon carries a comment that follows a ';': not a statement
     found = [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]

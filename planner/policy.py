@@ -27,12 +27,21 @@ from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
 
-from dialect.errors import PolicyError
+from dialect.errors import ConfigError, PolicyError, register_error
 from planner.plan import ALL_AGGREGATES, JOIN_PROTOCOLS, Plan, PrivateJoin
 
 _KEYS = frozenset({"party", "min_intersection", "allow", "never_leave", "min_group_rows",
                    "receivers", "join_protocols", "analysts"})
 DEFAULT_MIN_INTERSECTION = 10
+
+
+@register_error
+class PolicyConfigError(ConfigError, ValueError):
+    """A policy table that cannot be used; names the party and the key.
+
+    A :class:`~dialect.errors.ConfigError` (so an ``engine.Error``), and a ``ValueError`` for
+    callers that catch that.
+    """
 
 
 def _default_allow() -> Mapping[str, frozenset[str]]:
@@ -44,21 +53,21 @@ def _names(party: str, key: str, value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ValueError(f"policy of {party}: {key} must be a list of strings, not {value!r}")
+        raise PolicyConfigError(f"policy of {party}: {key} must be a list of strings, not "
+                                f"{value!r}")
     out = []
     for v in value:
         if not isinstance(v, str) or not v.strip():
-            raise ValueError(f"policy of {party}: {key} entries must be non-empty strings, "
-                             f"not {v!r}")
+            raise PolicyConfigError(f"policy of {party}: {key} entries must be non-empty "
+                                    f"strings, not {v!r}")
         out.append(v.strip())
     return tuple(dict.fromkeys(out))
 
 
 def _count(party: str, key: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"policy of {party}: {key} must be an integer, not {value!r}")
-    if value < 0:
-        raise ValueError(f"policy of {party}: {key} must be at least 0")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PolicyConfigError(f"policy of {party}: {key} must be an integer >= 0, not "
+                                f"{value!r}")
     return value
 
 
@@ -88,19 +97,29 @@ class Policy:
         if self.min_group_rows is not None:
             _count(p, "min_group_rows", self.min_group_rows)
         allow: dict[str, frozenset[str]] = {}
+        if not isinstance(self.allowed_functions, Mapping):
+            raise PolicyConfigError(f"policy of {p}: allow must be a table of key = [FUNC, ...], "
+                                    f"not {self.allowed_functions!r}")
         for key, funcs in self.allowed_functions.items():
+            if not isinstance(key, str):
+                raise PolicyConfigError(f"policy of {p}: allow keys are '*', 'table' or "
+                                        f"'table.column', not {key!r}")
             if isinstance(funcs, str):
                 funcs = [funcs]
-            norm = frozenset(str(f).upper() for f in funcs)
+            if not isinstance(funcs, Iterable) or isinstance(funcs, Mapping) \
+                    or not all(isinstance(f, str) for f in funcs):
+                raise PolicyConfigError(f"policy of {p}: allow[{key!r}] must be a list of "
+                                        f"aggregate names, not {funcs!r}")
+            norm = frozenset(f.strip().upper() for f in funcs)
             unknown = norm - ALL_AGGREGATES
             if unknown:
-                raise ValueError(
+                raise PolicyConfigError(
                     f"policy of {p}: unknown aggregate(s) {', '.join(sorted(unknown))} "
                     f"for {key!r}; known: {', '.join(sorted(ALL_AGGREGATES))}"
                 )
             k = str(key).strip().lower()
             if not k or k.count(".") > 1 or (k != "*" and "*" in k):
-                raise ValueError(f"policy of {p}: bad key {key!r}")
+                raise PolicyConfigError(f"policy of {p}: bad key {key!r}")
             allow[k] = norm
         object.__setattr__(self, "allowed_functions", MappingProxyType(allow))
         object.__setattr__(self, "never_leave", frozenset(
@@ -112,9 +131,9 @@ class Policy:
             protos = tuple(x.lower() for x in protos)
             bad = set(protos) - JOIN_PROTOCOLS
             if bad:
-                raise ValueError(f"policy of {p}: unknown join protocol(s) "
-                                 f"{', '.join(sorted(bad))}; known: "
-                                 f"{', '.join(sorted(JOIN_PROTOCOLS))}")
+                raise PolicyConfigError(f"policy of {p}: unknown join protocol(s) "
+                                        f"{', '.join(sorted(bad))}; known: "
+                                        f"{', '.join(sorted(JOIN_PROTOCOLS))}")
         object.__setattr__(self, "join_protocols", protos)
 
     def _column_key(self, name: str) -> str:
@@ -122,8 +141,9 @@ class Policy:
         if len(parts) == 3 and parts[0] == self.party.lower():
             parts = parts[1:]
         if len(parts) != 2 or not all(parts) or any("*" in x for x in parts):
-            raise ValueError(f"policy of {self.party}: never_leave entries are 'table.column' "
-                             f"or '{self.party}.table.column', not {name!r}")
+            raise PolicyConfigError(f"policy of {self.party}: never_leave entries are "
+                                    f"'table.column' or '{self.party}.table.column', not "
+                                    f"{name!r}")
         return ".".join(parts)
 
     # --- rules --------------------------------------------------------------------------------
@@ -266,16 +286,21 @@ class Policy:
     @classmethod
     def from_dict(cls, party: str, d: Mapping[str, Any] | None = None) -> Policy:
         """The policy of ``party`` from a ``[policy]`` table (``None`` or ``{}``: default)."""
-        d = d or {}
-        unknown = set(d) - _KEYS
+        if d is None:
+            d = {}
+        if not isinstance(d, Mapping):
+            raise PolicyConfigError(f"policy of {party} must be a table (a dict of rules), not "
+                                    f"{d!r}")
+        unknown = sorted(map(str, set(d) - _KEYS))
         if unknown:
-            raise ValueError(f"policy of {party}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(_KEYS - {'party'}))}")
+            raise PolicyConfigError(f"policy of {party}: unknown key(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(sorted(_KEYS - {'party'}))}")
         if d.get("party", party) != party:
-            raise ValueError(f"policy of {d['party']!r} given for party {party!r}")
+            raise PolicyConfigError(f"policy of {d['party']!r} given for party {party!r}")
         allow = d.get("allow")
         if allow is not None and not isinstance(allow, Mapping):
-            raise ValueError(f"policy of {party}: allow must be a table of key = [FUNC, ...]")
+            raise PolicyConfigError(f"policy of {party}: allow must be a table of key = "
+                                    "[FUNC, ...]")
         return cls(
             party,
             _default_allow() if allow is None else dict(allow),

@@ -25,7 +25,7 @@ from typing import Any
 from dialect.errors import OperationalError
 from engine.control import wire
 from engine.control.messages import Configure, Shutdown
-from engine.deploy.config import KEY_BITS, PartyConfig
+from engine.deploy.config import KEY_BITS, PartyConfig, check_embedded, check_policies
 
 DEFAULT_PARTIES: tuple[tuple[str, str], ...] = (("ac", "data"), ("emc", "data"),
                                                   ("helper", "helper"))
@@ -51,6 +51,11 @@ class LocalFederation:
     ):
         """``hosts``: listen address per party (default loopback); ``launcher``: command
         prefix per party (e.g. ``ip netns exec NS``; bench/netns.py uses both)."""
+        # every setting is checked before anything is created or started (ConfigError)
+        check_embedded(key_bits=key_bits, query_timeout=query_timeout,
+                       connect_timeout=connect_timeout, start_timeout=start_timeout,
+                       paillier_pool=paillier_pool)
+        policies = check_policies(parties, policies)
         self._own_dir = not workdir
         #: absolute path of the parties' files (see the module docstring)
         self.workdir = os.path.abspath(os.fspath(workdir)) if workdir \

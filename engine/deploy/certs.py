@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dialect.errors import ConfigError, register_error
+
 PARTY_OU = "mpcsql party"
 ANALYST_OU = "mpcsql analyst"
 ROLES = {PARTY_OU: "party", ANALYST_OU: "analyst"}
@@ -32,8 +34,13 @@ _PARTY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ANALYST_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}@[a-z][a-z0-9_]{0,31}$")
 
 
-class CertError(ValueError):
-    """A key, request or certificate that cannot be used (names the file and the cause)."""
+@register_error
+class CertError(ConfigError, ValueError):
+    """A key, request or certificate that cannot be used (names the file and the cause).
+
+    A :class:`~dialect.errors.ConfigError`, so an ``engine.Error``; still a ``ValueError`` for
+    callers that catch ``(CertError, ValueError)``.
+    """
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,10 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialect.errors import ProgrammingError
+from dialect.errors import ConfigError
 from engine.deploy.tls import TLSFiles
 
 KEY_BITS = 2048  # Paillier modulus size used in production
-
-
-class ConfigError(ProgrammingError):
-    """A ``party.toml`` that cannot be used; names the file, the setting and the cause."""
 
 
 @dataclass
@@ -261,3 +257,70 @@ def _tables(raw: Any, role: str) -> list[ExposedTable]:
         out.append(ExposedTable(name, _get(t, "key", str, where), cols,
                                 {k: float(v) for k, v in bounds.items()}))
     return out
+
+
+# --- the embedded federation's settings (checked before any process starts) -------------------
+
+
+def check_policies(parties: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+                   policies: Any) -> dict[str, dict[str, Any]]:
+    """``policies`` (party name -> policy table) checked for ``parties``; the checked tables.
+
+    Raises :class:`ConfigError` naming the party and the key: a name that is no party, a table
+    :meth:`planner.policy.Policy.from_dict` refuses, or ``receivers`` naming no party.  The
+    result holds each table in the form ``Policy.to_dict`` writes (plain lists and ints).
+    """
+    from planner.policy import Policy  # config -> planner is the allowed direction
+
+    names = [n for n, _ in parties]
+    if policies is None:
+        policies = {}
+    if not isinstance(policies, dict):
+        raise ConfigError(f"policies must map party names to policy tables, not {policies!r}")
+    unknown = [p for p in policies if p not in names]
+    if unknown:
+        raise ConfigError(f"policies: unknown part{'ies' if len(unknown) > 1 else 'y'} "
+                          f"{', '.join(map(repr, unknown))}; the parties are {', '.join(names)}")
+    out = {}
+    for name in names:
+        try:
+            policy = Policy.from_dict(name, policies.get(name))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:  # from_dict names the key itself; just in case
+            raise ConfigError(f"policy of {name}: {e}") from None
+        bad = [r for r in policy.receivers or () if r not in names]
+        if bad:
+            raise ConfigError(f"policy of {name}: receivers names unknown part"
+                              f"{'ies' if len(bad) > 1 else 'y'} {', '.join(map(repr, bad))}; "
+                              f"the parties are {', '.join(names)}")
+        out[name] = policy.to_dict() if name in policies else {}
+    return out
+
+
+def check_embedded(*, key_bits: Any, query_timeout: Any, connect_timeout: Any,
+                   start_timeout: Any, paillier_pool: Any) -> None:
+    """The numeric settings of ``engine.connect()`` / ``LocalFederation``; ConfigError naming
+    the setting (e.g. ``query_timeout must be a positive number of seconds, not -1``)."""
+    for key, value in (("query_timeout", query_timeout), ("connect_timeout", connect_timeout),
+                       ("start_timeout", start_timeout)):
+        if not _real(value) or not 0 < value < float("inf"):
+            raise ConfigError(f"{key} must be a positive number of seconds, not {value!r}")
+    if not _int(key_bits) or key_bits < MIN_EMBEDDED_KEY_BITS:
+        raise ConfigError(f"key_bits must be an integer >= {MIN_EMBEDDED_KEY_BITS} (Paillier "
+                          f"modulus size; {KEY_BITS} in production), not {key_bits!r}")
+    if not _int(paillier_pool) or paillier_pool < 0:
+        raise ConfigError(f"paillier_pool must be an integer >= 0 (0: off), not "
+                          f"{paillier_pool!r}")
+
+
+#: Smallest Paillier modulus the embedded federation accepts (tests use 512-bit keys).
+MIN_EMBEDDED_KEY_BITS = 512
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
