@@ -27,6 +27,7 @@ mpc = runtime_module.mpc  # the single-party runtime MPyC creates on import (uni
 
 import mpyc  # noqa: E402  (after the argv-safe import above)
 import mpyc.asyncoro  # noqa: E402
+import mpyc.finfields  # noqa: E402
 import mpyc.mpctools  # noqa: E402
 import mpyc.random  # noqa: E402
 import mpyc.secgroups  # noqa: E402
@@ -34,6 +35,8 @@ import mpyc.seclists  # noqa: E402
 import mpyc.secpols  # noqa: E402
 import mpyc.sectypes  # noqa: E402
 import mpyc.statistics  # noqa: E402
+
+from engine.session import codec  # noqa: E402
 
 #: Default secure fixed-point type: 64-bit values with 32 fractional bits.
 FRAC_BITS = 32
@@ -50,6 +53,7 @@ def make_runtime(pid: int, addresses: list[Address], threshold: int | None = Non
     """Build an MPyC runtime for party ``pid`` of ``len(addresses)`` and install it globally.
 
     MPyC keeps its runtime in module globals, so one process runs one session at a time.
+    What peers send is decoded by :mod:`engine.session.codec` (plain data only, never code).
     """
     options = mpyc._get_arg_parser().parse_args(["--no-log"])
     m = len(addresses)
@@ -61,6 +65,7 @@ def make_runtime(pid: int, addresses: list[Address], threshold: int | None = Non
     except RuntimeError:
         asyncio.set_event_loop(asyncio.new_event_loop())
     rt = runtime_module.Runtime(pid, parties, options)
+    codec.install(runtime_module, mpyc.finfields)  # peers' pickles decode to plain data only
     for mod in (mpyc.sectypes, mpyc.asyncoro, mpyc.mpctools, mpyc.seclists, mpyc.secpols,
                 mpyc.secgroups, mpyc.random, mpyc.statistics):
         mod.runtime = rt

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from engine.protocols import runtime
+from engine.session import codec
 from engine.session.job import Job
 from engine.session.transcript import Transcript
 
@@ -27,6 +28,7 @@ class Session:
         self.min_rows = job.own_min  # raised to every party's own minimum by the agreement
         self.min_rows_by: str | None = job.party
         self.names = {i: n for n, i in job.pids.items()}
+        codec.set_party_names(self.names)  # refusals of peers' messages name the sender
         self.transcript = Transcript(job)
         self.recording = self.transcript.path is not None
         self.phases: dict[str, float] = {}
@@ -66,11 +68,27 @@ class Session:
         return out
 
 
-def patch_connection_loss(state: dict[str, Any]) -> None:
-    """Make a lost peer connection abort the session instead of hanging it."""
+def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) -> None:
+    """Make a lost peer connection abort the session instead of hanging it, and frame what
+    peers send with :class:`engine.session.codec.Framer` (payloads tagged with their sender,
+    at most ``max_buffer`` bytes held per peer, default :func:`codec.default_max_buffer`).
+
+    A refused message (here or in :func:`codec.loads`) is kept as ``state["error"]`` and
+    aborts the session like a lost peer; the runner raises that error.
+    """
     ex = runtime.mpyc.asyncoro.MessageExchanger
     orig_lost = ex.connection_lost
-    orig_recv = ex.data_received
+    orig_receive = ex.receive
+    limit = codec.default_max_buffer() if max_buffer is None else max_buffer
+    framers: dict[int, codec.Framer] = {}
+    refused: set[int] = set()
+
+    def on_refusal(err, peer):
+        state.setdefault("error", err)
+        if not state["lost"].done():
+            state["lost"].set_result(peer)
+
+    codec.set_refusal_hook(on_refusal)
 
     def connection_lost(self, exc):
         if not state["closing"]:
@@ -81,10 +99,49 @@ def patch_connection_loss(state: dict[str, Any]) -> None:
             return
         orig_lost(self, None)
 
-    def data_received(self, data):
+    def drop(self, err) -> None:
+        refused.add(id(self))
+        self.bytes.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data):  # MPyC's MessageExchanger.data_received, bounded
+        if id(self) in refused:
+            return
         if self.peer_pid is not None:
             state["received"][self.peer_pid] = state["received"].get(self.peer_pid, 0) + len(data)
-        orig_recv(self, data)
+        self.bytes.extend(data)
+        buf = self.bytes
+        rt = self.runtime
+        if self.peer_pid is None:  # the peer connected to us: its pid and PRSS keys first
+            if len(buf) < 2:
+                return
+            peer_pid = int.from_bytes(buf[:2], "little")
+            if not 0 <= peer_pid < len(rt.parties) or peer_pid == rt.pid:
+                return drop(self, codec.refuse(None, f"a connection announcing party number "
+                                                     f"{peer_pid}"))
+            if not rt.options.no_prss:
+                n_keys = rt._prss_keys_from_peer(peer_pid)
+                if len(buf) < n_keys + 2:
+                    return
+            self.peer_pid = peer_pid
+            del buf[:2]
+            if not rt.options.no_prss:
+                rt._prss_keys_from_peer(peer_pid, buf)
+                del buf[:n_keys]
+            rt.set_protocol(peer_pid, self)
+        framer = framers.get(self.peer_pid)
+        if framer is None:
+            framer = framers[self.peer_pid] = codec.Framer(self.peer_pid, limit)
+        err = framer.feed(self, buf)
+        if err is not None:
+            drop(self, err)
+
+    def receive(self, pc):
+        payload = self.buffers.get(pc)
+        if isinstance(payload, bytes) and self.peer_pid in framers:
+            framers[self.peer_pid].taken(len(payload))
+        return orig_receive(self, pc)
 
     orig_send = ex.send
 
@@ -94,6 +151,7 @@ def patch_connection_loss(state: dict[str, Any]) -> None:
 
     ex.connection_lost = connection_lost
     ex.data_received = data_received
+    ex.receive = receive
     ex.send = send
 
 

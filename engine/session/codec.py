@@ -7,18 +7,22 @@ share conversion of :mod:`engine.protocols.shares`) and the numpy branches of ``
 plain ``pickle.loads`` runs whatever a crafted ``__reduce__`` names, so an authenticated but
 misbehaving peer could run code in the other parties' session processes.
 
-:func:`install` (called by :func:`engine.protocols.runtime.make_runtime`, so in every session
-process and in nothing else) replaces the ``pickle`` module MPyC's runtime module uses by one
-whose ``loads`` is :func:`loads`:
+:func:`install` (called by :func:`engine.protocols.runtime.make_runtime`, so for every MPyC
+runtime mpcsql builds: in the forked session process of each query) replaces the ``pickle``
+module MPyC's runtime module uses by one whose ``loads`` is :func:`loads`:
 
-* a :class:`pickle.Unpickler` whose ``find_class`` admits exactly the reconstructors numpy's
-  own array pickles use (checked against real runs; see :data:`ALLOWED`): numpy's
-  ``_reconstruct`` (only for a plain ``ndarray`` of shape ``(0,)``, as numpy writes it),
-  ``ndarray``, ``dtype`` (only from a dtype string of a plain numeric or object kind) and
-  ``scalar`` — under both the numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) names.
-  Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, MPyC's own field
-  classes, ...) is refused before it is even imported;
-* then a check of the decoded object (:func:`check_plain`): only ``None``, ``bool``, ``int``,
+* a :class:`pickle.Unpickler` whose ``find_class`` admits exactly the globals numpy's own
+  array and scalar pickles name (checked against real runs and by a test; see
+  :data:`ALLOWED`): ``numpy.dtype``, ``numpy.ndarray`` and numpy's ``_reconstruct``,
+  ``scalar`` and (pickle protocol 5) ``_frombuffer``, under both the numpy 2 (``numpy._core``)
+  and numpy 1 (``numpy.core``) names.  They resolve to checked stand-ins, not to numpy's
+  functions: numpy's ``__setstate__`` never sees peer-controlled state (a dtype's state could
+  otherwise set object flags on raw bytes); arrays are built at the end from a validated
+  dtype, shape and data of exactly the right length.  Any other global (``os.system``,
+  ``builtins.eval``, ``subprocess.Popen``, MPyC's own field classes, ...) is refused before
+  it is even imported, as are persistent ids, ``BUILD`` on an allowed global, self-referencing
+  and deeply nested structures;
+* so that the decoded object can only hold (:func:`check_plain`): ``None``, ``bool``, ``int``,
   ``float``, ``str``, ``bytes``, numeric numpy scalars and arrays (kinds b, i, u, f; no
   structured dtypes), object arrays whose every element is a Python ``int`` (that is how MPyC
   pickles its field-element arrays when the modulus exceeds 64 bits, e.g. the 128-bit field of
@@ -38,7 +42,8 @@ Every payload a peer sends is framed by :class:`Framer` (used by
 ``MessageExchanger.data_received``), which tags it with the sending party
 (:class:`PeerBytes`), refuses a second message for the same program counter, and caps what a
 session holds from one peer (received but not yet used, plus a partly received message) at
-``max_buffer`` bytes (:func:`default_max_buffer`: ``MPCSQL_MAX_PEER_BUFFER`` or 4 GiB).
+``max_buffer`` bytes (``Job.max_peer_buffer``; by default :func:`default_max_buffer`: the
+environment's ``MPCSQL_MAX_PEER_BUFFER`` or 4 GiB).
 
 A refused message raises :class:`dialect.errors.ProtocolError` naming the sending party, and
 the refusal is reported to the session (:func:`set_refusal_hook`) so that the query fails with
@@ -50,6 +55,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import types
 from collections.abc import Callable
 from typing import Any
@@ -128,51 +134,148 @@ class PeerBytes(bytes):
 
 
 # --- restricted unpickling -------------------------------------------------------------------
+#
+# numpy's own reconstructors are never handed peer-controlled state: ``dtype``,
+# ``_reconstruct``, ``_frombuffer`` and ``scalar`` resolve to the checked stand-ins below, and
+# the arrays are built at the end (:func:`_finish`) from validated shapes, dtypes and bytes.
 
-def _numpy_multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1
-        from numpy.core import multiarray
-    return multiarray
+_MAX_DIMS = 32
+_MAX_DEPTH = 64
 
 
-_ma = _numpy_multiarray()
+def _bad(what: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(what)
+
+
+class _Dtype:
+    """Stand-in for ``numpy.dtype(spec, align, copy)`` and its ``__setstate__``."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, spec, align=False, copy=True):
+        if type(spec) is not str or type(align) is not bool or type(copy) is not bool:
+            raise _bad("a dtype other than a plain type string")
+        try:
+            dt = np.dtype(spec)
+        except TypeError:
+            raise _bad(f"array type {spec[:40]!r}") from None
+        if dt.fields is not None or dt.subdtype is not None \
+                or dt.kind not in _NUMERIC_KINDS | {"O"}:
+            raise _bad(f"array type {spec[:40]!r}")
+        self.dtype = dt
+
+    def __setstate__(self, state):
+        canonical = self.dtype.__reduce__()[2]
+        if type(state) is not tuple or len(state) != len(canonical) \
+                or state[0] != canonical[0] or state[2:] != canonical[2:] \
+                or state[1] not in ("<", ">", "|", "="):
+            raise _bad("a dtype with unexpected state")
+        if self.dtype.byteorder != "|" and state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _dtype_of(d) -> np.dtype:
+    if type(d) is not _Dtype:
+        raise _bad("an array without a plain dtype")
+    return d.dtype
+
+
+def _shape_of(shape) -> tuple[int, ...]:
+    if type(shape) is not tuple or len(shape) > _MAX_DIMS \
+            or not all(type(n) is int and n >= 0 for n in shape):
+        raise _bad("an array with a malformed shape")
+    return shape
+
+
+def _build(dt: np.dtype, shape: tuple[int, ...], data, fortran: bool) -> np.ndarray:
+    n = 1
+    for k in shape:
+        n *= k
+    order = "F" if fortran else "C"
+    if dt.kind == "O":
+        if type(data) is not list or len(data) != n or not all(type(v) is int for v in data):
+            raise _bad("an object array with elements other than integers")
+        out = np.empty(n, dtype=object)
+        out[:] = data
+        return out.reshape(shape, order=order)
+    if type(data) not in (bytes, bytearray) or len(data) != n * dt.itemsize:
+        raise _bad("an array whose data does not match its shape")
+    return np.frombuffer(data, dtype=dt).reshape(shape, order=order).copy(order="K")
+
+
+class _Array:
+    """Stand-in for numpy's ``_reconstruct(ndarray, (0,), b'b')`` and ndarray ``__setstate__``."""
+
+    __slots__ = ("array",)
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if self.array is not None or type(state) is not tuple or len(state) != 5 \
+                or state[0] != 1 or type(state[3]) is not bool:
+            raise _bad("an array with unexpected state")
+        self.array = _build(_dtype_of(state[2]), _shape_of(state[1]), state[4], state[3])
+
+
+class _Global:
+    """What an allowed global resolves to: callable, but without state a pickle could change
+    (no ``__dict__``; ``BUILD`` on it is refused), and not a type (no ``NEWOBJ``)."""
+
+    __slots__ = ("_f", "_name")
+
+    def __init__(self, f, name: str):
+        object.__setattr__(self, "_f", f)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args):
+        if self._f is None:
+            raise _bad(f"{self._name} called")
+        return self._f(*args)
+
+    def __setattr__(self, name, value):
+        raise _bad(f"state for {self._name}")
+
+    def __setstate__(self, state):
+        raise _bad(f"state for {self._name}")
+
+
+_NDARRAY = _Global(None, "numpy.ndarray")  # only ever an argument of _reconstruct
 
 
 def _reconstruct(subtype, shape, dtype):
-    """numpy's ``_reconstruct``, for the empty plain ndarray numpy's pickles start from."""
-    if subtype is not np.ndarray or tuple(shape) != (0,):
-        raise pickle.UnpicklingError("array reconstruction other than numpy's own")
-    return _ma._reconstruct(np.ndarray, (0,), dtype)
+    if subtype is not _NDARRAY or shape != (0,) or dtype != b"b":
+        raise _bad("array reconstruction other than numpy's own")
+    return _Array()
 
 
-def _dtype(spec, align=False, copy=True):
-    """``numpy.dtype`` from a dtype string of a plain numeric or object kind only."""
-    if not isinstance(spec, str) or not isinstance(align, bool) or not isinstance(copy, bool):
-        raise pickle.UnpicklingError("dtype other than a plain type string")
-    dt = np.dtype(spec)
-    if dt.fields is not None or dt.subdtype is not None or dt.kind not in _NUMERIC_KINDS | {"O"}:
-        raise pickle.UnpicklingError(f"array type {spec!r}")
-    return np.dtype(spec, align, copy)
+def _frombuffer(buf, dtype, shape, order):
+    """numpy's pickle protocol 5 reconstructor (in-band buffers only)."""
+    if order not in ("C", "F"):
+        raise _bad("an array with a malformed memory order")
+    dt = _dtype_of(dtype)
+    if dt.kind == "O":
+        raise _bad("an object array from a raw buffer")
+    return _build(dt, _shape_of(shape), buf, order == "F")
 
 
 def _scalar(dtype, data=None):
     """numpy's ``scalar`` for numeric dtypes (object scalars are never needed)."""
-    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS \
-            or not isinstance(data, bytes) or len(data) != dtype.itemsize:
-        raise pickle.UnpicklingError("numpy scalar other than a plain number")
-    return _ma.scalar(dtype, data)
+    dt = _dtype_of(dtype)
+    if dt.kind not in _NUMERIC_KINDS or type(data) is not bytes or len(data) != dt.itemsize:
+        raise _bad("a numpy scalar other than a plain number")
+    return np.frombuffer(data, dtype=dt)[0]
 
 
-_MODULES = ("numpy._core.multiarray", "numpy.core.multiarray")
+_CORE = ("numpy._core", "numpy.core")  # numpy 2, numpy 1
 
 #: (module, name) -> what it resolves to: all that peers' pickles may name.
-ALLOWED: dict[tuple[str, str], Any] = {
-    **{(m, "_reconstruct"): _reconstruct for m in _MODULES},
-    **{(m, "scalar"): _scalar for m in _MODULES},
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _dtype,
+ALLOWED: dict[tuple[str, str], _Global] = {
+    **{(f"{c}.multiarray", "_reconstruct"): _Global(_reconstruct, "_reconstruct") for c in _CORE},
+    **{(f"{c}.multiarray", "scalar"): _Global(_scalar, "scalar") for c in _CORE},
+    **{(f"{c}.numeric", "_frombuffer"): _Global(_frombuffer, "_frombuffer") for c in _CORE},
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _Global(_Dtype, "numpy.dtype"),
 }
 
 
@@ -181,25 +284,69 @@ class _PlainUnpickler(pickle.Unpickler):
         try:
             return ALLOWED[(module, name)]
         except (KeyError, TypeError):
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed") from None
+            raise _bad(f"global {str(module)[:80]}.{str(name)[:80]} is not allowed") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not allowed")
+        raise _bad("persistent ids are not allowed")
+
+
+def _finish(obj: Any) -> Any:
+    """Replace the stand-ins by real arrays and check that all is plain data."""
+    done: dict[int, Any] = {}
+    busy: set[int] = set()
+    keep: list[Any] = []  # keeps ids unique while walking
+
+    def walk(x: Any, depth: int) -> Any:
+        t = type(x)
+        if x is None or t in (bool, int, float, str, bytes):
+            return x
+        if t is np.ndarray:
+            check_plain(x)
+            return x
+        if isinstance(x, np.generic):
+            check_plain(x)
+            return x
+        if t is _Array:
+            if x.array is None:
+                raise _bad("an array without data")
+            return x.array
+        if t not in (list, tuple, dict):
+            raise _bad(f"an object of type {t.__name__}")
+        key = id(x)
+        if key in done:
+            return done[key]
+        if key in busy:
+            raise _bad("a self-referencing structure")
+        if depth >= _MAX_DEPTH:
+            raise _bad("a structure nested too deeply")
+        busy.add(key)
+        keep.append(x)
+        if t is list:
+            out: Any = [walk(v, depth + 1) for v in x]
+        elif t is tuple:
+            out = tuple(walk(v, depth + 1) for v in x)
+        else:
+            out = {walk(k, depth + 1): walk(v, depth + 1) for k, v in x.items()}
+        busy.discard(key)
+        done[key] = out
+        return out
+
+    return walk(obj, 0)
 
 
 def check_plain(obj: Any) -> None:
     """Raise ``ValueError`` unless ``obj`` is plain data (see the module docstring)."""
-    todo = [obj]
+    todo, seen = [obj], set()
     while todo:
         x = todo.pop()
         t = type(x)
         if x is None or t in (bool, int, float, str, bytes):
             continue
-        if t in (list, tuple):
-            todo.extend(x)
-        elif t is dict:
-            todo.extend(x.keys())
-            todo.extend(x.values())
+        if t in (list, tuple, dict):
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            todo.extend(x.items() if t is dict else x)
         elif t is np.ndarray:
             dt = x.dtype
             if dt.fields is not None or dt.subdtype is not None:
@@ -221,8 +368,7 @@ def loads(data, peer: int | None = None) -> Any:
     if peer is None:
         peer = getattr(data, "peer", None)
     try:
-        obj = _PlainUnpickler(io.BytesIO(data)).load()
-        check_plain(obj)
+        obj = _finish(_PlainUnpickler(io.BytesIO(data)).load())
     except (pickle.UnpicklingError, ValueError) as e:
         raise refuse(peer, str(e)) from None
     except Exception as e:  # noqa: BLE001 - any failure to decode is the sender's
@@ -280,8 +426,6 @@ class Framer:
         self.buffered = 0  # payload bytes kept in ex.buffers, not yet received by MPyC
 
     def feed(self, ex, data: bytearray) -> ProtocolError | None:
-        import struct
-
         while len(data) >= _HEADER:
             pc, size = struct.unpack_from("<qI", data)
             if self.buffered + _HEADER + size > self.max_buffer:
@@ -289,7 +433,8 @@ class Framer:
                                          f"hold more than {self.max_buffer} bytes from it")
             if len(data) < _HEADER + size:
                 break
-            payload = PeerBytes.of(memoryview(data)[_HEADER:_HEADER + size], self.peer)
+            with memoryview(data) as view, view[_HEADER:_HEADER + size] as part:
+                payload = PeerBytes.of(part, self.peer)
             del data[:_HEADER + size]
             waiting = ex.buffers.get(pc)
             if waiting is None:

@@ -28,6 +28,8 @@ class Job:
     tls: Any = None  # engine.session.tls.SessionTLS: run the MPyC channels over mutual TLS
     paillier_key: tuple[Any, Any] | None = None  # a data party's long-term key pair (pools on)
     randomizers: dict[int, list[int]] = field(default_factory=dict)  # n -> precomputed r^n
+    # Most bytes the session holds from one peer (None: MPCSQL_MAX_PEER_BUFFER or 4 GiB).
+    max_peer_buffer: int | None = None
 
 
 @dataclass

@@ -46,6 +46,8 @@ def _peak_rss_mb() -> float:
 
 
 def _lost(state: dict[str, Any], peer: str) -> OperationalError:
+    if state.get("error") is not None:  # a refused peer message (engine.session.codec)
+        return state["error"]
     if state.get("tls_error"):
         return OperationalError(state["tls_error"], party=peer)
     return OperationalError(f"lost connection to party {peer} during the query", party=peer)
@@ -60,7 +62,7 @@ def run_job(job: Job) -> SessionResult:
     listen_only_on(loop, addrs[job.pids[job.party]].host)
     state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {},
                              "sent": {}}
-    patch_connection_loss(state)
+    patch_connection_loss(state, job.max_peer_buffer)
     if job.tls is not None:
         session_tls.install(loop, job.tls, job.pids[job.party],
                             {i: n for n, i in job.pids.items()}, list(job.addresses), state)
