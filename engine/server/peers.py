@@ -8,7 +8,14 @@ import logging
 import ssl
 from typing import Any
 
-from dialect.errors import Error, InternalError, OperationalError, ProgrammingError, error_from_dict
+from dialect.errors import (
+    Error,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+    ProtocolError,
+    error_from_dict,
+)
 from engine.control import wire
 from engine.control.messages import Hello, HelloReply, PaillierKey, parse_request
 from engine.deploy import tls
@@ -166,7 +173,9 @@ def first_error(failed, tasks) -> Error:
     """Prefer the root cause: a refusal or data error over 'lost connection' echoes."""
     errs = [t.exception() for t in failed]
     errs = [e if isinstance(e, Error) else InternalError(repr(e)) for e in errs]
-    errs.sort(key=lambda e: isinstance(e, OperationalError))
+    # a refusal or data error first, then a protocol violation a party detected, then echoes
+    errs.sort(key=lambda e: (isinstance(e, OperationalError),
+                             not isinstance(e, ProtocolError)))
     return errs[0]
 
 
