@@ -181,8 +181,10 @@ def test_cancel_refuses_unknown_finished_and_foreign_queries(fed):
 def test_cli_status_and_cancel(fed, capsys):
     cur = fed.execute(MASKED + f"SELECT COUNT(*) {JOIN}")
     host, port = fed.federation.addresses["ac"]
-    assert cli(["status", "--server", f"mpcsql://{host}:{port}"]) == 0
+    owner = fed.federation.tls_files("ac")  # the embedded federation's owner credentials
+    tls = ["--tls-ca", owner["ca"], "--tls-cert", owner["cert"], "--tls-key", owner["key"]]
+    assert cli(["status", "--server", f"mpcsql://{host}:{port}", *tls]) == 0
     out = capsys.readouterr().out
     assert cur.query_id in out and "done" in out
-    assert cli(["cancel", cur.query_id, "--server", f"mpcsql://{host}:{port}"]) == 2
+    assert cli(["cancel", cur.query_id, "--server", f"mpcsql://{host}:{port}", *tls]) == 2
     assert "already finished" in capsys.readouterr().err

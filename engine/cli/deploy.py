@@ -39,7 +39,9 @@ def cmd_init(args) -> int:
              for i, p in enumerate(parties) if p != args.party}
     host, _, port = (args.listen or f"127.0.0.1:{BASE_PORT + parties.index(args.party)}"
                      ).rpartition(":")
-    os.makedirs(os.path.join(out, "certs"), exist_ok=True)
+    problem = _private_dirs(out, os.path.join(out, "certs"))
+    if problem:
+        return _die(problem)
     if not keep_toml:
         with open(toml, "w") as f:
             f.write(render(args.party, role, parties, helper, host, int(port), peers,
@@ -52,6 +54,23 @@ def cmd_init(args) -> int:
           f"--out {os.path.join(out, 'certs', args.party + '.crt')}), and copy ca.crt and the "
           f"other parties' certificates into {os.path.join(out, 'certs')}/.")
     return 0
+
+
+def _private_dirs(*dirs: str) -> str | None:
+    """Create ``dirs`` private (0700); the reason an existing one is unfit, else None."""
+    for d in dirs:
+        if os.path.isdir(d):
+            st = os.stat(d)
+            if st.st_mode & 0o022:
+                return (f"{d} can be written by other users (mode {st.st_mode & 0o777:o}); "
+                        "chmod go-w it or choose another --out")
+            continue
+        try:
+            os.makedirs(d, mode=0o700)
+            os.chmod(d, 0o700)  # whatever the umask
+        except OSError as e:
+            return f"cannot create {d}: {e.strerror}"
+    return None
 
 
 def cmd_certs(args) -> int:
@@ -88,7 +107,7 @@ def cmd_serve(args) -> int:
 def add_commands(sub) -> None:
     """Register ``init``, ``certs`` and ``serve`` on the ``mpcsql`` argument parser."""
     p = sub.add_parser("init", help="write a party.toml, a private key and a certificate "
-                                    "request for one party")
+                                    "request for one party (in private, 0700 directories)")
     p.add_argument("--party", required=True, help="this party's name, e.g. emc")
     p.add_argument("--out", required=True, help="directory to write into")
     p.add_argument("--parties", help="all three parties in order (default ac,emc,helper)")

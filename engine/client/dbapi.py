@@ -16,7 +16,7 @@ from dialect.errors import (
     NotSupportedError,
     ProgrammingError,
 )
-from engine.client.embedded import LocalFederation
+from engine.client.embedded import LocalFederation, read_source
 from engine.control import messages, wire
 from engine.control.messages import new_query_id
 from engine.deploy.config import KEY_BITS
@@ -74,7 +74,7 @@ def connect(
         return con
     if tls is not None:
         raise NotSupportedError("tls= applies to mpcsql:// connections; the embedded "
-                                "federation runs on loopback without TLS")
+                                "federation makes its own credentials at every start")
     fed = LocalFederation(workdir, policies=policies, key_bits=key_bits,
                           query_timeout=query_timeout, transcript_dir=transcript_dir,
                           paillier_pool=paillier_pool)
@@ -154,9 +154,10 @@ class Connection:
                 "register() is for the embedded federation; a party server exposes the tables "
                 "listed in its party.toml (its administrator loads them into its DuckDB file)")
         blob = None
-        if isinstance(source, (str, os.PathLike)):
-            msg = messages.Register(table=name, key=key, bounds=bounds,
-                                    path=os.path.abspath(os.fspath(source)), source_table=table)
+        if isinstance(source, (str, os.PathLike)):  # read here: the server opens no path
+            blob, fmt = read_source(os.path.abspath(os.fspath(source)), table)
+            msg = messages.Register(table=name, key=key, bounds=bounds, format=fmt,
+                                    source_table=table)
         else:
             msg = messages.Register(table=name, key=key, bounds=bounds)
             blob = _to_parquet(source)
@@ -215,12 +216,13 @@ class Connection:
         if party not in self.federation.addresses:
             raise ProgrammingError(f"unknown party {party!r}; parties: "
                                    + ", ".join(self.federation.addresses))
-        # the OS user is shown as local:<user> where there is no TLS
+        # the embedded federation shows its owner as local:<user>
         msg = dataclasses.replace(req, user=_os_user()).to_wire()
         if self.remote:
             return self.federation.request(msg, blob, timeout)
         host, port = self.federation.addresses[party]
-        return wire.call(host, port, msg, blob, party=party, timeout=timeout)
+        return wire.call(host, port, msg, blob, party=party, timeout=timeout,
+                         ssl_context=self.federation.ssl_context_for(party))
 
 
 def _os_user() -> str:

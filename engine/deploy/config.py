@@ -69,7 +69,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "party": {"name", "role"},
     "federation": {"parties", "helper"},
     "listen": {"host", "port", "session_ports"},
-    "tls": {"ca", "cert", "key"},
+    "tls": {"ca", "cert", "key", "pin_peers"},
     "peers": None,
     "database": {"path"},
     "tables": None,
@@ -178,6 +178,8 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
             raise ConfigError(f"{what}: file not found: {p}")
     if os.stat(tls.key).st_mode & 0o077:
         raise ConfigError(f"tls.key: {tls.key} is readable by other users; chmod 600 it")
+    # pinning is the default: each peer's exact certificate; opting out must be explicit
+    pin_peers = _get(tls_sec, "pin_peers", bool, "tls", True)
 
     peers_sec = _section(raw, "peers")
     expected = set(names) - {name}
@@ -195,6 +197,10 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
             pins[peer] = rel(_get(sec, "cert", str, where))
             if not os.path.isfile(pins[peer]):
                 raise ConfigError(f"{where}.cert: file not found: {pins[peer]}")
+        elif pin_peers:
+            raise ConfigError(f"{where}.cert is missing: peer certificates are pinned by default "
+                              f"(cert = \"certs/{peer}.crt\", {peer}'s certificate); to accept "
+                              f"any {peer} certificate the CA signs, set [tls] pin_peers = false")
 
     db = _section(raw, "database", required=role == "data")
     database = rel(_get(db, "path", str, "database")) if db else ":memory:"
@@ -209,6 +215,11 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         raise ConfigError(f"[policy]: {e}") from None
 
     audit = _section(raw, "audit", required=False)
+    audit_log = rel(_get(audit, "path", str, "audit")) if "path" in audit else None
+    if db:
+        _not_writable_by_others("database.path", database)
+    if audit_log:
+        _not_writable_by_others("audit.path", audit_log)
     timeouts = _section(raw, "timeouts", required=False)
     crypto = _section(raw, "crypto", required=False)
 
@@ -229,9 +240,25 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         peers=peers, policy=dict(policy), query_timeout=seconds("query", 600.0),
         connect_timeout=seconds("connect", 10.0), peer_timeout=seconds("peer", 60.0),
         key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
-        audit_log=rel(_get(audit, "path", str, "audit")) if "path" in audit else None,
+        audit_log=audit_log,
         session_ports=session_ports, config_path=path, paillier_pool=pool,
     )
+
+
+def _not_writable_by_others(what: str, path: str) -> None:
+    """Refuse a data file (or, not created yet, its directory) that other users can write."""
+    target = path if os.path.exists(path) else os.path.dirname(path) or "."
+    try:
+        st = os.stat(target)
+    except OSError:
+        return  # a missing directory is reported when the file is opened
+    kind = "" if target == path else f"the directory of {path}, "
+    if st.st_mode & 0o022:
+        raise ConfigError(f"{what}: {kind}{target} can be written by other users (mode "
+                          f"{st.st_mode & 0o777:o}); chmod go-w it")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"{what}: {kind}{target} belongs to another user (uid {st.st_uid}), "
+                          "who can make it writable; chown it to the server's user")
 
 
 def _tables(raw: Any, role: str) -> list[ExposedTable]:

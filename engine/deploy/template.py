@@ -27,9 +27,10 @@ port = {port}
 ca = "certs/ca.crt"           # the federation CA: it signed every party's and analyst's cert
 cert = "certs/{name}.crt"       # this party's certificate (mpcsql certs sign ... {name}.csr)
 key = "{name}.key"              # this party's private key (written by mpcsql init, mode 0600)
+# pin_peers = false             # accept any peer certificate the CA signs (default: pinned)
 
-# The other parties: where their servers listen, and (optional, recommended) their exact
-# certificates, so that only that certificate is accepted as that party.
+# The other parties: where their servers listen, and their exact certificates (pinned: only
+# that certificate is accepted as that party; required unless [tls] pin_peers = false).
 {peers}
 {data}
 [policy]

@@ -15,6 +15,15 @@ from dataclasses import dataclass
 from dialect.errors import OperationalError
 from engine.deploy.certs import CertError, Identity, identity_of_der, same_certificate
 
+#: The analyst name (``owner@<party>``) of the program that started an embedded federation:
+#: the only identity its fresh, private CA certifies besides the three parties.
+EMBEDDED_OWNER = "owner"
+
+
+def owner_name(party: str) -> str:
+    """The embedded federation owner's analyst identity at ``party``."""
+    return f"{EMBEDDED_OWNER}@{party}"
+
 
 @dataclass(frozen=True)
 class TLSFiles:

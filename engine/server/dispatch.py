@@ -27,8 +27,10 @@ log = logging.getLogger("mpcsql.server")
 PEER_OPS = frozenset({"hello", "catalog", "prepare", "run", "paillier_key"})
 #: Operations this party's own analysts may ask for.
 ANALYST_OPS = frozenset({"hello", "query", "explain", "tables", "status", "cancel"})
-#: Operations only the embedded (plain TCP, single-owner) federation uses.
+#: Operations only the embedded federation's owner may ask for (the program that started it).
 LOCAL_OPS = frozenset({"configure", "shutdown", "register", "drop"})
+#: Everything the embedded owner (analyst ``owner@<party>`` of its private CA) may ask for.
+OWNER_OPS = ANALYST_OPS | LOCAL_OPS | {"catalog"}
 
 #: The analyst a request is served for; peer requests made while serving it carry it along.
 ANALYST: contextvars.ContextVar[str | None] = contextvars.ContextVar("analyst", default=None)
@@ -46,11 +48,18 @@ Handler = Callable[[Request, Caller, "bytes | None", asyncio.StreamReader],
                    Awaitable["dict[str, Any] | None"]]
 
 
-def identify(server: PartyState, writer: asyncio.StreamWriter) -> Identity | None:
-    """Who is on the other end of a TLS connection (None on plain TCP)."""
+def embedded(server: PartyState) -> bool:
+    """Whether this party belongs to an embedded federation (tables come from its owner's
+    ``register``, not from ``party.toml``; all three parties have the same owner)."""
+    return server.cfg.tables is None
+
+
+def identify(server: PartyState, writer: asyncio.StreamWriter) -> Identity:
+    """Who is on the other end of the (mutually authenticated TLS) connection."""
     cfg = server.cfg
-    if server.server_ssl is None:
-        return None
+    if server.server_ssl is None:  # a configuration without TLS serves nobody
+        raise AuthorizationError(f"{cfg.name} has no TLS configured and accepts no "
+                                 "unauthenticated connection")
     der = tls.peer_der(writer.get_extra_info("ssl_object"))
     try:
         ident = identity_of_der(der)
@@ -69,15 +78,15 @@ def identify(server: PartyState, writer: asyncio.StreamWriter) -> Identity | Non
 def authorize(server: PartyState, req: Request, ident: Identity | None) -> Caller:
     """Check that ``ident`` may ask for ``req``; the identity the request is served for."""
     op, name = req.op, server.cfg.name
-    if ident is None:  # embedded federation: the OS user name the client sent, unverified
-        if op in ANALYST_OPS - PEER_OPS:
-            return Caller(analyst=f"local:{req.user or 'unknown'}")
-        return Caller(analyst=req.analyst)
+    if ident is None:
+        raise AuthorizationError(f"{name} serves only mutually authenticated TLS connections")
     if ident.kind == "party":
         if op not in PEER_OPS:
             raise AuthorizationError(f"party {ident.name} may not ask {name} for {op!r}")
         analyst = req.analyst
-        if analyst is not None and not str(analyst).endswith(f"@{ident.name}"):
+        if embedded(server) and str(analyst).startswith("local:"):
+            pass  # the embedded owner (one for all three parties), as its coordinator saw it
+        elif analyst is not None and not str(analyst).endswith(f"@{ident.name}"):
             raise AuthorizationError(f"party {ident.name} forwarded a request for analyst "
                                      f"{analyst!r}, who is not one of its analysts")
         if (req.coordinator or ident.name) != ident.name:
@@ -88,6 +97,12 @@ def authorize(server: PartyState, req: Request, ident: Identity | None) -> Calle
         raise AuthorizationError(
             f"analyst {ident.name} belongs to party {ident.party}; {name} serves "
             f"only its own analysts (connect to {ident.party}'s server)")
+    if embedded(server):
+        if ident.name != tls.owner_name(name) or op not in OWNER_OPS:
+            raise AuthorizationError(f"{ident} may not ask {name} for {op!r}: only the program "
+                                     "that started the embedded federation may")
+        # the owner's OS user, as its client reports it: shown as local:<user>
+        return Caller(analyst=f"local:{req.user or 'unknown'}")
     if op not in ANALYST_OPS:
         why = ("tables are exposed in party.toml" if op in ("register", "drop")
                else "it is not an analyst operation")

@@ -18,6 +18,7 @@ import os
 import signal
 import ssl
 import sys
+import tempfile
 from typing import Any
 
 from dialect.errors import Error, ProgrammingError
@@ -139,9 +140,22 @@ class PartyServer(PartyState):
                        ) -> dict[str, Any]:
         if self.cfg.role != "data":
             raise ProgrammingError(f"{self.cfg.name} is a helper and holds no tables")
-        schema = self.store.register(
-            req.table, key=req.key, path=req.path, blob=blob, fmt=req.format,
-            table=req.source_table, bounds=req.bounds)
+        if req.path is not None or blob is None:
+            # the server never opens a path a client names (it may read what the client
+            # may not): the client reads the file with its own permissions and sends it
+            raise ProgrammingError(f"{self.cfg.name} does not read files named by a client; "
+                                   "send the table's contents (Connection.register reads the "
+                                   "file with your own permissions)")
+        fmt = (req.format or "parquet").lower()
+        if fmt == "parquet" and not req.source_table:
+            schema = self.store.register(req.table, key=req.key, blob=blob, bounds=req.bounds)
+        else:  # CSV or DuckDB bytes: read back from a private temporary file
+            with tempfile.TemporaryDirectory(prefix="mpcsql-register-") as tmp:
+                path = os.path.join(tmp, "source." + fmt.replace("/", "_"))
+                with open(path, "wb") as f:
+                    f.write(blob)
+                schema = self.store.register(req.table, key=req.key, path=path, fmt=fmt,
+                                             table=req.source_table, bounds=req.bounds)
         return {"ok": True, "columns": [[c.name, c.dtype] for c in schema.columns],
                 "key": schema.key}
 
