@@ -38,6 +38,7 @@ class PartyConfig:
     query_timeout: float = 600.0
     connect_timeout: float = 30.0
     peer_timeout: float = 60.0  # a peer must answer a control request (not a run) within this
+    idle_timeout: float = 300.0  # a control connection silent this long is closed
     key_bits: int = KEY_BITS
     transcript_dir: str | None = None
     parent_pid: int | None = None
@@ -75,7 +76,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "tables": None,
     "policy": None,  # checked by planner.policy.Policy
     "audit": {"path"},
-    "timeouts": {"connect", "peer", "query"},
+    "timeouts": {"connect", "peer", "query", "idle"},
     "crypto": {"paillier_key_bits", "paillier_pool"},
 }
 
@@ -239,6 +240,7 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         name=name, role=role, parties=parties, database=database, host=host, port=port,
         peers=peers, policy=dict(policy), query_timeout=seconds("query", 600.0),
         connect_timeout=seconds("connect", 10.0), peer_timeout=seconds("peer", 60.0),
+        idle_timeout=seconds("idle", 300.0),
         key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
         audit_log=audit_log,
         session_ports=session_ports, config_path=path, paillier_pool=pool,

@@ -45,12 +45,13 @@ path = "audit.log"            # hash-chained log of every query this party took 
 connect = 10                  # to open a connection to a peer (and its MPyC session port)
 peer = 30                     # for a peer to answer a control request
 query = 600                   # for a whole query run; every party aborts after this
+idle = 300                    # a control connection that sends nothing this long is closed
 
 [crypto]
 paillier_key_bits = 2048      # Paillier key size for the published join (>= 2048)
 paillier_pool = 0             # > 0: data parties keep one key per server run, and every
                               # party keeps this many randomisers r^n per key ready,
-                              # computed while idle (README: "Paillier precomputation")
+                              # computed while idle (docs/deploy.md: "Paillier precomputation")
 """
 
 _DATA = """

@@ -14,9 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dialect.errors import AuthorizationError, Error, InternalError, OperationalError
+from dialect.errors import (
+    AuthorizationError,
+    Error,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 from engine.control import wire
-from engine.control.messages import Request, parse_request
+from engine.control.messages import Register, Request, parse_request
 from engine.deploy import tls
 from engine.deploy.certs import CertError, Identity, identity_of_der
 from engine.server.state import PartyState
@@ -110,37 +116,74 @@ def authorize(server: PartyState, req: Request, ident: Identity | None) -> Calle
     return Caller(analyst=ident.name)
 
 
+#: Seconds a connection may take to finish sending a request once it has begun.
+READ_SECONDS = 30.0
+#: Control connections served at once; more are closed at once.
+MAX_CONNECTIONS = 64
+
+
 async def _refuse(server: PartyState, reader, writer, peer, e: AuthorizationError) -> None:
     log.warning("refused connection from %s: %s", peer, e.message)
-    try:  # tell the other side why, then hang up
-        await asyncio.wait_for(wire.recv(reader), server.cfg.connect_timeout)
+    try:  # tell the other side why (reading only a small header), then hang up
+        await wire.recv_header(reader, max_header=wire.MAX_HEADER_UNTRUSTED,
+                               idle=server.cfg.connect_timeout, read=READ_SECONDS)
         await wire.send(writer, {"ok": False, "error": AuthorizationError(
             e.message, party=server.cfg.name).to_dict()})
     except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OperationalError):
         pass
 
 
-async def answer(server: PartyState, msg: Any, blob: bytes | None, ident: Identity | None,
-                 reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """The reply to one request (None: the connection was abandoned, reply to nobody)."""
+def _error(server: PartyState, e: Error) -> dict[str, Any]:
+    if e.party is None:
+        e.party = server.cfg.name
+    return {"ok": False, "error": e.to_dict()}
+
+
+async def answer(server: PartyState, msg: Any, blob_len: int, ident: Identity | None,
+                 reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, bool]:
+    """The reply to one request (None: abandoned, reply to nobody) and whether the connection
+    may go on (False when an unread blob is left on it)."""
     try:
         req = parse_request(msg)
         caller = authorize(server, req, ident)
-        ANALYST.set(caller.analyst)
-        return await server.handlers[type(req)](req, caller, blob, reader)
     except Error as e:
-        if e.party is None:
-            e.party = server.cfg.name
-        return {"ok": False, "error": e.to_dict()}
+        return _error(server, e), blob_len == 0
+    blob = None
+    if blob_len:
+        if not isinstance(req, Register):
+            return _error(server, ProgrammingError(f"{req.op!r} takes no data")), False
+        if blob_len > wire.MAX_BLOB:
+            return _error(server, ProgrammingError(
+                f"a table of {blob_len} bytes is over the limit of {wire.MAX_BLOB}")), False
+        blob = await reader.readexactly(blob_len)
+    try:
+        ANALYST.set(caller.analyst)
+        return await server.handlers[type(req)](req, caller, blob, reader), True
+    except Error as e:
+        return _error(server, e), True
     except Exception as e:  # noqa: BLE001 - one bad request never kills the server
-        return {"ok": False, "error": InternalError(
-            f"{type(e).__name__}: {e}", party=server.cfg.name).to_dict()}
+        log.exception("%s from %s failed", req.op, ident)  # the traceback stays in our log
+        return _error(server, InternalError(
+            f"{req.op} failed at {server.cfg.name} with {type(e).__name__} (details in its "
+            "log)")), True
 
 
 async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
-    """Serve one control connection: requests one after the other until it closes."""
+    """Serve one control connection: requests one after the other until it closes.
+
+    Headers are bounded before anything is authorised; a connection that stays silent for
+    ``[timeouts] idle`` seconds or takes longer than READ_SECONDS to send a request is closed; at
+    most
+    MAX_CONNECTIONS are served at once.
+    """
     peer = writer.get_extra_info("peername")
+    if server.connections >= MAX_CONNECTIONS:
+        log.warning("refused connection from %s: %d connections already", peer,
+                    server.connections)
+        writer.close()
+        return
+    server.connections += 1
     try:
         try:
             ident = identify(server, writer)
@@ -149,10 +192,19 @@ async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
             return
         while True:
             try:
-                msg, blob = await wire.recv(reader)
+                msg, blob_len = await wire.recv_header(
+                    reader, idle=server.cfg.idle_timeout, read=READ_SECONDS,
+                    max_header=wire.MAX_HEADER if ident is not None or server.server_ssl is None
+                    else wire.MAX_HEADER_UNTRUSTED)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
-            reply = await answer(server, msg, blob, ident, reader)
+            except TimeoutError:
+                log.info("closed idle connection from %s", ident or peer)
+                return
+            except OperationalError as e:
+                await wire.send(writer, _error(server, e))
+                return
+            reply, go_on = await answer(server, msg, blob_len, ident, reader)
             if reply is None:  # connection abandoned (aborted run)
                 return
             if not reply.get("ok") and isinstance(reply.get("error"), dict):
@@ -160,7 +212,10 @@ async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
                 log.info("%s from %s refused: %s", op, ident or peer,
                          reply["error"].get("message"))
             await wire.send(writer, reply)
+            if not go_on:
+                return
     except (ConnectionError, ssl.SSLError) as e:
         log.info("connection from %s ended: %s", peer, e)
     finally:
+        server.connections -= 1
         writer.close()
