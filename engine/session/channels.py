@@ -81,7 +81,7 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
     orig_receive = ex.receive
     limit = codec.default_max_buffer() if max_buffer is None else max_buffer
     framers: dict[int, codec.Framer] = {}
-    refused: set[int] = set()
+    refused: set[Any] = set()  # the exchangers themselves: an id() may be reused
 
     def on_refusal(err, peer):
         state.setdefault("error", err)
@@ -100,13 +100,13 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
         orig_lost(self, None)
 
     def drop(self, err) -> None:
-        refused.add(id(self))
+        refused.add(self)
         self.bytes.clear()
         if self.transport is not None:
             self.transport.abort()
 
     def data_received(self, data):  # MPyC's MessageExchanger.data_received, bounded
-        if id(self) in refused:
+        if self in refused:
             return
         if self.peer_pid is not None:
             state["received"][self.peer_pid] = state["received"].get(self.peer_pid, 0) + len(data)

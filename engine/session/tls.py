@@ -71,7 +71,7 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
 
     ex = mpcrt.mpyc.asyncoro.MessageExchanger
     orig_made, orig_recv, orig_lost = ex.connection_made, ex.data_received, ex.connection_lost
-    rejected: set[int] = set()
+    rejected: set[Any] = set()  # the exchangers themselves: an id() may be reused
 
     def verify(self, transport, peer: int | None, *, accepting: bool = False) -> bool:
         name = names.get(peer)
@@ -84,7 +84,7 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
             state.setdefault("tls_peers", set()).add(name)  # reported in the session stats
             return True
         except OperationalError as e:
-            rejected.add(id(self))
+            rejected.add(self)
             transport.abort()
             if accepting:  # a stranger at our port: drop it, the session goes on
                 state.setdefault("refused", []).append(e.message)
@@ -99,7 +99,7 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
         orig_made(self, transport)
 
     def data_received(self, data):
-        if id(self) in rejected:
+        if self in rejected:
             return
         if self.peer_pid is None and len(self.bytes) + len(data) >= 2:
             head = bytes(self.bytes[:2]) + bytes(data[:2])
@@ -109,7 +109,7 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
         orig_recv(self, data)
 
     def connection_lost(self, exc):
-        if id(self) in rejected or self.peer_pid is None:  # never became a session channel
+        if self in rejected or self.peer_pid is None:  # never became a session channel
             return
         orig_lost(self, exc)
 
