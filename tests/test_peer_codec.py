@@ -1,4 +1,4 @@
-"""The codec for what peers send (engine/session/codec.py): plain data in, never code."""
+"""The codec for what peers send (engine/protocols/codec.py): plain data in, never code."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from dialect.errors import ProtocolError
-from engine.protocols import runtime
-from engine.session import codec
+from engine.protocols import codec, runtime
 
 
 @pytest.fixture(autouse=True)

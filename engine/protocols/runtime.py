@@ -36,7 +36,7 @@ import mpyc.secpols  # noqa: E402
 import mpyc.sectypes  # noqa: E402
 import mpyc.statistics  # noqa: E402
 
-from engine.session import codec  # noqa: E402
+from engine.protocols import codec  # noqa: E402
 
 #: Default secure fixed-point type: 64-bit values with 32 fractional bits.
 FRAC_BITS = 32
@@ -53,7 +53,7 @@ def make_runtime(pid: int, addresses: list[Address], threshold: int | None = Non
     """Build an MPyC runtime for party ``pid`` of ``len(addresses)`` and install it globally.
 
     MPyC keeps its runtime in module globals, so one process runs one session at a time.
-    What peers send is decoded by :mod:`engine.session.codec` (plain data only, never code).
+    What peers send is decoded by :mod:`engine.protocols.codec` (plain data only, never code).
     """
     options = mpyc._get_arg_parser().parse_args(["--no-log"])
     m = len(addresses)

@@ -6,8 +6,7 @@ import pickle
 import time
 from typing import Any
 
-from engine.protocols import runtime
-from engine.session import codec
+from engine.protocols import codec, runtime
 from engine.session.job import Job
 from engine.session.transcript import Transcript
 
@@ -70,7 +69,7 @@ class Session:
 
 def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) -> None:
     """Make a lost peer connection abort the session instead of hanging it, and frame what
-    peers send with :class:`engine.session.codec.Framer` (payloads tagged with their sender,
+    peers send with :class:`engine.protocols.codec.Framer` (payloads tagged with their sender,
     at most ``max_buffer`` bytes held per peer, default :func:`codec.default_max_buffer`).
 
     A refused message (here or in :func:`codec.loads`) is kept as ``state["error"]`` and

@@ -46,7 +46,7 @@ def _peak_rss_mb() -> float:
 
 
 def _lost(state: dict[str, Any], peer: str) -> OperationalError:
-    if state.get("error") is not None:  # a refused peer message (engine.session.codec)
+    if state.get("error") is not None:  # a refused peer message (engine.protocols.codec)
         return state["error"]
     if state.get("tls_error"):
         return OperationalError(state["tls_error"], party=peer)
