@@ -171,3 +171,12 @@ def test_a_deployment_grants_no_local_operation_even_to_an_owner_name():
         with pytest.raises(AuthorizationError, match="may not ask for"):
             dispatch.authorize(dep, req, OWNER)
     assert dispatch.authorize(dep, messages.Status(), OWNER).analyst == OWNER.name
+
+
+def test_a_new_ca_directory_is_private(tmp_path):
+    from engine.deploy import certs
+
+    out = tmp_path / "new" / "ca"
+    certs.make_ca(str(out))
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(out / "ca.key").st_mode) == 0o600

@@ -75,7 +75,9 @@ def check_analyst_name(name: str) -> str:
 
 
 def _write(path: str, data: bytes, private: bool = False) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # a directory created for a private key is private too (0700)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700 if private else 0o777,
+                exist_ok=True)
     if private:  # created 0600 from the start: the key is never readable by others
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
