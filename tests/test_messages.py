@@ -7,15 +7,23 @@ import pytest
 from dialect.errors import ProgrammingError
 from engine.control import messages as M
 
+REQUIRED = {"explain": {"sql": "SELECT 1"}, "query": {"sql": "SELECT 1"},
+            "cancel": {"query_id": "q1"},
+            "prepare": {"sql": "SELECT 1", "catalog": {"tables": []}, "query_id": "q1"},
+            "run": {"query_id": "q1", "addresses": [["h", 1]]},
+            "configure": {"peers": {"emc": ["h", 1]}}, "register": {"table": "t"},
+            "drop": {"table": "t"}}
+
 
 def test_round_trip_of_every_request():
     for cls in M.REQUESTS.values():
-        req = cls()
+        req = cls(**REQUIRED.get(cls.op, {}))
         wire = req.to_wire()
         assert wire["op"] == cls.op
-        if cls.op not in ("explain", "query", "cancel", "prepare", "run", "configure",
-                          "register", "drop"):
-            assert M.parse_request(wire) == req
+        assert M.parse_request(wire) == req
+        for name in REQUIRED.get(cls.op, {}):
+            with pytest.raises(ProgrammingError, match=f"missing field '{name}'"):
+                M.parse_request({k: v for k, v in wire.items() if k != name})
     q = M.Query(sql="SELECT COUNT(*) FROM ac", query_id="q1", receivers=["ac"], user="ana")
     assert M.parse_request(q.to_wire()) == q
 

@@ -149,17 +149,17 @@ class Tables(Request):
     op: ClassVar[str] = "tables"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Explain(Request):
     op: ClassVar[str] = "explain"
-    sql: str = ""
+    sql: str
     receivers: list[str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Query(Request):
     op: ClassVar[str] = "query"
-    sql: str = ""
+    sql: str
     query_id: str | None = None
     receivers: list[str] | None = None
 
@@ -169,31 +169,31 @@ class Status(Request):
     op: ClassVar[str] = "status"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cancel(Request):
     op: ClassVar[str] = "cancel"
-    query_id: str = ""
+    query_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Prepare(Request):
     """Coordinator -> every party: plan ``sql``, check policy, reserve a slot and a port."""
 
     op: ClassVar[str] = "prepare"
-    sql: str = ""
-    catalog: dict[str, Any] = field(default_factory=dict)
-    query_id: str = ""
+    sql: str
+    catalog: dict[str, Any]
+    query_id: str
     receivers: list[str] | None = None
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Run(Request):
     """Coordinator -> every party: start the prepared query's session."""
 
     op: ClassVar[str] = "run"
-    query_id: str = ""
-    addresses: list[list[Any]] = field(default_factory=list)
+    query_id: str
+    addresses: list[list[Any]]
 
 
 @dataclass(frozen=True)
@@ -203,12 +203,12 @@ class PaillierKey(Request):
     op: ClassVar[str] = "paillier_key"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Configure(Request):
     """Embedded federation owner -> party: the peers' addresses."""
 
     op: ClassVar[str] = "configure"
-    peers: dict[str, list[Any]] = field(default_factory=dict)
+    peers: dict[str, list[Any]]
 
 
 @dataclass(frozen=True)
@@ -216,12 +216,12 @@ class Shutdown(Request):
     op: ClassVar[str] = "shutdown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Register(Request):
     """Embedded federation owner -> data party: load a table (path or Parquet blob)."""
 
     op: ClassVar[str] = "register"
-    table: str = ""
+    table: str
     key: str | None = None
     bounds: dict[str, float] | None = None
     path: str | None = None
@@ -229,21 +229,15 @@ class Register(Request):
     format: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Drop(Request):
     op: ClassVar[str] = "drop"
-    table: str = ""
+    table: str
 
 
 REQUESTS: dict[str, type[Request]] = {c.op: c for c in (
     Hello, CatalogRequest, Tables, Explain, Query, Status, Cancel, Prepare, Run, PaillierKey,
     Configure, Shutdown, Register, Drop)}
-
-#: Required fields per operation (a default of "" stands for "must be sent").
-_REQUIRED = {"explain": ("sql",), "query": ("sql",), "cancel": ("query_id",),
-             "prepare": ("sql", "catalog", "query_id"), "run": ("query_id", "addresses"),
-             "configure": ("peers",), "register": ("table",), "drop": ("table",)}
-
 
 def parse_request(msg: Any) -> Request:
     """The typed request in ``msg`` (a decoded JSON object), or a ProgrammingError naming what
@@ -254,9 +248,6 @@ def parse_request(msg: Any) -> Request:
     cls = REQUESTS.get(op) if isinstance(op, str) else None
     if cls is None:
         raise ProgrammingError(f"unknown operation {op!r}")
-    for name in _REQUIRED.get(op, ()):
-        if name not in msg:
-            raise ProgrammingError(f"malformed request {op!r}: missing field {name!r}")
     return cls.from_wire(msg, ignore=frozenset({"op"}))
 
 
