@@ -192,10 +192,8 @@ async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
             return
         while True:
             try:
-                msg, blob_len = await wire.recv_header(
-                    reader, idle=server.cfg.idle_timeout, read=READ_SECONDS,
-                    max_header=wire.MAX_HEADER if ident is not None or server.server_ssl is None
-                    else wire.MAX_HEADER_UNTRUSTED)
+                msg, blob_len = await wire.recv_header(  # ident is authenticated by now
+                    reader, idle=server.cfg.idle_timeout, read=READ_SECONDS)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             except TimeoutError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -65,7 +66,8 @@ class PartyServer(PartyState):
     async def serve(self) -> None:
         asyncio.get_running_loop().set_exception_handler(_quiet_tls_errors)
         self.server = await asyncio.start_server(
-            self._handle, self.cfg.host, self.cfg.port, ssl=self.server_ssl,
+            functools.partial(handle_connection, self), self.cfg.host, self.cfg.port,
+            ssl=self.server_ssl,
             ssl_handshake_timeout=self.cfg.connect_timeout if self.server_ssl else None)
         port = self.server.sockets[0].getsockname()[1]
         log.info("party %s (%s) serving on %s:%d (%s)", self.cfg.name, self.cfg.role,
@@ -79,7 +81,7 @@ class PartyServer(PartyState):
             data = self.cfg.role == "data"
             filler = asyncio.ensure_future(self.pools.run(
                 idle=lambda: self.slot.holder is None,
-                fetch_keys=None if data else self._peer_paillier_keys,
+                fetch_keys=None if data else functools.partial(peer_paillier_keys, self),
                 own_party=self.cfg.name if data else None, stopping=self.stopping))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if filler is not None:
@@ -100,12 +102,6 @@ class PartyServer(PartyState):
                 proc.kill()
             proc.join(timeout=5)
         self.children.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handle_connection(self, reader, writer)
-
-    async def _peer_paillier_keys(self) -> dict[str, int | None]:
-        return await peer_paillier_keys(self)
 
     # --- simple operations -------------------------------------------------------------------
 
