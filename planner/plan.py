@@ -452,14 +452,6 @@ class Plan:
                 facts[p].append(text)
         return facts
 
-    def may_open(self, party: str) -> set[str]:
-        """The labels of every disclosure ``party`` may receive in some run of this plan."""
-        return {d.label for d in self.disclosures() if party in d.to}
-
-    def must_open(self, party: str) -> set[str]:
-        """The labels of the disclosures ``party`` receives in every completed run."""
-        return {d.label for d in self.disclosures() if party in d.to and d.when == "always"}
-
     def explain(self) -> str:
         lines = ["Plan:", self.root.to_s(2), "", "What each party learns:"]
         for p in self.parties:
