@@ -41,11 +41,17 @@ class Party:
 
 @dataclass(frozen=True)
 class ColumnSchema:
-    """A column; ``scale_bits`` is its owner's public declaration |x| <= 2**scale_bits."""
+    """A column; ``scale_bits`` is its owner's public declaration |x| <= 2**scale_bits.
+
+    ``domain`` is the owner's public declaration of the values the column takes (categories of
+    a string or boolean column, or every integer of a range), needed to GROUP BY it; None if
+    undeclared.  NULL is not listed: a nullable key always has a NULL group.
+    """
 
     name: str
     dtype: str
     scale_bits: int | None = None
+    domain: tuple[Any, ...] | None = None
 
     @property
     def numeric(self) -> bool:
@@ -120,7 +126,9 @@ class Catalog:
                     "name": t.name,
                     "party": t.party,
                     "key": t.key,
-                    "columns": [[c.name, c.dtype, c.scale_bits] for c in t.columns],
+                    "columns": [[c.name, c.dtype, c.scale_bits]
+                                + ([list(c.domain)] if c.domain is not None else [])
+                                for c in t.columns],
                 }
                 for t in self.tables
             ],
@@ -133,7 +141,8 @@ class Catalog:
             tuple(
                 TableSchema(
                     t["name"], t["party"], t["key"],
-                    tuple(ColumnSchema(*c) for c in t["columns"]),
+                    tuple(ColumnSchema(*c[:3], tuple(c[3]) if len(c) > 3 else None)
+                          for c in t["columns"]),
                 )
                 for t in d["tables"]
             ),
