@@ -115,6 +115,8 @@ class Slot:
     q: float | None = None
     integral: bool = False
     text: str = ""
+    #: the bound is 2**(bits + rows_pow * ceil(log2(m + 1))) for the public size m
+    rows_pow: int = 0
 
     def __post_init__(self) -> None:
         _check(self.kind in SLOT_KINDS, f"unknown slot kind {self.kind!r}")
@@ -147,6 +149,8 @@ class FinishOp:
     bits: int
     floor_bits: int | None = None
     text: str = ""
+    #: the bound is 2**(bits + rows_pow * ceil(log2(m + 1))) for the public size m
+    rows_pow: int = 0
 
     def __post_init__(self) -> None:
         _check(self.op in FINISH_OPS, f"unknown finish op {self.op!r}")
