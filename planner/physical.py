@@ -45,7 +45,10 @@ FINISH_OPS = frozenset({"slot", "const", "add", "sub", "mul", "div", "neg", "abs
 SLOT_KINDS = frozenset({"sum", "min", "max", "quantile"})
 #: Plaintext transforms applied to an opened output value (each a public bijection on its
 #: range, so the transformed value reveals exactly what the opened one does).
-TRANSFORMS = frozenset({"identity", "sqrt", "signed_sqrt", "integer"})
+#: ``sqrt`` and ``signed_sqrt`` clamp a rounding error below 0 (sqrt(max(v, 0)),
+#: sign(v) * sqrt(|v|)); ``integer`` rounds half away from zero; ``odds`` is v / (1 - |v|) for
+#: |v| < 1 (a quotient a / b opened as u = a / (|a| + |b| / scale), see :attr:`Output.scale`).
+TRANSFORMS = frozenset({"identity", "sqrt", "signed_sqrt", "integer", "odds"})
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -105,6 +108,11 @@ class Slot:
     the product of ``factors`` (and the group's indicators) is 1 (``q`` for quantile).
     ``bits`` bounds the result; ``integral`` is true if it is an integer (counts, sums of
     integers), which the engine then opens exactly when an output is the slot itself.
+
+    A sum slot has at most two factors that are not 0/1 indicators (local columns with
+    ``indicator`` or comparison / boolean row ops), so that its exact field sum stays below
+    2**120 for m <= 2**31 (each such factor is a fixed-point word of 32 fractional bits); the
+    group's indicators and the other factors are 0/1.
     """
 
     name: str
@@ -141,6 +149,16 @@ class FinishOp:
     used (a NULL bit guards it); ``is_zero`` and comparisons yield 0/1; ``select`` is (cond,
     if_true, if_false).  ``bits`` is the public bound of ``out``; for ``div``, ``floor_bits``
     is the public lower bound 2**floor_bits of |denominator| when it is nonzero.
+
+    ``exact_unit`` (None by default: a normalised fixed-point value) marks an op computed on
+    exact field integers: the op holds the integer E = value * 2**-exact_unit.  ``slot`` then
+    reads the slot's exact field sum as E (its unit is the sum, over the slot's factors that are
+    not indicators, of (factor bits - 32): every shared non-indicator value is a multiple of
+    2**(bits - 32)); ``const`` holds the integer args[0] * 2**-exact_unit; ``add``/``sub``
+    align their arguments to the op's (smaller) unit by exact multiplications by powers of two;
+    ``mul`` multiplies exactly (units add); ``is_zero`` (not exact itself) tests an exact
+    argument without error.  |E| < 2**125 for m <= 2**31 is checked at planning.  An output
+    whose value is an exact op is opened exactly (E, then times 2**exact_unit).
     """
 
     out: str
@@ -151,6 +169,7 @@ class FinishOp:
     text: str = ""
     #: the bound is 2**(bits + rows_pow * ceil(log2(m + 1))) for the public size m
     rows_pow: int = 0
+    exact_unit: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.op in FINISH_OPS, f"unknown finish op {self.op!r}")
@@ -165,6 +184,12 @@ class Output:
     names a 0/1 finish op that is 1 where the SQL result is NULL (then the value is not
     opened but forced to 0 before opening).  ``transform`` is applied in plaintext after
     opening; ``dtype`` is DuckDB's result type.
+
+    ``nan`` / ``inf`` name 0/1 finish ops that are 1 where DuckDB's result is NaN / infinite
+    (CORR of a constant column, x / 0); the engine forces the value to 0 where ``null`` or
+    ``nan`` is 1 and opens the bits with it; where ``inf`` is 1 the opened value is the sign
+    (+1 or -1) of the infinity.  The opened, transformed value is multiplied by the public
+    ``scale`` (a power of two; used with the ``odds`` transform).
     """
 
     name: str
@@ -173,6 +198,9 @@ class Output:
     null: str | None = None
     key: int | None = None
     transform: str = "identity"
+    nan: str | None = None
+    inf: str | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check((self.value is None) == (self.key is not None), "an output is a value or a key")
@@ -200,12 +228,17 @@ class Program:
     outputs: tuple[Output, ...]
     #: a 0/1 finish op per group: the group's row is output (count >= min, HAVING holds)
     present: str | None
-    #: the slot counting the rows a WHERE leaves (all groups together): checked against
-    #: min_intersection, revealing one bit; None without WHERE
+    #: the slot counting the rows a WHERE leaves (all groups together: the engine evaluates
+    #: it once, without group indicators): checked against min_intersection, revealing one
+    #: bit; None without WHERE
     filtered_count: str | None = None
     order: tuple[OrderKey, ...] = field(default=())
     limit: int | None = None
     offset: int = 0
+    #: the ``const`` finish op whose value the engine sets at run time to the agreed
+    #: max(1, largest min_group_rows of the parties), clipped to m + 1 (the presence test
+    #: compares each group's count with it); None without GROUP BY
+    min_group_rows_const: str | None = None
 
     def __post_init__(self) -> None:
         names = ([c.name for c in self.local] + [r.out for r in self.rows]
@@ -215,9 +248,12 @@ class Program:
         _check(len(self.groups) <= MAX_GROUPS, f"more than {MAX_GROUPS} groups")
         known = set(names)
         for o in self.outputs:
-            for ref in (o.value, o.null):
+            for ref in (o.value, o.null, o.nan, o.inf):
                 _check(ref is None or ref in known, f"output {o.name} refers to unknown {ref}")
         _check(self.present is None or self.present in known, "unknown presence bit")
+        consts = {f.out for f in self.finish if f.op == "const"}
+        _check(self.min_group_rows_const is None or self.min_group_rows_const in consts,
+               "min_group_rows_const is not a const finish op")
 
     def local_at(self, party: str) -> tuple[LocalColumn, ...]:
         return tuple(c for c in self.local if c.party == party)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from dialect.errors import InternalError
+from planner.physical import LocalColumn, Program
 
 #: Private join protocols (docs/protocols.md): the published Paillier one and the masked fast
 #: path (PRF masks shared by the data parties; no public-key operation per row).
@@ -31,6 +32,8 @@ def _check(cond: bool, msg: str) -> None:
 STAGES = ("input", "size", "compute", "result")
 #: The condition of the "too small" bit.
 REFUSED = "only if refused"
+#: How a run can end (:meth:`Plan.reached`).
+OUTCOMES = ("done", "too_small", "filter_too_small", "aborted")
 
 
 @dataclass(frozen=True)
@@ -84,22 +87,42 @@ class ColumnRef:
 
 @dataclass(frozen=True)
 class Scan(Node):
-    """Read ``columns`` (and the key, if joined) of ``table`` locally at ``party``."""
+    """Read ``columns`` (and the key, if joined) of ``table`` locally at ``party``.
+
+    In a program plan (:attr:`Plan.program`) the party computes its ``local`` columns in DuckDB
+    on its own table (``columns`` are then their names, in order) and ``reads`` lists the raw
+    table columns they read (policy, explain); model plans read plain ``columns``.
+    """
 
     party: str
     table: str
     key: str | None
     columns: tuple[str, ...]
+    local: tuple[LocalColumn, ...] = ()
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(len(set(c.lower() for c in self.columns)) == len(self.columns), "duplicate columns")
         _check(self.key is None or self.key.lower() not in {c.lower() for c in self.columns},
                "the key column cannot be a value column")
+        if self.local:
+            _check(self.columns == tuple(c.name for c in self.local),
+                   "a program scan's columns are its local columns")
+            _check(all(c.party == self.party for c in self.local), "local column of another party")
 
     def to_s(self, indent: int = 0) -> str:
-        cols = ", ".join(self.columns) or "(no value columns)"
+        pad = " " * indent
         key = f" key={self.key}" if self.key else ""
-        return " " * indent + f"Scan @{self.party}: {self.table}{key} columns=[{cols}]"
+        if not self.local:
+            cols = ", ".join(self.columns) or "(no value columns)"
+            return pad + f"Scan @{self.party}: {self.table}{key} columns=[{cols}]"
+        reads = ", ".join(self.reads) or "(no columns)"
+        lines = [pad + f"Scan @{self.party}: {self.table}{key} reads=[{reads}]; computes in "
+                 "DuckDB, then shares:"]
+        for c in self.local:
+            kind = "0/1" if c.indicator else f"|v| <= 2^{c.bits}"
+            lines.append(f"{pad}  {c.name} = {c.text}  ({kind})")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -319,13 +342,19 @@ ALL_AGGREGATES = SCALAR_AGGREGATES | MODEL_AGGREGATES
 
 @dataclass(frozen=True)
 class SecureAggregate(Node):
-    """Compute ``aggregates`` in MPC on the secret-shared rows; nothing is opened here."""
+    """Compute ``aggregates`` in MPC on the secret-shared rows; nothing is opened here.
+
+    A program plan has ``program`` (:class:`planner.physical.Program`: row ops, slots, groups,
+    finish ops, outputs) and no ``aggregates``; a model plan has one model aggregate.
+    """
 
     input: SecretShare
     aggregates: tuple[Aggregate, ...]
+    program: Program | None = None
 
     def __post_init__(self) -> None:
-        _check(len(self.aggregates) > 0, "no aggregates")
+        _check(len(self.aggregates) > 0 or self.program is not None, "no aggregates")
+        _check(self.program is None or not self.aggregates, "a program plan has no aggregates")
         models = [a for a in self.aggregates if a.is_model]
         _check(not models or len(self.aggregates) == 1, "a model aggregate must stand alone")
         for a in self.aggregates:
@@ -334,6 +363,13 @@ class SecureAggregate(Node):
 
     def to_s(self, indent: int = 0) -> str:
         pad = " " * indent
+        if self.program is not None:
+            from planner.lower_explain import program_lines  # noqa: PLC0415
+
+            lines = [f"{pad}SecureAggregate (MPyC SecFxp, program)"]
+            lines += [f"{pad}  {line}" for line in program_lines(self.program)]
+            lines.append(self.input.to_s(indent + 2))
+            return "\n".join(lines)
         lines = [f"{pad}SecureAggregate (MPyC SecFxp)"]
         lines += [f"{pad}  {a.to_s()}" for a in self.aggregates]
         models = [a for a in self.aggregates if a.is_model]
@@ -367,16 +403,35 @@ class OutputColumn:
 
 @dataclass(frozen=True)
 class Plan:
-    """A bound, checked query plan; identical at every party for the same SQL and catalog."""
+    """A bound, checked query plan; identical at every party for the same SQL and catalog.
+
+    ``logical`` is the bound :class:`planner.logical.LogicalQuery` of a program plan (None for
+    model plans); it does not take part in equality (the plan's text does, via explain).
+    """
 
     sql: str
     root: Reveal
     output: tuple[OutputColumn, ...]
     parties: tuple[str, ...]  # all parties taking part, MPyC pid order
+    logical: Any = field(default=None, compare=False, repr=False)
 
     @property
     def aggregate(self) -> SecureAggregate:
         return self.root.input
+
+    @property
+    def program(self) -> Program | None:
+        """The physical program of an aggregate query; None for a model plan."""
+        return self.root.input.program
+
+    @property
+    def usages(self) -> tuple[Any, ...]:
+        """Every use of a column by the query (:func:`planner.usage.usages`; policy)."""
+        if self.logical is None:
+            return ()
+        from planner.usage import usages  # noqa: PLC0415 (usage imports the logical IR)
+
+        return tuple(usages(self.logical))
 
     @property
     def shared(self) -> SecretShare:
@@ -397,6 +452,8 @@ class Plan:
     @property
     def model(self) -> Aggregate | None:
         """The plan's model aggregate (it stands alone), or None."""
+        if not self.aggregate.aggregates:
+            return None
         first = self.aggregate.aggregates[0]
         return first if first.is_model else None
 
@@ -404,8 +461,9 @@ class Plan:
         """Everything running this plan discloses, in the order a run reaches it.
 
         The only values a session opens are these: the sizes of the source, the "too small"
-        bit when a party's minimum refuses the query, the bits an aggregate's solver opens and
-        the result.  The session records each under its ``label`` (transcripts, tests).
+        bit when a party's minimum refuses the query, the bits an aggregate's solver opens (or,
+        for a program plan, the WHERE's "filter_too_small" bit and the groups' presence bits)
+        and the result.  The session records each under its ``label`` (transcripts, tests).
         """
         label, what, _ = self.shared.size_fact
         out = list(self.shared.disclosures())
@@ -415,8 +473,14 @@ class Plan:
                               size.to, "size", when=REFUSED))
         for agg in self.aggregate.aggregates:
             out += agg.disclosures(self.parties)
-        result = ", ".join(c.name for c in self.output)
-        out.append(Disclosure("result", f"the result ({result})", self.root.receivers, "result"))
+        receivers = self.root.receivers
+        if self.program is not None:
+            from planner.lower_explain import program_disclosures  # noqa: PLC0415
+
+            out += program_disclosures(self.program, self.output, receivers)
+        else:
+            result = ", ".join(c.name for c in self.output)
+            out.append(Disclosure("result", f"the result ({result})", receivers, "result"))
         return tuple(Disclosure(d.label, d.text, self.parties if d.to == ("*",) else d.to,
                                 d.stage, d.when) for d in out)
 
@@ -424,10 +488,11 @@ class Plan:
         """The disclosures a run that ends in ``outcome`` reaches, each with who learns it.
 
         ``outcome`` is ``"done"`` (the run completed), ``"too_small"`` (a party's minimum
-        refused it once the size was computed) or ``"aborted"`` (failed part-way: at most what
-        comes before the result).
+        refused it once the size was computed), ``"filter_too_small"`` (the rows a WHERE leaves
+        were too few: everything before the result, the filter bit included) or ``"aborted"``
+        (failed part-way: at most what comes before the result).
         """
-        _check(outcome in ("done", "too_small", "aborted"), f"unknown outcome {outcome!r}")
+        _check(outcome in OUTCOMES, f"unknown outcome {outcome!r}")
         size_label, _, computed_by = self.shared.size_fact
         out = []
         for d in self.disclosures():
@@ -436,7 +501,7 @@ class Plan:
             elif outcome == "too_small":  # what comes before the announcement, and the bit
                 keep = tuple(p for p in d.to if d.stage == "input" or d.label == "too_small"
                              or (d.label == size_label and p == computed_by))
-            else:
+            else:  # filter_too_small, aborted: everything before the result
                 keep = d.to if d.stage != "result" and d.when != REFUSED else ()
             if keep:
                 out.append((d, keep))
