@@ -24,11 +24,13 @@ from dialect.errors import (
 )
 from dialect.functions import (
     AGGREGATE_FUNCTIONS,
+    AGGREGATE_NAMES,
     MODEL_FUNCTIONS,
     SCALAR_FUNCTIONS,
     Lasso,
     Linreg,
     Ridge,
+    canonical_name,
     function_name,
 )
 from dialect.params import bind_parameters, sql_literal
@@ -37,6 +39,7 @@ from dialect.settings import DEFAULTS, SETTINGS, ParsedQuery
 
 __all__ = [
     "AGGREGATE_FUNCTIONS",
+    "AGGREGATE_NAMES",
     "DEFAULTS",
     "MODEL_FUNCTIONS",
     "SCALAR_FUNCTIONS",
@@ -63,6 +66,7 @@ __all__ = [
     "UnsupportedError",
     "Warning",
     "bind_parameters",
+    "canonical_name",
     "error_from_dict",
     "function_name",
     "parse",

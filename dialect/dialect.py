@@ -1,4 +1,8 @@
-"""``MpcDialect``: DuckDB's SQL dialect plus the typed model aggregates."""
+"""``MpcDialect``: DuckDB's SQL dialect plus the typed model aggregates.
+
+Every other accepted aggregate (MIN, MAX, VAR_SAMP, CORR, REGR_*, MEDIAN, QUANTILE_CONT, ...)
+already parses as a typed sqlglot class under DuckDB's parser (see :mod:`dialect.functions`).
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,16 @@
-"""Typed aggregate functions of the secure dialect (the model aggregates).
+"""Typed functions of the secure dialect: the aggregates and the scalar functions it accepts.
 
-COUNT, SUM and AVG are sqlglot's own ``exp.Count``, ``exp.Sum`` and ``exp.Avg``.  The model
-aggregates take a target column, one or more feature columns and named options
-(``alpha => 0.001``, parsed as ``exp.Kwarg``).
+Every accepted aggregate is a typed sqlglot class, never ``exp.Anonymous``: COUNT, SUM, AVG,
+MIN, MAX, the variances, standard deviations, covariances, CORR, the REGR_* family, MEDIAN
+and QUANTILE_CONT are sqlglot's own classes (as :class:`dialect.dialect.MpcDialect`, i.e.
+DuckDB, parses them); the model aggregates LASSO, RIDGE and LINREG are defined here and take
+a target column, one or more feature columns and named options (``alpha => 0.001``, parsed
+as ``exp.Kwarg``).
+
+How DuckDB's names parse (sqlglot 30): ``VAR_SAMP`` and ``VARIANCE`` -> ``exp.Variance``;
+``STDDEV`` -> ``exp.Stddev``, ``STDDEV_SAMP`` -> ``exp.StddevSamp``; ``QUANTILE_CONT(x, q)``
+-> ``exp.PercentileCont`` (``this`` x, ``expression`` q); ``QUANTILE`` is DuckDB's
+QUANTILE_DISC (``exp.Quantile``) and is not accepted.
 """
 
 from __future__ import annotations
@@ -36,14 +44,87 @@ class Linreg(exp.Expression, exp.AggFunc):
 
 #: Model aggregate classes, in a fixed order.
 MODEL_FUNCTIONS: tuple[type[exp.Expression], ...] = (Lasso, Ridge, Linreg)
-#: Scalar aggregate classes (sqlglot's own).
-SCALAR_FUNCTIONS: tuple[type[exp.Expression], ...] = (exp.Count, exp.Sum, exp.Avg)
+
+#: Aggregates of one argument (``this``).
+UNARY_AGGREGATES: tuple[type[exp.Expression], ...] = (
+    exp.Sum, exp.Avg, exp.Min, exp.Max, exp.VariancePop, exp.Variance, exp.StddevPop,
+    exp.StddevSamp, exp.Stddev, exp.Median,
+)
+#: Aggregates of two arguments (``this``, ``expression``); REGR_*(y, x) has y as ``this``.
+BINARY_AGGREGATES: tuple[type[exp.Expression], ...] = (
+    exp.CovarPop, exp.CovarSamp, exp.Corr, exp.RegrSlope, exp.RegrIntercept, exp.RegrR2,
+    exp.RegrCount,
+)
+#: Scalar aggregate classes (sqlglot's own): COUNT, the unary and binary ones, QUANTILE_CONT.
+SCALAR_FUNCTIONS: tuple[type[exp.Expression], ...] = (
+    (exp.Count,) + UNARY_AGGREGATES + BINARY_AGGREGATES + (exp.PercentileCont,)
+)
 #: Every aggregate the secure grammar accepts.
 AGGREGATE_FUNCTIONS = SCALAR_FUNCTIONS + MODEL_FUNCTIONS
 
+#: Accepted aggregate class -> canonical upper-case SQL name (synonyms folded: VARIANCE ->
+#: VAR_SAMP, STDDEV -> STDDEV_SAMP; MEDIAN stays MEDIAN, the binder makes it QUANTILE_CONT 0.5).
+AGGREGATE_NAMES: dict[type[exp.Expression], str] = {
+    exp.Count: "COUNT",
+    exp.Sum: "SUM",
+    exp.Avg: "AVG",
+    exp.Min: "MIN",
+    exp.Max: "MAX",
+    exp.VariancePop: "VAR_POP",
+    exp.Variance: "VAR_SAMP",
+    exp.StddevPop: "STDDEV_POP",
+    exp.StddevSamp: "STDDEV_SAMP",
+    exp.Stddev: "STDDEV_SAMP",
+    exp.CovarPop: "COVAR_POP",
+    exp.CovarSamp: "COVAR_SAMP",
+    exp.Corr: "CORR",
+    exp.RegrSlope: "REGR_SLOPE",
+    exp.RegrIntercept: "REGR_INTERCEPT",
+    exp.RegrR2: "REGR_R2",
+    exp.RegrCount: "REGR_COUNT",
+    exp.Median: "MEDIAN",
+    exp.PercentileCont: "QUANTILE_CONT",
+    Lasso: "LASSO",
+    Ridge: "RIDGE",
+    Linreg: "LINREG",
+}
+
+#: Scalar (row) functions accepted inside row expressions besides the operators.
+ROW_FUNCTIONS: tuple[type[exp.Expression], ...] = (exp.Abs, exp.Coalesce, exp.Case, exp.Cast)
+
+#: The DuckDB types a CAST may convert to (numeric types only; no unsigned types).
+CAST_TYPES: frozenset[exp.DataType.Type] = frozenset(
+    {
+        exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT,
+        exp.DataType.Type.BIGINT, exp.DataType.Type.INT128, exp.DataType.Type.DECIMAL,
+        exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE,
+    }
+)
+
+
+def is_aggregate(node: exp.Expression) -> bool:
+    """Whether ``node`` is one of the accepted aggregates (scalar or model)."""
+    return type(node) in AGGREGATE_NAMES
+
+
+def canonical_name(node: exp.Expression) -> str:
+    """The canonical upper-case name of an accepted aggregate node (``VAR_SAMP``, ``CORR``...).
+
+    Raises ``KeyError`` for a node that is not an accepted aggregate.
+    """
+    try:
+        return AGGREGATE_NAMES[type(node)]
+    except KeyError:
+        raise KeyError(f"{type(node).__name__} is not an accepted aggregate") from None
+
 
 def function_name(node: exp.Expression) -> str:
-    """The canonical upper-case SQL name of an aggregate node (``COUNT``, ``LASSO``, ...)."""
+    """The upper-case SQL name of a function node (``COUNT``, ``LASSO``, ``UPPER``...).
+
+    Accepted aggregates get their canonical name; other functions sqlglot's name.
+    """
+    if type(node) in AGGREGATE_NAMES:
+        return AGGREGATE_NAMES[type(node)]
     if isinstance(node, exp.Anonymous):
         return str(node.name).upper()
     if isinstance(node, exp.Func):

@@ -2,11 +2,15 @@
 
 Accepted::
 
-    SELECT <agg> [AS alias], ... FROM t1 [AS a] [[INNER] JOIN t2 [AS b] USING (k) | ON a.k = b.k]
+    SELECT <item> [AS alias], ...
+    FROM t1 [[AS] a] [[INNER] JOIN t2 [[AS] b] USING (k) | ON a.k = b.k]
+    [WHERE <row predicate>] [GROUP BY <row expression>, ...] [HAVING <predicate>]
+    [ORDER BY <output column | alias | position | select item> [ASC|DESC] [NULLS FIRST|LAST], ...]
+    [LIMIT n] [OFFSET n]
 
-where ``<agg>`` is COUNT(*), COUNT(col), SUM(col), AVG(col) or
-LASSO/RIDGE/LINREG(target, feature, ..., option => literal, ...), optionally preceded by
-``SET join_protocol = '...';`` statements (checked in :mod:`dialect.settings`).
+optionally preceded by ``SET join_protocol = '...';`` statements (:mod:`dialect.settings`).
+The select items, the row expressions and the aggregates are checked in
+:mod:`dialect.clauses` and :mod:`dialect.expressions`.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from dataclasses import dataclass
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
+from dialect.clauses import ClauseChecks
 from dialect.dialect import MpcDialect
 from dialect.errors import UnsupportedError
-from dialect.functions import AGGREGATE_FUNCTIONS, MODEL_FUNCTIONS, function_name
+from dialect.expressions import AGGREGATE_LIST
+from dialect.functions import function_name
 from dialect.positions import SourceMap
-
-AGGREGATE_NAMES = "COUNT, SUM, AVG, LASSO, RIDGE, LINREG"
 
 #: Select clauses outside the grammar: arg name -> (construct, keyword tokens that start it).
 CLAUSES: dict[str, tuple[str, tuple[TokenType, ...]]] = {
@@ -31,17 +35,13 @@ CLAUSES: dict[str, tuple[str, tuple[TokenType, ...]]] = {
     "laterals": ("LATERAL", (TokenType.LATERAL,)),
     "pivots": ("PIVOT", (TokenType.PIVOT, TokenType.UNPIVOT)),
     "prewhere": ("PREWHERE", (TokenType.PREWHERE,)),
-    "where": ("WHERE", (TokenType.WHERE,)),
-    "group": ("GROUP BY", (TokenType.GROUP_BY,)),
-    "having": ("HAVING", (TokenType.HAVING,)),
     "qualify": ("QUALIFY", (TokenType.QUALIFY,)),
     "windows": ("WINDOW", (TokenType.WINDOW,)),
-    "order": ("ORDER BY", (TokenType.ORDER_BY,)),
-    "limit": ("LIMIT", (TokenType.LIMIT, TokenType.FETCH)),
-    "offset": ("OFFSET", (TokenType.OFFSET,)),
     "sample": ("SAMPLE", (TokenType.USING, TokenType.TABLE_SAMPLE)),
 }
-ALLOWED_SELECT_ARGS = frozenset({"expressions", "from_", "joins"})
+ALLOWED_SELECT_ARGS = frozenset(
+    {"expressions", "from_", "joins", "where", "group", "having", "order", "limit", "offset"}
+)
 
 SET_OPERATION_TOKENS = (TokenType.UNION, TokenType.INTERSECT, TokenType.EXCEPT)
 
@@ -61,7 +61,7 @@ class Violation:
         )
 
 
-class GrammarChecker:
+class GrammarChecker(ClauseChecks):
     """Collects the violations of one statement; :meth:`check` raises the first in the text."""
 
     def __init__(self, src: SourceMap, start: int | None = None) -> None:
@@ -136,7 +136,7 @@ class GrammarChecker:
             elif isinstance(node, exp.Anonymous):
                 name = str(node.name).upper()
                 self.refuse(node, f"function {name}", message=f"unknown function {name}",
-                            hint=f"the aggregates are {AGGREGATE_NAMES}")
+                            hint=f"the aggregates are {AGGREGATE_LIST}")
 
     # --- SELECT -------------------------------------------------------------------------------
 
@@ -156,9 +156,8 @@ class GrammarChecker:
         self.check_joins(stmt)
         if not stmt.expressions:
             self.refuse(stmt, "SELECT without aggregates",
-                        hint=f"select one or more of {AGGREGATE_NAMES}")
-        for item in stmt.expressions:
-            self.check_item(item)
+                        hint=f"select one or more of {AGGREGATE_LIST}")
+        self.check_clauses(stmt)
 
     def check_table(self, table: exp.Expression) -> None:
         if isinstance(table, (exp.Subquery, exp.Query)):
@@ -235,79 +234,10 @@ class GrammarChecker:
         if using and len(using) != 1:
             self.refuse(using[1], "USING with several columns", hint="join on the single key")
 
-    # --- the select list ----------------------------------------------------------------------
-
-    def check_item(self, item: exp.Expression) -> None:
-        node = item.this if isinstance(item, exp.Alias) else item
-        hint = f"only aggregates ({AGGREGATE_NAMES}) can be selected"
-        if isinstance(node, exp.Window):
-            self.refuse(node, "window function (OVER)", hint=hint)
-        elif isinstance(node, exp.Filter):
-            self.refuse(node.expression, "FILTER clause", keywords=(TokenType.FILTER,))
-        elif _is_star(node):
-            self.refuse(node, "* outside COUNT", hint=hint)
-        elif isinstance(node, exp.Column):
-            self.refuse(node, f"raw column {self.sql(node)} in SELECT", hint=hint)
-        elif isinstance(node, (exp.Anonymous, exp.Subquery, exp.Query)):
-            return  # reported by check_hard
-        elif isinstance(node, AGGREGATE_FUNCTIONS):
-            self.check_aggregate(node)
-        elif isinstance(node, exp.Func):
-            self.refuse(node, f"function {function_name(node)}", hint=hint)
-        else:
-            self.refuse(node, f"expression {self.sql(node)}", hint=hint)
-
-    def check_aggregate(self, agg: exp.Expression) -> None:
-        name = function_name(agg)
-        this = agg.this
-        rest = list(agg.expressions)
-        if isinstance(agg, exp.Count):
-            if this is None:
-                self.refuse(agg, "COUNT() without argument", hint="use COUNT(*)")
-            elif isinstance(this, exp.Star):
-                pass
-            else:
-                self.check_argument(agg, this)
-            if rest:
-                self.refuse(rest[0], "COUNT with several arguments")
-            return
-        if isinstance(agg, MODEL_FUNCTIONS):
-            self.check_argument(agg, this)
-            for arg in rest:
-                if isinstance(arg, (exp.Kwarg, exp.PropertyEQ)):
-                    continue
-                self.check_argument(agg, arg)
-            return
-        self.check_argument(agg, this)
-        if rest:
-            self.refuse(rest[0], f"{name} with several arguments")
-
-    def check_argument(self, agg: exp.Expression, arg: exp.Expression | None) -> None:
-        name = function_name(agg)
-        if arg is None:
-            self.refuse(agg, f"{name} without argument")
-        elif isinstance(arg, exp.Distinct):
-            self.refuse(arg, f"{name}(DISTINCT ...)", keywords=(TokenType.DISTINCT,))
-        elif _is_star(arg):
-            self.refuse(arg, "* outside COUNT", hint=f"{name} needs a column")
-        elif isinstance(arg, exp.Column):
-            self.check_column(arg, name)
-        elif isinstance(arg, (exp.Anonymous, exp.Subquery, exp.Query)):
-            return  # reported by check_hard
-        else:
-            self.refuse(arg, f"expression {self.sql(arg)} as argument of {name}",
-                        hint="aggregate arguments must be plain columns")
-
     def check_column(self, col: exp.Column, where: str) -> None:
         if len(col.parts) > 2:
             self.refuse(col, f"qualified column name {self.sql(col)} in {where}",
                         hint="qualify columns with the table name or alias only")
-
-
-def _is_star(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Star) or (
-        isinstance(node, exp.Column) and isinstance(node.this, exp.Star)
-    )
 
 
 def statement_name(stmt: exp.Expression) -> str:

@@ -95,9 +95,6 @@ def test_accepted(sql: str) -> None:
 REFUSED = [
     # (sql, words in the message, (line, column))
     ("SELECT age FROM ac", "raw column age", (1, 8)),
-    ("SELECT SUM(age)+1 FROM ac", "expression SUM(age) + 1", (1, 8)),
-    ("SELECT SUM(age*2) FROM ac", "expression age * 2 as argument of SUM", (1, 12)),
-    ("SELECT 1 FROM ac", "expression 1", (1, 8)),
     ("SELECT * FROM ac", "* outside COUNT", (1, 8)),
     ("SELECT ac.* FROM ac", "* outside COUNT", (1, 8)),
     ("SELECT SUM(*) FROM ac", "* outside COUNT", (1, 12)),
@@ -122,19 +119,16 @@ REFUSED = [
      (1, 37)),
     ("SELECT COUNT(*) FROM ac JOIN emc USING (id, age)", "USING with several columns",
      (1, 45)),
-    ("SELECT COUNT(*) FROM ac WHERE age > 3", "WHERE", (1, 25)),
-    ("SELECT COUNT(*) FROM ac GROUP BY sex", "GROUP BY", (1, 25)),
-    ("SELECT COUNT(*) FROM ac HAVING COUNT(*) > 1", "HAVING", (1, 25)),
-    ("SELECT COUNT(*) FROM ac ORDER BY 1", "ORDER BY", (1, 25)),
-    ("SELECT COUNT(*) FROM ac LIMIT 5", "LIMIT", (1, 25)),
     ("SELECT COUNT(*) FROM ac QUALIFY 1", "QUALIFY", (1, 25)),
+    ("SELECT COUNT(*) FROM ac WHERE SUM(age) > 3", "aggregate SUM in WHERE", (1, 31)),
+    ("SELECT COUNT(*) FROM ac LIMIT 1 + 1", "LIMIT 1 + 1", (1, 31)),
+    ("SELECT MODE(age) FROM ac", "function MODE", (1, 8)),
+    ("SELECT COUNT(*) FILTER (WHERE age LIKE 'a') FROM ac", "LIKE", (1, 31)),
     ("SELECT DISTINCT COUNT(*) FROM ac", "DISTINCT", (1, 8)),
     ("SELECT SUM(age) FROM ac WINDOW w AS (ORDER BY age)", "WINDOW", (1, 25)),
     ("SELECT SUM(age) OVER () FROM ac", "window function (OVER)", (1, 8)),
-    ("SELECT COUNT(*) FILTER (WHERE age > 1) FROM ac", "FILTER clause", (1, 17)),
     ("SELECT COUNT(DISTINCT age) FROM ac", "COUNT(DISTINCT ...)", (1, 14)),
     ("SELECT COUNT() FROM ac", "COUNT() without argument", (1, 8)),
-    ("SELECT COUNT(1) FROM ac", "expression 1 as argument of COUNT", (1, 14)),
     ("SELECT COUNT(*) FROM ac UNION SELECT COUNT(*) FROM emc", "UNION", (1, 25)),
     ("SELECT COUNT(*) FROM ac UNION ALL SELECT COUNT(*) FROM emc", "UNION ALL", (1, 25)),
     ("SELECT COUNT(*) FROM ac EXCEPT SELECT COUNT(*) FROM emc", "EXCEPT", (1, 25)),
@@ -150,7 +144,6 @@ REFUSED = [
     ("SELECT FOO(age) FROM ac", "unknown function FOO", (1, 8)),
     ("SELECT SUM(foo(age)) FROM ac", "unknown function FOO", (1, 12)),
     ("SELECT COUNT(*) FROM my_table_fn(1)", "unknown function MY_TABLE_FN", (1, 22)),
-    ("SELECT MAX(age) FROM ac", "function MAX", (1, 8)),
     ("SELECT COUNT(*) FROM read_csv('x.csv')", "table function READ_CSV", (1, 22)),
     ("SELECT COUNT(*) FROM (VALUES (1)) t", "VALUES", (1, 23)),
     ("SELECT COUNT(*)", "SELECT without FROM", (1, 8)),
@@ -179,8 +172,8 @@ def test_refused_message_format() -> None:
         parse("SELECT COUNT(*) FROM ac LEFT JOIN emc USING (id)")
     assert "LEFT JOIN is not supported (line 1, column 25)" in str(info.value)
     assert info.value.construct == "LEFT JOIN"
-    with pytest.raises(UnsupportedError, match=r"GROUP BY is not supported \(line 1, column"):
-        parse("SELECT SUM(age) FROM ac GROUP BY sex")
+    with pytest.raises(UnsupportedError, match=r"GROUP BY ALL is not supported \(line 1, column"):
+        parse("SELECT SUM(age) FROM ac GROUP BY ALL")
 
 
 def test_multiline_positions() -> None:
@@ -191,8 +184,8 @@ def test_multiline_positions() -> None:
     sql = "SELECT\n  SUM(age),\n  age\nFROM ac"
     with pytest.raises(UnsupportedError, match=r"raw column age .*\(line 3, column 3\)"):
         parse(sql)
-    sql = "SELECT COUNT(*)\nFROM ac\nWHERE age > 1"
-    with pytest.raises(UnsupportedError, match=r"WHERE .*\(line 3, column 1\)"):
+    sql = "SELECT COUNT(*)\nFROM ac\nWHERE age LIKE 'a%'"
+    with pytest.raises(UnsupportedError, match=r"LIKE .*\(line 3, column 7\)"):
         parse(sql)
 
 
@@ -203,11 +196,11 @@ def test_first_violation_in_text_is_reported() -> None:
 
 def test_unsupported_error_round_trips() -> None:
     with pytest.raises(UnsupportedError) as info:
-        parse("SELECT COUNT(*) FROM ac ORDER BY 1")
+        parse("SELECT COUNT(*) FROM ac ORDER BY ALL")
     again = error_from_dict(info.value.to_dict())
     assert isinstance(again, UnsupportedError)
     assert str(again) == str(info.value)
-    assert (again.line, again.col, again.construct) == (1, 25, "ORDER BY")
+    assert (again.line, again.col, again.construct) == (1, 25, "ORDER BY ALL")
 
 
 # --- syntax errors ----------------------------------------------------------------------------
