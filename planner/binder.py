@@ -8,8 +8,12 @@ from sqlglot import exp
 
 from dialect.errors import BindError, DataError, NotSupportedError, ProgrammingError
 from dialect.functions import MODEL_FUNCTIONS, function_name
+from planner.bind_agg import AggBinder, agg_kind, agg_type
+from planner.bind_expr import RowBinder, literal_value, sql_text, unparen
 from planner.catalog import DATA, Catalog, ColumnSchema, TableSchema
-from planner.naming import default_name, written_function_name
+from planner.groups import bind_keys
+from planner.logical import BOOLEAN, LogicalQuery, SelectItem, SortKey
+from planner.naming import ExpressionNamer, default_name, written_function_name
 from planner.options import bind_options
 from planner.plan import Aggregate, ColumnRef, OutputColumn
 
@@ -80,12 +84,24 @@ class Binder:
         self.aliased: dict[str, str] = {}  # table name -> alias, for aliased tables
         self.using: str | None = None  # the USING column, lower case
 
-    # --- tables -------------------------------------------------------------------------------
+    # --- queries ------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_model_query(select: exp.Select) -> bool:
+        """Whether ``select`` computes a model (LASSO, RIDGE, LINREG): bind it with :meth:`bind`,
+        every other query with :meth:`bind_logical`."""
+        return any(isinstance(n, MODEL_FUNCTIONS) for item in select.expressions
+                   for n in item.walk())
 
     def bind(self, select: exp.Select) -> BoundQuery:
+        """The bound form of a model query (and of the plain COUNT/SUM/AVG of columns)."""
         left = self.bind_table(select.args["from_"].this)
         joins = select.args.get("joins") or []
         right = self.bind_join(left, joins[0]) if joins else None
+        models = [n for item in select.expressions for n in item.walk()
+                  if isinstance(n, MODEL_FUNCTIONS)]
+        if models:
+            self.check_model_clauses(select, function_name(models[0]))
         aggregates = tuple(self.bind_item(item) for item in select.expressions)
         models = [a for a in aggregates if a.is_model]
         if models and len(aggregates) > 1:
@@ -101,6 +117,119 @@ class Binder:
                 for a in aggregates
             )
         return BoundQuery(left, right, aggregates, output)
+
+    @staticmethod
+    def check_model_clauses(select: exp.Select, func: str) -> None:
+        """A model query has no WHERE, GROUP BY, HAVING, ORDER BY or LIMIT (yet)."""
+        for key, clause in (("where", "WHERE"), ("group", "GROUP BY"), ("having", "HAVING"),
+                            ("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
+            if select.args.get(key):
+                raise NotSupportedError(f"{func} with {clause} is not supported yet")
+
+    def bind_logical(self, select: exp.Select) -> LogicalQuery:
+        """The :class:`LogicalQuery` of a non-model aggregate query."""
+        if self.is_model_query(select):
+            raise NotSupportedError("a model aggregate (LASSO, RIDGE, LINREG) must be the only "
+                                    "item in SELECT: a model aggregate cannot be mixed with "
+                                    "other aggregates or expressions")
+        left = self.bind_table(select.args["from_"].this)
+        joins = select.args.get("joins") or []
+        right = self.bind_join(left, joins[0]) if joins else None
+        tables = (left,) if right is None else (left, right)
+        rows = RowBinder(self.resolve, self.is_key)
+        where = select.args.get("where")
+        pred = rows.predicate(where.this, "WHERE") if where is not None else None
+        namer = ExpressionNamer(self.sql, self.column_name)
+        keys = bind_keys(select, rows, self.catalog, namer)
+        aliases = {item.alias.lower(): item.this for item in select.expressions
+                   if isinstance(item, exp.Alias)}
+        agg = AggBinder(rows, keys, aliases=aliases)
+        items = tuple(self.select_item(item, agg, namer) for item in select.expressions)
+        having = self.bind_having(select, AggBinder(rows, keys, aliases=aliases))
+        return LogicalQuery(tables, pred, keys, items, having, self.bind_order(select, agg, items),
+                            *self.bind_limit(select))
+
+    def column_name(self, col: exp.Column) -> str:
+        """A column's catalog name (DuckDB's output name of a selected column)."""
+        return self.resolve(col)[1].name
+
+    def select_item(self, item: exp.Expression, agg: AggBinder,
+                    namer: ExpressionNamer) -> SelectItem:
+        alias = item.alias if isinstance(item, exp.Alias) else None
+        node = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(node, exp.Star) or (isinstance(node, exp.Column)
+                                          and isinstance(node.this, exp.Star)):
+            raise NotSupportedError("SELECT * is not supported: name the aggregates and keys")
+        e = agg.bind(node, "SELECT")
+        return SelectItem(alias or namer.name(node), e, agg_type(e, agg.keys))
+
+    @staticmethod
+    def bind_having(select: exp.Select, agg: AggBinder):
+        having = select.args.get("having")
+        if having is None:
+            return None
+        e = agg.bind(having.this, "HAVING")
+        if agg_kind(e, agg.keys) != BOOLEAN:
+            raise DataError(f"HAVING needs a boolean condition ({sql_text(having.this)})")
+        return e
+
+    @staticmethod
+    def bind_order(select: exp.Select, agg: AggBinder,
+                   items: tuple[SelectItem, ...]) -> tuple[SortKey, ...]:
+        order = select.args.get("order")
+        if order is None:
+            return ()
+        out = []
+        for o in order.expressions:
+            index = Binder.order_target(unparen(o.this), agg, items)
+            out.append(SortKey(index, bool(o.args.get("desc")), bool(o.args.get("nulls_first"))))
+        return tuple(out)
+
+    @staticmethod
+    def order_target(node: exp.Expression, agg: AggBinder, items: tuple[SelectItem, ...]) -> int:
+        ok, value = literal_value(node)
+        if ok:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BindError(f"ORDER BY {sql_text(node)}: a constant orders nothing; name an "
+                                "output column or its position")
+            if not 1 <= value <= len(items):
+                raise BindError(f"ORDER BY position {value} is not in the select list (1 to "
+                                f"{len(items)})")
+            return value - 1
+        if isinstance(node, exp.Column) and not node.table:
+            for i, item in enumerate(items):
+                if item.name.lower() == node.name.lower():
+                    return i
+        e = agg.bind(node, "ORDER BY")
+        for i, item in enumerate(items):
+            if item.expr == e:
+                return i
+        raise NotSupportedError(f"ORDER BY {sql_text(node)} must name an output column (by "
+                                "name, alias or position) or repeat a select item")
+
+    @staticmethod
+    def bind_limit(select: exp.Select) -> tuple[int | None, int]:
+        limit, offset = select.args.get("limit"), select.args.get("offset")
+        n = None
+        if limit is not None:
+            if limit.args.get("limit_options") is not None or limit.args.get("offset"):
+                raise NotSupportedError(f"{sql_text(limit)} is not supported: use LIMIT n "
+                                        "[OFFSET m]")
+            target = limit.expression
+            if not (isinstance(target, exp.Var) and str(target.this).upper() == "ALL"):
+                n = Binder.count_literal(target, "LIMIT")
+        skip = Binder.count_literal(offset.expression, "OFFSET") if offset is not None else 0
+        return n, skip
+
+    @staticmethod
+    def count_literal(node: exp.Expression, clause: str) -> int:
+        ok, value = literal_value(node)
+        if not ok or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProgrammingError(f"{clause} must be an integer literal >= 0, not "
+                                   f"{sql_text(node)}")
+        return value
+
+    # --- tables -------------------------------------------------------------------------------
 
     def bind_table(self, table: exp.Table) -> TableSchema:
         schema = self.catalog.table(table.name)

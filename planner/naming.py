@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 from sqlglot import exp
 
@@ -69,3 +70,133 @@ def default_name(agg: exp.Expression, sql: str) -> str:
         return "count_star()"
     args = [column_text(a) for a in (agg.this, *agg.expressions) if isinstance(a, exp.Column)]
     return f"{written_function_name(agg, sql)}({', '.join(args)})"
+
+
+# --- expressions, as DuckDB prints them in a column name ---------------------------------------
+
+_BINARY_TEXT = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.EQ: "=",
+                exp.NEQ: "!=", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_CAST_TEXT = {"INT": "INTEGER", "INT128": "HUGEINT", "REAL": "FLOAT", "INT2": "SMALLINT",
+              "INT8": "BIGINT", "NUMERIC": "DECIMAL"}
+
+
+def _literal_text(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return "'" + str(node.this).replace("'", "''") + "'"
+        return str(node.this)
+    if isinstance(node, exp.Boolean):
+        return "true" if node.this else "false"
+    if isinstance(node, exp.Null):
+        return "NULL"
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) \
+            and not node.this.is_string:
+        return f"-{node.this.this}"
+    return None
+
+
+def _cast_type(to: exp.Expression | None) -> str:
+    if not isinstance(to, exp.DataType):
+        return "?"
+    name = to.this.name if hasattr(to.this, "name") else str(to.this)
+    name = _CAST_TEXT.get(name, name)
+    params = [p.sql(dialect="duckdb") for p in to.expressions]
+    return f"{name}({', '.join(params)})" if params else name
+
+
+class ExpressionNamer:
+    """DuckDB's column name of an unaliased select item (``sum((x * 2))``, ``(avg(x) / 2)``,
+    ``count_star() FILTER (WHERE (x > 1))``, ``CASE  WHEN ((x > 1)) THEN ('a') ELSE 'b' END``).
+
+    ``column_name`` gives a top-level column's catalog name (DuckDB names ``SELECT ac.Region``
+    ``region`` when the table's column is ``region``).
+    """
+
+    def __init__(self, sql: str, column_name: Callable[[exp.Column], str] | None = None):
+        self.sql = sql
+        self.column_name = column_name
+
+    def name(self, node: exp.Expression) -> str:
+        node = _unparen(node)
+        if isinstance(node, exp.Column) and self.column_name is not None:
+            return self.column_name(node)
+        return self.text(node)
+
+    def text(self, node: exp.Expression) -> str:
+        node = _unparen(node)
+        lit = _literal_text(node)
+        if lit is not None:
+            return lit
+        if isinstance(node, exp.Column):
+            return column_text(node)
+        if isinstance(node, exp.Star):
+            return "*"
+        if isinstance(node, exp.Filter):
+            cond = node.expression
+            cond = cond.this if isinstance(cond, exp.Where) else cond
+            return f"{self.text(node.this)} FILTER (WHERE {self.text(cond)})"
+        if type(node) in _BINARY_TEXT:
+            return f"({self.text(node.this)} {_BINARY_TEXT[type(node)]} " \
+                   f"{self.text(node.expression)})"
+        if isinstance(node, (exp.And, exp.Or)):
+            word = "AND" if isinstance(node, exp.And) else "OR"
+            parts = [self.text(p) for p in _flatten(node, type(node))]
+            return f"({f' {word} '.join(parts)})"
+        return self.special(node)
+
+    def special(self, node: exp.Expression) -> str:
+        t = self.text
+        if isinstance(node, exp.Not):
+            inner = _unparen(node.this)
+            if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
+                return f"({t(inner.this)} IS NOT NULL)"
+            return f"(NOT {t(inner)})"
+        if isinstance(node, exp.Is):
+            target = _unparen(node.expression)
+            if isinstance(target, exp.Boolean):
+                return f"(CAST({t(node.this)} AS BOOLEAN) IS NOT DISTINCT FROM {t(target)})"
+            return f"({t(node.this)} IS {t(target)})"
+        if isinstance(node, exp.Neg):
+            return f"(-({t(node.this)}))"
+        if isinstance(node, exp.Between):
+            return f"({t(node.this)} BETWEEN {t(node.args['low'])} AND {t(node.args['high'])})"
+        if isinstance(node, exp.In):
+            return f"({t(node.this)} IN ({', '.join(t(v) for v in node.expressions)}))"
+        if isinstance(node, exp.Case):
+            return self.case(node)
+        if isinstance(node, exp.Coalesce):
+            return f"COALESCE({', '.join(t(a) for a in [node.this, *node.expressions])})"
+        if isinstance(node, (exp.Cast, exp.TryCast)):
+            return f"CAST({t(node.this)} AS {_cast_type(node.args.get('to'))})"
+        if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
+            return "count_star()"
+        if isinstance(node, exp.Func):
+            args = [a for k in ("this", "expression") if (a := node.args.get(k)) is not None]
+            args += list(node.args.get("expressions") or [])
+            return f"{written_function_name(node, self.sql)}({', '.join(t(a) for a in args)})"
+        return node.sql(dialect="duckdb")
+
+    def case(self, node: exp.Case) -> str:
+        subject = node.args.get("this")
+        parts = ["CASE "]
+        for branch in node.args.get("ifs") or []:
+            cond = (f"({self.text(subject)} = {self.text(branch.this)})" if subject is not None
+                    else self.text(branch.this))
+            parts.append(f"WHEN ({cond}) THEN ({self.text(branch.args['true'])})")
+        default = node.args.get("default")
+        parts.append(f"ELSE {self.text(default) if default is not None else 'NULL'}")
+        parts.append("END")
+        return " ".join(parts)
+
+
+def _unparen(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+def _flatten(node: exp.Expression, cls: type) -> list[exp.Expression]:
+    node = _unparen(node)
+    if isinstance(node, cls):
+        return _flatten(node.this, cls) + _flatten(node.expression, cls)
+    return [node]
