@@ -66,7 +66,7 @@ def _phases(stats: dict) -> str:
 
 def cmd_demo(args) -> int:
     import engine
-    from engine.data.demo import plaintext, split
+    from engine.data.demo import plaintext, register, split
 
     ac, emc = split()
     print(f"Medical Costs data split: ac (insurer) {len(ac)} rows, emc (hospital) {len(emc)} "
@@ -75,8 +75,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     with engine.connect(key_bits=args.key_bits, workdir=args.workdir) as con:
         workdir = con.workdir
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
+        register(con, ac, emc)  # key id, with the declared domains
         print(f"\n{con.explain(DEMO_SQL)}\n")
         cur = con.execute(DEMO_SQL)
         cols = [d[0] for d in cur.description]

@@ -139,7 +139,8 @@ class Connection:
         return isinstance(self.federation, RemoteServer)
 
     def register(self, name: str, source: Any, *, party: str, key: str | None = None,
-                 table: str | None = None, bounds: dict[str, float] | None = None) -> None:
+                 table: str | None = None, bounds: dict[str, float] | None = None,
+                 domains: dict[str, Any] | None = None) -> None:
         """Load ``source`` into ``party``'s own DuckDB file as table ``name`` with join ``key``.
 
         ``source`` is a pandas DataFrame, a DuckDB relation, or a path to a CSV, Parquet or
@@ -147,6 +148,12 @@ class Connection:
         the owning party's server.  ``bounds`` declares public magnitude bounds per column
         (|x| <= bound); undeclared numeric columns are declared as the smallest power of two
         above their largest magnitude.  Model aggregates use these public scales.
+
+        ``domains`` declares the public domain of columns, needed to GROUP BY them: per column
+        a list of categories (strings, integers or booleans, e.g. ``{"region": ["northeast",
+        "northwest", "southeast", "southwest"]}``) or an integer range, both ends included,
+        written ``{"min": 0, "max": 5}`` or ``range(0, 6)``.  At most 256 values; every
+        non-NULL value of the column must be in its domain (checked now and at every query).
         """
         self._check()
         if self.remote:
@@ -157,9 +164,10 @@ class Connection:
         if isinstance(source, (str, os.PathLike)):  # read here: the server opens no path
             blob, fmt = read_source(os.path.abspath(os.fspath(source)), table)
             msg = messages.Register(table=name, key=key, bounds=bounds, format=fmt,
-                                    source_table=table)
+                                    source_table=table, domains=_domains(name, domains))
         else:
-            msg = messages.Register(table=name, key=key, bounds=bounds)
+            msg = messages.Register(table=name, key=key, bounds=bounds,
+                                    domains=_domains(name, domains))
             blob = _to_parquet(source)
         self._request(party, msg, blob)
 
@@ -223,6 +231,17 @@ class Connection:
         host, port = self.federation.addresses[party]
         return wire.call(host, port, msg, blob, party=party, timeout=timeout,
                          ssl_context=self.federation.ssl_context_for(party))
+
+
+def _domains(table: str, domains: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Declared domains in their JSON form (a ``range`` becomes ``{"min", "max"}``)."""
+    if domains is None:
+        return None
+    if not isinstance(domains, dict):
+        raise ProgrammingError("domains must map column names to domains")
+    from planner.domains import normalize
+
+    return {str(c): normalize(v, f"{table}.{c}") for c, v in domains.items()}
 
 
 def _os_user() -> str:

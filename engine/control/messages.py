@@ -224,6 +224,7 @@ class Register(Request):
     table: str
     key: str | None = None
     bounds: dict[str, float] | None = None
+    domains: dict[str, Any] | None = None  # planner.domains canonical form per column
     path: str | None = None
     source_table: str | None = None
     format: str | None = None

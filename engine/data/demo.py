@@ -7,6 +7,13 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+#: The owners' public declarations of the demo columns' values (GROUP BY keys), per table.
+DOMAINS: dict[str, dict[str, object]] = {
+    "ac": {"region": ["northeast", "northwest", "southeast", "southwest"],
+           "sex": [0, 1], "smoker": [0, 1]},
+    "emc": {"children": {"min": 0, "max": 5}},
+}
+
 
 def insurance() -> pd.DataFrame:
     """The Medical Costs data set (1338 rows), with sex and smoker as 0/1 columns."""
@@ -39,6 +46,15 @@ def split(df: pd.DataFrame | None = None, *, overlap: float = 0.65, seed: int = 
     ac = ac.sample(frac=1, random_state=seed).reset_index(drop=True)
     emc = emc.sample(frac=1, random_state=seed + 1).reset_index(drop=True)
     return ac, emc
+
+
+def register(con, ac: pd.DataFrame | None = None, emc: pd.DataFrame | None = None) -> None:
+    """Register the split (default :func:`split`) at ``con``'s ac and emc with key ``id``
+    and the declared :data:`DOMAINS`."""
+    if ac is None or emc is None:
+        ac, emc = split()
+    for name, frame in (("ac", ac), ("emc", emc)):
+        con.register(name, frame, party=name, key="id", domains=DOMAINS[name])
 
 
 def plaintext(sql: str, tables: dict[str, pd.DataFrame]) -> tuple[list[str], list[tuple]]:

@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialect.errors import ConfigError
+from dialect.errors import ConfigError, ProgrammingError
 from engine.deploy.tls import TLSFiles
 
 KEY_BITS = 2048  # Paillier modulus size used in production
@@ -21,6 +21,8 @@ class ExposedTable:
     key: str
     columns: list[str] | None = None  # None: every column
     bounds: dict[str, float] = field(default_factory=dict)
+    #: public domains (planner.domains canonical form: categories, or {"min": a, "max": b})
+    domains: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -271,8 +273,8 @@ def _tables(raw: Any, role: str) -> list[ExposedTable]:
     out, seen = [], set()
     for i, t in enumerate(raw):
         where = f"tables[{i}]"
-        if not isinstance(t, dict) or set(t) - {"name", "key", "columns", "bounds"}:
-            raise ConfigError(f"{where} takes name, key, columns and bounds")
+        if not isinstance(t, dict) or set(t) - {"name", "key", "columns", "bounds", "domains"}:
+            raise ConfigError(f"{where} takes name, key, columns, bounds and domains")
         name = _get(t, "name", str, where)
         if name.lower() in seen:
             raise ConfigError(f"table {name!r} is listed twice")
@@ -284,7 +286,21 @@ def _tables(raw: Any, role: str) -> list[ExposedTable]:
         if not all(isinstance(v, (int, float)) and v > 0 for v in bounds.values()):
             raise ConfigError(f"{where}.bounds must map column names to positive numbers")
         out.append(ExposedTable(name, _get(t, "key", str, where), cols,
-                                {k: float(v) for k, v in bounds.items()}))
+                                {k: float(v) for k, v in bounds.items()},
+                                _domains(_get(t, "domains", dict, where, {}), where)))
+    return out
+
+
+def _domains(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """``[[tables]] domains``: column -> list of categories or { min = a, max = b }."""
+    from planner.domains import normalize  # config -> planner is the allowed direction
+
+    out = {}
+    for col, spec in raw.items():
+        try:
+            out[col] = normalize(spec, f"{where}.domains.{col}")
+        except ProgrammingError as e:
+            raise ConfigError(e.message) from None
     return out
 
 

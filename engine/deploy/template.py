@@ -64,6 +64,7 @@ name = "{name}"
 key = "id"
 # columns = ["age", "charges"]
 # bounds = {{ charges = 65536 }}  # public |x| bounds used to scale model aggregates
+# domains = {{ region = ["north", "south"], children = {{ min = 0, max = 5 }} }}  # GROUP BY keys
 """
 
 

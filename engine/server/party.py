@@ -144,14 +144,16 @@ class PartyServer(PartyState):
                                    "file with your own permissions)")
         fmt = (req.format or "parquet").lower()
         if fmt == "parquet" and not req.source_table:
-            schema = self.store.register(req.table, key=req.key, blob=blob, bounds=req.bounds)
+            schema = self.store.register(req.table, key=req.key, blob=blob, bounds=req.bounds,
+                                         domains=req.domains)
         else:  # CSV or DuckDB bytes: read back from a private temporary file
             with tempfile.TemporaryDirectory(prefix="mpcsql-register-") as tmp:
                 path = os.path.join(tmp, "source." + fmt.replace("/", "_"))
                 with open(path, "wb") as f:
                     f.write(blob)
                 schema = self.store.register(req.table, key=req.key, path=path, fmt=fmt,
-                                             table=req.source_table, bounds=req.bounds)
+                                             table=req.source_table, bounds=req.bounds,
+                                             domains=req.domains)
         return {"ok": True, "columns": [[c.name, c.dtype] for c in schema.columns],
                 "key": schema.key}
 

@@ -23,6 +23,7 @@ from dialect.errors import DataError, NotSupportedError, ProgrammingError
 from engine.protocols.channel import LocalData
 from engine.protocols.fixedpoint import check_range
 from engine.protocols.paillier import TypedId
+from planner import domains as dom
 from planner.binder import check_key_type, key_base_type
 from planner.catalog import ColumnSchema, TableSchema
 
@@ -38,6 +39,12 @@ def power_of_two_bits(bound: float) -> int:
     if bound <= 0:
         return 0
     return int(min(MAX_SCALE_BITS, max(MIN_SCALE_BITS, math.ceil(math.log2(bound)))))
+
+
+def _domain(domains: dict[str, dom.Spec] | None, column: str) -> tuple | None:
+    """The expanded domain of ``column`` (None if undeclared)."""
+    spec = (domains or {}).get(column)
+    return None if spec is None else dom.expand(spec)
 
 
 def _ident(name: str) -> str:
@@ -64,15 +71,17 @@ class PartyStore:
         self.con = duckdb.connect(path)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {_META} (name VARCHAR PRIMARY KEY, "
                          "key_column VARCHAR, scale_bits VARCHAR)")
+        # declared domains (JSON, planner.domains canonical form); older files lack it
+        self.con.execute(f"ALTER TABLE {_META} ADD COLUMN IF NOT EXISTS domains VARCHAR")
 
-    def expose(self, tables: list[tuple[str, str, list[str] | None, dict[str, float]]]) -> None:
-        """Serve exactly these (table, key, columns or None for all, bounds) and nothing else.
+    def expose(self, tables: list[tuple]) -> None:
+        """Serve exactly these (table, key, columns or None for all, bounds[, domains]) only.
 
         Used with ``party.toml``: the tables already live in the party's DuckDB file; names,
         key and columns are checked here so that a bad configuration fails at start-up.
         """
         exposed: dict[str, TableSchema] = {}
-        for name, key, columns, bounds in tables:
+        for name, key, columns, bounds, *rest in tables:
             full = self._schema(name, key, {}, drop_on_error=False)
             known = {c.name.lower(): c for c in full.columns}
             wanted = [c.name for c in full.columns if c.name != full.key] if columns is None \
@@ -88,9 +97,12 @@ class PartyStore:
             cols = (known[full.key.lower()],) + tuple(known[c.lower()] for c in wanted)
             schema = TableSchema(name, self.party, full.key, cols)
             bits = self._declare_bounds(name, schema, bounds)
+            doms = self._declare_domains(name, schema, rest[0] if rest else {}, drop=False)
             exposed[name] = TableSchema(name, self.party, full.key,
-                                        tuple(ColumnSchema(c.name, c.dtype, bits.get(c.name))
+                                        tuple(ColumnSchema(c.name, c.dtype, bits.get(c.name),
+                                                           _domain(doms, c.name))
                                               for c in cols))
+            self._check_domain_values(name, exposed[name])
         self.exposed = exposed
 
     def close(self) -> None:
@@ -100,12 +112,15 @@ class PartyStore:
 
     def register(self, name: str, *, key: str | None, path: str | None = None,
                  blob: bytes | None = None, fmt: str | None = None,
-                 table: str | None = None, bounds: dict[str, float] | None = None
-                 ) -> TableSchema:
+                 table: str | None = None, bounds: dict[str, float] | None = None,
+                 domains: dict[str, object] | None = None) -> TableSchema:
         """Create or replace table ``name`` from a CSV/Parquet/DuckDB source or a Parquet blob.
 
         ``bounds`` declares public bounds |x| <= bound per column; columns without one get the
         smallest power of two above their largest magnitude (published in the catalog).
+        ``domains`` declares the public domain of columns (a list of categories, or an integer
+        range ``{"min": a, "max": b}`` / ``range(a, b + 1)``; :mod:`planner.domains`), needed
+        to GROUP BY them; every non-NULL value must lie in it.
         """
         if self.exposed is not None:
             raise NotSupportedError(f"{self.party} serves the tables listed in its party.toml; "
@@ -149,9 +164,69 @@ class PartyStore:
                 os.unlink(tmp)
         schema = self._schema(name, key, {})
         bits = self._declare_bounds(name, schema, bounds or {})
-        self.con.execute(f"INSERT OR REPLACE INTO {_META} VALUES (?, ?, ?)",
-                         [name, schema.key, json.dumps(bits)])
-        return self._schema(name, schema.key, bits)
+        doms = self._declare_domains(name, schema, domains or {})
+        declared = self._schema(name, schema.key, bits, doms)
+        try:
+            self._check_domain_values(name, declared)
+        except DataError:
+            self.drop(name)
+            raise
+        self.con.execute(f"INSERT OR REPLACE INTO {_META} (name, key_column, scale_bits, domains)"
+                         " VALUES (?, ?, ?, ?)",
+                         [name, schema.key, json.dumps(bits), json.dumps(doms)])
+        return declared
+
+    def _declare_domains(self, name: str, schema: TableSchema, domains: dict[str, object], *,
+                         drop: bool = True) -> dict[str, dom.Spec]:
+        """The declared domains in canonical form, keyed by the columns' own names."""
+        if not isinstance(domains, dict):
+            raise ProgrammingError(f"domains of {name} must map column names to domains",
+                                   party=self.party)
+        known = {c.name.lower(): c for c in schema.columns}
+        out: dict[str, dom.Spec] = {}
+        try:
+            for col, spec in domains.items():
+                c = known.get(str(col).lower())
+                if c is None:
+                    raise ProgrammingError(f"domain given for unknown column {col!r} of {name}")
+                if schema.key is not None and c.name.lower() == schema.key.lower():
+                    raise ProgrammingError(f"{name}.{c.name} is the key column; it takes no "
+                                           "domain")
+                where = f"{name}.{c.name}"
+                out[c.name] = dom.normalize(spec, where)
+                dom.check_type(out[c.name], c.dtype, where)
+        except ProgrammingError as e:
+            if drop:
+                self.drop(name)
+            raise ProgrammingError(e.message, party=self.party) from None
+        return out
+
+    def check_domains(self, table: str) -> None:
+        """Refuse (DataError naming the column and a count) values outside a declared domain."""
+        self._check_domain_values(table, self.schema(table))
+
+    def _check_domain_values(self, table: str, schema: TableSchema) -> None:
+        cols = [c for c in schema.columns if c.domain is not None]
+        if not cols:
+            return
+        tests, params = [], []
+        for c in cols:
+            q = _ident(c.name)
+            spec = c.domain
+            if dom.base_type(c.dtype) in dom.INTEGER_TYPES and spec == tuple(
+                    range(spec[0], spec[0] + len(spec))):
+                tests.append(f"count_if({q} NOT BETWEEN ? AND ?)")
+                params += [spec[0], spec[-1]]
+            else:
+                tests.append(f"count_if({q} NOT IN ({', '.join('?' * len(spec))}))")
+                params += list(spec)
+        counts = self.con.execute(f"SELECT {', '.join(tests)} FROM {_ident(table)}",
+                                  params).fetchone()
+        for c, bad in zip(cols, counts, strict=True):
+            if bad:
+                raise DataError(f"column {table}.{c.name} has {bad} value(s) outside its "
+                                f"declared domain in {self.party}'s table {table}",
+                                party=self.party)
 
     def _declare_bounds(self, name: str, schema: TableSchema, bounds: dict[str, float]
                         ) -> dict[str, int]:
@@ -181,7 +256,8 @@ class PartyStore:
         self.con.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
         self.con.execute(f"DELETE FROM {_META} WHERE name = ?", [name])
 
-    def _schema(self, name: str, key: str | None, bits: dict[str, int], *,
+    def _schema(self, name: str, key: str | None, bits: dict[str, int],
+                domains: dict[str, dom.Spec] | None = None, *,
                 drop_on_error: bool = True) -> TableSchema:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
@@ -189,7 +265,7 @@ class PartyStore:
         ).fetchall()
         if not rows:
             raise ProgrammingError(f"table {name} does not exist at {self.party}")
-        cols = tuple(ColumnSchema(c, t, bits.get(c)) for c, t in rows)
+        cols = tuple(ColumnSchema(c, t, bits.get(c), _domain(domains, c)) for c, t in rows)
         if key is not None:
             match = [c.name for c in cols if c.name.lower() == key.lower()]
             if not match:
@@ -204,9 +280,14 @@ class PartyStore:
     def schemas(self) -> list[TableSchema]:
         if self.exposed is not None:
             return list(self.exposed.values())
+        has = self.con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_name = ? AND column_name = 'domains'", [_META]).fetchone()[0]
+        doms = "domains" if has else "NULL"  # a read-only file from before domains
         rows = self.con.execute(
-            f"SELECT name, key_column, scale_bits FROM {_META} ORDER BY name").fetchall()
-        return [self._schema(n, k, json.loads(b or "{}")) for n, k, b in rows]
+            f"SELECT name, key_column, scale_bits, {doms} FROM {_META} ORDER BY name").fetchall()
+        return [self._schema(n, k, json.loads(b or "{}"), json.loads(d or "{}"))
+                for n, k, b, d in rows]
 
     def schema(self, name: str) -> TableSchema:
         for t in self.schemas():
@@ -259,6 +340,7 @@ class PartyStore:
 
     def load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
         """Read and check the columns a plan needs; DataError names the cause, never a value."""
+        self.check_domains(table)
         t = _ident(table)
         where = f"{self.party}'s table {table}"
         key_expr, key_value = None, None
