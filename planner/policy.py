@@ -3,12 +3,21 @@
 A policy is the ``[policy]`` table of a party's ``party.toml`` (or the dict given to
 ``engine.connect(policies=...)``); :meth:`Policy.from_dict` validates it.  Keys:
 
-``allow``            aggregates allowed per ``"*"``, ``"table"`` or ``"table.column"`` (the most
-                     specific key present wins; without ``"*"`` everything else is allowed)
+``allow``            uses allowed per ``"*"``, ``"table"`` or ``"table.column"`` (the most
+                     specific key present wins; without ``"*"`` everything else is allowed): the
+                     aggregates (COUNT, SUM, AVG, MIN, MAX, VAR_POP, VAR_SAMP, STDDEV_POP,
+                     STDDEV_SAMP, COVAR_POP, COVAR_SAMP, CORR, REGR_SLOPE, REGR_INTERCEPT,
+                     REGR_R2, REGR_COUNT, QUANTILE_CONT, LASSO, RIDGE, LINREG; the synonyms
+                     VARIANCE, STDDEV and MEDIAN stand for VAR_SAMP, STDDEV_SAMP and
+                     QUANTILE_CONT) and two uses of a column: ``"WHERE"`` (it appears in WHERE
+                     or in a FILTER clause) and ``"GROUP BY"`` (it appears in a group key)
 ``never_leave``      ``"table.column"`` (or ``"party.table.column"``) that no query may use in
-                     any way: aggregated, counted, or as the join key
-``min_intersection`` minimum rows an aggregate may cover (intersection or table size)
-``min_group_rows``   minimum rows per group where a query forms groups (none does today)
+                     any way: aggregated or counted (in SELECT, HAVING or ORDER BY), in WHERE or
+                     FILTER, in a group key, or as the join key
+``min_intersection`` minimum rows an aggregate may cover (intersection or table size, and the
+                     rows a WHERE leaves)
+``min_group_rows``   minimum rows per group where a query forms groups (GROUP BY or HAVING);
+                     smaller groups are not output (enforced obliviously in MPC)
 ``receivers``        parties that may receive the results of queries this party takes part in
 ``join_protocols``   private join protocols this party takes part in (``paillier``, ``masked``)
 ``analysts``         analyst identities (exact, or ``fnmatch`` patterns such as ``"*@ac"``)
@@ -28,7 +37,16 @@ from types import MappingProxyType
 from typing import Any
 
 from dialect.errors import ConfigError, PolicyError, register_error
-from planner.plan import ALL_AGGREGATES, JOIN_PROTOCOLS, Plan, PrivateJoin
+from planner.bind_agg import SQL_AGGREGATES, SYNONYMS
+from planner.plan import ALL_AGGREGATES as MODEL_PLAN_AGGREGATES
+from planner.plan import JOIN_PROTOCOLS, Plan, PrivateJoin
+from planner.usage import COLUMN_USES, GROUP_BY, WHERE, Usage
+
+#: Every name an ``allow`` list may hold: the aggregates and the column uses WHERE, GROUP BY.
+ALL_AGGREGATES = frozenset(MODEL_PLAN_AGGREGATES | SQL_AGGREGATES)
+ALL_USES = ALL_AGGREGATES | COLUMN_USES
+_USE_TEXT = {WHERE: "the column appears in WHERE or in a FILTER clause",
+             GROUP_BY: "the column appears in a group key"}
 
 _KEYS = frozenset({"party", "min_intersection", "allow", "never_leave", "min_group_rows",
                    "receivers", "join_protocols", "analysts"})
@@ -45,7 +63,13 @@ class PolicyConfigError(ConfigError, ValueError):
 
 
 def _default_allow() -> Mapping[str, frozenset[str]]:
-    return {"*": ALL_AGGREGATES}
+    return {"*": ALL_USES}
+
+
+def normalize_use(name: str) -> str:
+    """``median`` -> ``QUANTILE_CONT``; ``group  by`` -> ``GROUP BY``."""
+    up = " ".join(name.split()).upper()
+    return SYNONYMS.get(up, up)
 
 
 def _names(party: str, key: str, value: Any) -> tuple[str, ...] | None:
@@ -110,12 +134,12 @@ class Policy:
                     or not all(isinstance(f, str) for f in funcs):
                 raise PolicyConfigError(f"policy of {p}: allow[{key!r}] must be a list of "
                                         f"aggregate names, not {funcs!r}")
-            norm = frozenset(f.strip().upper() for f in funcs)
-            unknown = norm - ALL_AGGREGATES
+            norm = frozenset(normalize_use(f) for f in funcs)
+            unknown = norm - ALL_USES
             if unknown:
                 raise PolicyConfigError(
-                    f"policy of {p}: unknown aggregate(s) {', '.join(sorted(unknown))} "
-                    f"for {key!r}; known: {', '.join(sorted(ALL_AGGREGATES))}"
+                    f"policy of {p}: unknown aggregate(s) or use(s) {', '.join(sorted(unknown))}"
+                    f" for {key!r}; known: {', '.join(sorted(ALL_USES))}"
                 )
             k = str(key).strip().lower()
             if not k or k.count(".") > 1 or (k != "*" and "*" in k):
@@ -154,9 +178,9 @@ class Policy:
         return next((k for k in keys if k in self.allowed_functions), None)
 
     def allowed(self, table: str, column: str | None = None) -> frozenset[str]:
-        """The aggregates allowed on ``table.column`` (``column=None``: on the table's rows)."""
+        """The uses allowed on ``table.column`` (``column=None``: on the table's rows)."""
         key = self.rule(table, column)
-        return ALL_AGGREGATES if key is None else self.allowed_functions[key]
+        return ALL_USES if key is None else self.allowed_functions[key]
 
     def analyst_allowed(self, analyst: str | None) -> bool:
         """Whether ``analyst`` may run queries this party takes part in."""
@@ -164,8 +188,18 @@ class Policy:
             return True
         return analyst is not None and any(fnmatchcase(analyst, a) for a in self.analysts)
 
-    def _uses(self, plan: Plan) -> list[tuple[str, str, str | None]]:
-        """(function, table, column) of every use of this party's data by ``plan``."""
+    def _uses(self, plan: Plan, usages: Iterable[Usage] | None = None
+              ) -> list[tuple[str, str, str | None]]:
+        """(use, table, column) of every use of this party's data by ``plan``.
+
+        A program plan's uses come from ``usages`` (default: ``plan.usages``, computed from the
+        plan's own LogicalQuery); a model plan's from its aggregates.
+        """
+        if usages is None and getattr(plan, "logical", None) is not None:
+            usages = plan.usages
+        if usages is not None:
+            return list(dict.fromkeys((u.use, u.table, u.column) for u in usages
+                                      if u.party == self.party))
         mine = [s for s in plan.scans if s.party == self.party]
         uses: list[tuple[str, str, str | None]] = []
         for agg in plan.aggregate.aggregates:
@@ -174,7 +208,7 @@ class Policy:
             uses += [(agg.func, c.table, c.column) for c in agg.args if c.party == self.party]
         return list(dict.fromkeys(uses))
 
-    def _kept(self, plan: Plan) -> list[str]:
+    def _kept(self, plan: Plan, usages: Iterable[Usage] | None = None) -> list[str]:
         """Descriptions of this party's ``never_leave`` columns that ``plan`` would use."""
         out = []
         for s in plan.scans:
@@ -183,28 +217,35 @@ class Policy:
             if s.key and f"{s.table}.{s.key}".lower() in self.never_leave:
                 out.append(f"{s.table}.{s.key} (as the join key: its keyed hashes would leave "
                            f"{self.party})")
-        for agg in plan.aggregate.aggregates:
-            out += [f"{c.qualified} (in {agg.func})" for c in agg.args
-                    if c.party == self.party and c.qualified.lower() in self.never_leave]
+        for use, table, column in self._uses(plan, usages):
+            if column is not None and f"{table}.{column}".lower() in self.never_leave:
+                out.append(f"{table}.{column} (in {use})")
         return list(dict.fromkeys(out))
 
-    def check(self, plan: Plan, analyst: str | None = None) -> None:
+    @staticmethod
+    def _not_allowed(use: str, table: str, column: str | None) -> str:
+        what = f"{table}.{column}" if column else f"table {table} (COUNT(*))"
+        why = f" ({_USE_TEXT[use]})" if use in _USE_TEXT else ""
+        return f"{use} is not allowed on {what}{why}"
+
+    def check(self, plan: Plan, analyst: str | None = None,
+              usages: Iterable[Usage] | None = None) -> None:
         """Raise :class:`PolicyError` (naming this party and the rule) if the policy refuses.
 
-        ``analyst`` is the authenticated identity of whoever asked for the query.
+        ``analyst`` is the authenticated identity of whoever asked for the query; ``usages``
+        (default ``plan.usages`` for a program plan) how the query uses each column.
         """
         p = self.party
         if not self.analyst_allowed(analyst):
             who = analyst if analyst is not None else "an unidentified analyst"
             raise _refuse(p, "analysts", f"{who} may not run queries that involve {p}")
-        kept = self._kept(plan)
+        kept = self._kept(plan, usages)
         if kept:
             raise _refuse(p, "never_leave", f"column {kept[0]} may never leave {p}")
-        for func, table, column in self._uses(plan):
-            if func not in self.allowed(table, column):
-                what = f"{table}.{column}" if column else f"table {table} (COUNT(*))"
+        for use, table, column in self._uses(plan, usages):
+            if use not in self.allowed(table, column):
                 raise PolicyError(
-                    f"query refused by policy of {p}: {func} is not allowed on {what}",
+                    f"query refused by policy of {p}: {self._not_allowed(use, table, column)}",
                     party=p, rule="allow",
                 )
         if isinstance(plan.source, PrivateJoin) and self.join_protocols is not None \
@@ -228,7 +269,8 @@ class Policy:
         if rows < self.min_intersection:
             raise too_small(self.party, self.min_intersection, plan)
 
-    def describe(self, plan: Plan, analyst: str | None = None) -> list[str]:
+    def describe(self, plan: Plan, analyst: str | None = None,
+                 usages: Iterable[Usage] | None = None) -> list[str]:
         """Which rules of this policy apply to ``plan``, one line each (for explain)."""
         p = self.party
         lines = []
@@ -236,11 +278,11 @@ class Policy:
             ok = "allowed" if self.analyst_allowed(analyst) else "REFUSED"
             lines.append(f"{p}: analyst {analyst or '(unidentified)'} {ok} by rule analysts "
                          f"= [{', '.join(self.analysts)}]")
-        kept = self._kept(plan)
+        kept = self._kept(plan, usages)
         if self.never_leave:
             verdict = (f"REFUSED: {kept[0]} may never leave {p}" if kept else "none used")
             lines.append(f"{p}: never_leave [{', '.join(sorted(self.never_leave))}]: {verdict}")
-        uses = self._uses(plan)
+        uses = self._uses(plan, usages)
         if not uses and not any(s.party == p for s in plan.scans):
             lines.append(f"{p}: no table of {p} is used (allow rules do not apply)")
         for func, table, column in uses:
@@ -261,9 +303,16 @@ class Policy:
         rows = "intersection" if isinstance(plan.source, PrivateJoin) else "table"
         lines.append(f"{p}: the {rows} must have at least {self.min_intersection} rows "
                      "(checked when its size is known; a refusal reveals only 'too small')")
+        logical = getattr(plan, "logical", None)
+        if logical is not None and logical.where is not None:
+            lines.append(f"{p}: the rows the WHERE leaves must be at least "
+                         f"{self.min_intersection} (checked in MPC; a refusal reveals one bit)")
         if self.min_group_rows is not None:
-            lines.append(f"{p}: min_group_rows = {self.min_group_rows} (this query forms no "
-                         "groups)")
+            groups = logical is not None and (logical.keys or logical.having is not None)
+            what = ("a group's row is output only if the group has at least the largest "
+                    "min_group_rows of the parties (checked in MPC; only the bit is opened)"
+                    if groups else "this query forms no groups")
+            lines.append(f"{p}: min_group_rows = {self.min_group_rows} ({what})")
         return lines
 
     # --- (de)serialisation --------------------------------------------------------------------
