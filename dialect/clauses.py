@@ -19,7 +19,11 @@ GROUP_FORMS = {
     "rollup": "ROLLUP",
     "totals": "WITH TOTALS",
 }
-GROUP_NODES = {exp.GroupingSets: "GROUPING SETS", exp.Cube: "CUBE", exp.Rollup: "ROLLUP"}
+GROUP_NODES = {
+    exp.GroupingSets: ("GROUPING SETS", TokenType.GROUPING_SETS),
+    exp.Cube: ("CUBE", TokenType.CUBE),
+    exp.Rollup: ("ROLLUP", TokenType.ROLLUP),
+}
 ORDER_HINT = "order by an output column, its alias or its position (1, 2, ...)"
 LIMIT_HINT = "takes a non-negative integer literal"
 
@@ -84,7 +88,8 @@ class ClauseChecks(ExpressionChecks):
 
     def check_group_key(self, key: exp.Expression) -> None:
         if type(key) in GROUP_NODES:
-            self.refuse(key, GROUP_NODES[type(key)], hint="GROUP BY takes a list of keys")
+            construct, token = GROUP_NODES[type(key)]
+            self.refuse(key, construct, keywords=(token,), hint="GROUP BY takes a list of keys")
         elif isinstance(key, exp.Literal) and not key.is_string:
             self.refuse(key, "GROUP BY position",
                         hint="name the column, alias or expression to group by")

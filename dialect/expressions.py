@@ -364,7 +364,7 @@ class ExpressionChecks:
             first = q.expressions[0] if q.expressions else q
             self.refuse(first, f"ORDER BY inside {name}", keywords=(TokenType.ORDER_BY,))
         elif isinstance(q, exp.Array):
-            self.refuse(q, f"{name} with a list of quantiles",
+            self.refuse(q, f"{name} with a list of quantiles", keywords=(TokenType.L_BRACKET,),
                         hint=f"write one {name}(x, q) per quantile")
         elif value is None:
             self.refuse(q, f"{name} with a non-literal quantile",
