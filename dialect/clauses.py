@@ -54,7 +54,10 @@ class ClauseChecks(ExpressionChecks):
             self.check_group(stmt.args["group"])
         having = stmt.args.get("having")
         if having is not None:
-            self.check_expr(having.this, Scope("HAVING", aggregates=True, columns=grouped))
+            aliases = frozenset(i.alias.lower() for i in stmt.expressions
+                                if isinstance(i, exp.Alias))
+            self.check_expr(having.this, Scope("HAVING", aggregates=True, columns=grouped,
+                                               aliases=aliases))
         if stmt.args.get("order") is not None:
             self.check_order(stmt)
         self.check_limit(stmt.args.get("limit"), stmt.args.get("offset"))

@@ -68,8 +68,6 @@ REFUSED_NAMES: dict[type[exp.Expression], str] = {
     exp.All: "ALL",
     exp.Collate: "COLLATE",
     exp.Dot: "field access",
-    exp.IgnoreNulls: "IGNORE NULLS",
-    exp.RespectNulls: "RESPECT NULLS",
     exp.WithinGroup: "WITHIN GROUP",
     exp.Quantile: "function QUANTILE",
     exp.PercentileDisc: "function QUANTILE_DISC",
@@ -89,16 +87,18 @@ class Scope:
 
     ``clause``: the clause (``SELECT``, ``WHERE``, ...); ``aggregates``: aggregates may appear;
     ``columns``: columns may appear (outside aggregates: only with GROUP BY); ``inside``: the
-    aggregate (or FILTER) whose argument this is, for the nested-aggregate message.
+    aggregate (or FILTER) whose argument this is, for the nested-aggregate message;
+    ``aliases``: the select aliases (lower case) an unqualified column may name (HAVING).
     """
 
     clause: str
     aggregates: bool = False
     columns: bool = True
     inside: str | None = None
+    aliases: frozenset[str] = frozenset()
 
     def argument_of(self, name: str) -> Scope:
-        return replace(self, aggregates=False, columns=True, inside=name)
+        return replace(self, aggregates=False, columns=True, inside=name, aliases=frozenset())
 
 
 def is_literal(node: exp.Expression) -> bool:
@@ -188,6 +188,12 @@ class ExpressionChecks:
             self.check_children(node, scope, "this", "expressions")
         elif isinstance(node, exp.Cast):
             self.check_cast(node, scope)
+        elif isinstance(node, (exp.IgnoreNulls, exp.RespectNulls)) and not is_aggregate(node.this):
+            self.check_expr(node.this, scope)  # ANY_VALUE(x) parses as IgnoreNulls(AnyValue)
+        elif isinstance(node, exp.IgnoreNulls):
+            self.refuse(node, "IGNORE NULLS", hint="aggregates skip NULLs")
+        elif isinstance(node, exp.RespectNulls):
+            self.refuse(node, "RESPECT NULLS", hint="aggregates skip NULLs")
         else:
             self.refuse_node(node)
 
@@ -218,7 +224,9 @@ class ExpressionChecks:
             where = f"argument of {scope.inside}" if scope.inside else scope.clause
             self.refuse(node, f"qualified column name {self.sql(node)} in {where}",
                         hint="qualify columns with the table name or alias only")
-        elif not scope.columns:
+        elif not scope.columns and not (
+            len(node.parts) == 1 and node.name.lower() in scope.aliases
+        ):
             self.refuse(node, f"raw column {self.sql(node)} in {scope.clause}",
                         hint="without GROUP BY columns appear only inside aggregates; "
                         f"GROUP BY {self.sql(node)} to use it")
@@ -247,6 +255,8 @@ class ExpressionChecks:
         for key in ("unnest", "field"):
             if node.args.get(key) is not None:
                 self.refuse(node.args[key], f"IN {key.upper()}", hint="IN takes a literal list")
+        if not node.expressions:
+            self.refuse(node, "empty IN list", hint="IN takes a list of literals")
         for value in node.expressions:
             if not is_literal(value):
                 self.refuse(value, "IN with a non-literal value",

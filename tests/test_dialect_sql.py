@@ -37,6 +37,7 @@ ACCEPTED = ANALYST + [
     "SELECT sex, smoker, COUNT(*) FROM ac GROUP BY sex, smoker",
     "SELECT sex FROM ac GROUP BY sex",
     "SELECT COUNT(*) FROM ac HAVING COUNT(*) > 5",
+    "SELECT COUNT(age) AS j FROM ac HAVING j = 5",
     "SELECT sex, SUM(charges) AS s FROM ac GROUP BY sex ORDER BY s DESC NULLS FIRST, sex",
     "SELECT sex, COUNT(*) FROM ac GROUP BY sex ORDER BY COUNT(*) ASC NULLS LAST LIMIT 1",
     "SELECT sex, avg(charges) FROM ac GROUP BY sex ORDER BY AVG(Charges)",
@@ -243,6 +244,10 @@ REFUSED = [
     ("SELECT LINREG(charges, age * 2) FROM ac", "expression age * 2 as argument of LINREG",
      (1, 24)),
     ("SELECT SUM(*) FROM ac", "* outside COUNT", (1, 12)),
+    ("SELECT COUNT(*) FROM ac WHERE age IN ()", "empty IN list", (1, 31)),
+    ("SELECT SUM(age IGNORE NULLS) FROM ac", "IGNORE NULLS", (1, 8)),
+    ("SELECT ANY_VALUE(age) FROM ac", "function ANY_VALUE", (1, 8)),
+    ("SELECT COUNT(age) AS j FROM ac HAVING k = 5", "raw column k in HAVING", (1, 39)),
 ]
 
 
