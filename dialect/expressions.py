@@ -3,12 +3,13 @@
 A *row expression* (WHERE, GROUP BY keys, aggregate arguments, FILTER predicates) is made of
 columns, numeric/string/boolean/NULL literals, ``+ - * /`` (division by a constant only),
 unary minus, ABS, CASE (searched and simple), COALESCE, comparisons, BETWEEN, IN (a list of
-literals), IS [NOT] NULL, AND/OR/NOT, CAST to a numeric type and parentheses.  An *aggregate
-expression* (select items, HAVING, ORDER BY) may also contain the accepted aggregates (each
-optionally with ``FILTER (WHERE <row expression>)``), and columns only with GROUP BY (the
-binder checks that they are grouped).  :class:`ExpressionChecks` is mixed into
-:class:`dialect.grammar.GrammarChecker`; it only records violations (``self.refuse``).  The
-aggregates' own checks are in :mod:`dialect.aggregates`.
+literals), IS [NOT] NULL, IS [NOT] TRUE/FALSE, AND/OR/NOT, CAST to a numeric type and
+parentheses.  An *aggregate expression* (select items, HAVING, ORDER BY) may also contain
+the accepted aggregates (each optionally with ``FILTER (WHERE <row expression>)``), and
+columns only with GROUP BY (the binder checks that they are grouped).
+:class:`ExpressionChecks` is mixed into :class:`dialect.grammar.GrammarChecker`; it only
+records violations (``self.refuse``).  The aggregates' own checks are in
+:mod:`dialect.aggregates`.
 """
 
 from __future__ import annotations
@@ -165,8 +166,9 @@ class ExpressionChecks(AggregateChecks):
                         hint="divide by a literal, or divide aggregates (SUM(a) / COUNT(*))")
 
     def check_is(self, node: exp.Is, scope: Scope) -> None:
-        if not isinstance(node.expression, exp.Null):
-            self.refuse(node, f"IS {self.sql(node.expression)}", hint="use IS [NOT] NULL or =")
+        if not isinstance(node.expression, (exp.Null, exp.Boolean)):
+            self.refuse(node, f"IS {self.sql(node.expression)}",
+                        hint="use IS [NOT] NULL, IS [NOT] TRUE/FALSE or =")
         self.check_expr(node.this, scope)
 
     def check_between(self, node: exp.Between, scope: Scope) -> None:

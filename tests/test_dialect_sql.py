@@ -73,6 +73,7 @@ ACCEPTED = ANALYST + [
     "SELECT COUNT(*) FROM ac WHERE age NOT BETWEEN 1 AND 2 AND age NOT IN (NULL, 3)",
     "SELECT COUNT(*) " + JOIN + " WHERE ac.age > emc.bmi * 2 + 1",
     "SELECT COUNT(*) FROM ac WHERE smoker = TRUE AND age = NULL",
+    "SELECT COUNT(*) FROM ac WHERE smoker IS TRUE OR smoker IS NOT FALSE OR (age > 1) IS NULL",
     "SELECT CASE WHEN bmi > 30 THEN 1 ELSE 0 END AS obese, COUNT(*) FROM emc GROUP BY obese",
     "SELECT COUNT(*) FROM emc GROUP BY CASE WHEN bmi > 30 THEN 'high' ELSE 'low' END",
 ]
@@ -233,7 +234,7 @@ REFUSED = [
     ("SELECT SUM(CAST(age AS VARCHAR)) FROM ac", "CAST to TEXT", (1, 12)),
     ("SELECT SUM(CAST(age AS UBIGINT)) FROM ac", "CAST to UBIGINT", (1, 12)),
     ("SELECT COUNT(*) FROM ac WHERE CAST(age AS DATE) > 1", "CAST to DATE", (1, 31)),
-    ("SELECT COUNT(*) FROM ac WHERE smoker IS TRUE", "IS TRUE", (1, 31)),
+    ("SELECT COUNT(*) FROM ac WHERE age IS 1", "IS 1", (1, 31)),
     ("SELECT COUNT(*) FROM ac WHERE age IS DISTINCT FROM 1", "IS DISTINCT FROM", (1, 31)),
     ("SELECT COUNT(*) FROM ac WHERE age IN (1, bmi)", "IN with a non-literal value", (1, 42)),
     ("SELECT COUNT(*) FROM ac WHERE age BETWEEN SYMMETRIC 1 AND 2", "BETWEEN SYMMETRIC",
