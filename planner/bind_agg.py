@@ -140,10 +140,11 @@ class AggBinder:
         try:
             e = self.rows.bind(node, where)
         except BindError:
-            if isinstance(node, exp.Column) and not node.table:
-                found = self.by_name(node.name, where, seen)
-                if found is not None:
-                    return found
+            if not isinstance(node, exp.Column):
+                return None  # decompose: the leaf that fails names itself (or is an alias)
+            found = self.by_name(node.name, where, seen) if not node.table else None
+            if found is not None:
+                return found
             raise
         for i, key in enumerate(self.keys):
             if key.expr == e:

@@ -354,7 +354,8 @@ class RowBinder:
         bits = max(v.bits for v in values)
         integral = all(v.integral or (isinstance(v, Lit) and v.value is None) for v in values)
         nullable = any(v.nullable for v in values)
-        return Call("case", tuple(args), kind, bits=bits, integral=integral, nullable=nullable)
+        return self.text_one_party(Call("case", tuple(args), kind, bits=bits, integral=integral,
+                                        nullable=nullable), node, where)
 
     def coalesce(self, node: exp.Coalesce, where: str) -> Expr:
         items = [node.this, *node.expressions]
@@ -362,8 +363,17 @@ class RowBinder:
         kind = self.same_kind(args, node, where, "COALESCE arguments")
         args = [_retype_null(a, kind) for a in args]
         integral = all(a.integral or (isinstance(a, Lit) and a.value is None) for a in args)
-        return Call("coalesce", tuple(args), kind, bits=max(a.bits for a in args),
-                    integral=integral, nullable=all(a.nullable for a in args))
+        out = Call("coalesce", tuple(args), kind, bits=max(a.bits for a in args),
+                   integral=integral, nullable=all(a.nullable for a in args))
+        return self.text_one_party(out, node, where)
+
+    @staticmethod
+    def text_one_party(e: Call, node: exp.Expression, where: str) -> Call:
+        """A string-valued CASE/COALESCE is computed by one party (its owner, locally)."""
+        if e.kind == TEXT and len(e.parties) > 1:
+            raise NotSupportedError(f"a string expression reading both parties in {where} is "
+                                    f"not supported ({sql_text(node)})")
+        return e
 
     def same_kind(self, values: list[Expr], node: exp.Expression, where: str,
                   what: str) -> str:
@@ -372,11 +382,4 @@ class RowBinder:
         if len(kinds) > 1:
             names = " and ".join(sorted(_KIND_NAMES[k] for k in kinds))
             raise DataError(f"{what} mix {names} in {where}: {sql_text(node)}")
-        if kind == TEXT:
-            parties: frozenset[str] = frozenset()
-            for v in values:
-                parties |= v.parties
-            if len(parties) > 1:
-                raise NotSupportedError(f"a string expression reading both parties in {where} "
-                                        f"is not supported ({sql_text(node)})")
         return kind
