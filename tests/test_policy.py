@@ -122,3 +122,117 @@ def test_round_trip_and_describe_lists_every_rule():
     assert "join_protocol 'paillier' allowed" in text
     assert "result to [ac, emc] REFUSED for emc by rule receivers = [ac]" in text
     assert "at least 25 rows" in text and "min_group_rows = 3" in text
+
+
+# --- program plans: the uses of a column (planner.usage) ----------------------------------------
+
+_DOMAIN_CATALOG = Catalog(
+    CATALOG.parties,
+    (TableSchema("ac", "ac", "id", tuple(ColumnSchema(n, d) for n, d in _AC)
+                 + (ColumnSchema("sex", "VARCHAR", None, ("female", "male")),)),
+     TableSchema("emc", "emc", "id", tuple(ColumnSchema(n, d) for n, d in _EMC)
+                 + (ColumnSchema("region", "VARCHAR", None, ("north", "south")),))),
+)
+
+
+def _program(sql: str):
+    """A plan of ``sql`` carrying its LogicalQuery (as the lowering builds it), so that the
+    policy sees ``Plan.usages``; the sources are those of the same FROM clause."""
+    import dataclasses
+
+    import sqlglot
+
+    from dialect import MpcDialect
+    from planner.binder import Binder
+
+    lq = Binder(_DOMAIN_CATALOG, sql).bind_logical(sqlglot.parse_one(sql, read=MpcDialect))
+    names = " JOIN ".join(t.name for t in lq.tables) + (" USING (id)" if len(lq.tables) > 1
+                                                         else "")
+    base = plan(f"SELECT COUNT(*) FROM {names}", _DOMAIN_CATALOG)
+    return dataclasses.replace(base, logical=lq)
+
+
+def _program_refusal(policy: Policy, sql: str):
+    with pytest.raises(PolicyError) as info:
+        policy.check(_program(sql), "alice@ac")
+    assert info.value.party == policy.party
+    return info.value
+
+
+def test_usages_of_each_clause():
+    from planner.usage import Usage, usages
+
+    p = _program(f"SELECT region, SUM(charges) FILTER (WHERE delta > 0), COUNT(*) {JOIN} "
+                 "WHERE bmi > 20 GROUP BY region HAVING MAX(age) > 3 ORDER BY 1")
+    assert usages(p.logical) == p.usages == (
+        Usage("emc", "emc", "bmi", "WHERE"),
+        Usage("emc", "emc", "region", "GROUP BY"),
+        Usage("ac", "ac", "charges", "SUM"),
+        Usage("ac", "ac", "delta", "WHERE"),
+        Usage("ac", "ac", None, "COUNT"),
+        Usage("emc", "emc", None, "COUNT"),
+        Usage("ac", "ac", "age", "MAX"),
+    )
+    names = {u.use for u in _program("SELECT MEDIAN(age), VARIANCE(age), STDDEV(age), "
+                                     "CORR(age, charges) FROM ac").usages}
+    assert names == {"QUANTILE_CONT", "VAR_SAMP", "STDDEV_SAMP", "CORR"}
+
+
+def test_allow_where_and_group_by_per_column():
+    pol = Policy("emc", {"*": ["COUNT", "AVG"], "emc.bmi": ["AVG", "WHERE"],
+                         "emc.region": ["GROUP BY"]})
+    pol.check(_program(f"SELECT region, AVG(bmi) {JOIN} WHERE bmi > 20 GROUP BY region"))
+    err = _program_refusal(pol, f"SELECT COUNT(*) {JOIN} WHERE children > 2")
+    assert err.rule == "allow"
+    assert str(err) == ("[emc] query refused by policy of emc: WHERE is not allowed on "
+                        "emc.children (the column appears in WHERE or in a FILTER clause)")
+    err = _program_refusal(pol, f"SELECT COUNT(*) FILTER (WHERE children > 2) {JOIN}")
+    assert "WHERE is not allowed on emc.children" in str(err)
+    err = _program_refusal(pol, f"SELECT AVG(bmi) {JOIN} GROUP BY bmi > 30")
+    assert "GROUP BY is not allowed on emc.bmi (the column appears in a group key)" in str(err)
+    err = _program_refusal(pol, f"SELECT MIN(bmi) {JOIN}")
+    assert "MIN is not allowed on emc.bmi" in str(err)
+    err = _program_refusal(pol, f"SELECT COUNT(*) {JOIN} HAVING MAX(bmi) > 3")
+    assert "MAX is not allowed on emc.bmi" in str(err)  # aggregates of HAVING are uses too
+    pol.check(_program(f"SELECT SUM(charges) {JOIN} WHERE age > 3"))  # ac's columns: not emc's
+
+
+def test_allow_synonyms_and_new_aggregates():
+    pol = Policy.from_dict("ac", {"allow": {"ac.age": ["median", "Variance", "stddev", "CORR",
+                                                       "group  by"]}})
+    assert pol.allowed("ac", "age") == {"QUANTILE_CONT", "VAR_SAMP", "STDDEV_SAMP", "CORR",
+                                        "GROUP BY"}
+    pol.check(_program("SELECT QUANTILE_CONT(age, 0.9), VAR_SAMP(age), STDDEV(age) FROM ac"))
+    err = _program_refusal(pol, "SELECT REGR_SLOPE(age, charges) FROM ac")
+    assert "REGR_SLOPE is not allowed on ac.age" in str(err)
+    assert Policy.from_dict("ac", pol.to_dict()) == pol
+
+
+def test_never_leave_covers_every_use():
+    pol = Policy.from_dict("emc", {"never_leave": ["emc.bmi"]})
+    for sql, use in ((f"SELECT COUNT(*) {JOIN} WHERE bmi > 1", "WHERE"),
+                     (f"SELECT COUNT(*) FILTER (WHERE bmi > 1) {JOIN}", "WHERE"),
+                     (f"SELECT COUNT(*) {JOIN} GROUP BY bmi > 30", "GROUP BY"),
+                     (f"SELECT COUNT(*) {JOIN} HAVING AVG(bmi) > 3", "AVG"),
+                     (f"SELECT AVG(bmi) AS a {JOIN} ORDER BY a", "AVG"),
+                     (f"SELECT COUNT(bmi) {JOIN}", "COUNT")):
+        err = _program_refusal(pol, sql)
+        assert err.rule == "never_leave"
+        assert f"column emc.bmi (in {use}) may never leave emc" in str(err)
+    pol.check(_program(f"SELECT COUNT(*) {JOIN} WHERE children > 1"))
+
+
+def test_describe_program_plan():
+    pol = Policy("emc", {"emc.region": ["GROUP BY"]}, min_intersection=7, min_group_rows=4)
+    lines = pol.describe(_program(f"SELECT region, COUNT(*) {JOIN} WHERE age > 3 "
+                                  "GROUP BY region"))
+    text = "\n".join(lines)
+    assert "emc: GROUP BY on emc.region allowed by rule 'emc.region'" in text
+    assert "the rows the WHERE leaves must be at least 7" in text
+    assert "min_group_rows = 4 (a group's row is output only if" in text
+
+
+@pytest.mark.parametrize("bad", ["ORDER BY", "HAVING", "MODE"])
+def test_unknown_uses_are_refused(bad):
+    with pytest.raises(ValueError, match="unknown aggregate"):
+        Policy.from_dict("emc", {"allow": {"*": [bad]}})
