@@ -35,10 +35,35 @@ def visitor(executor: Any, node: Aggregate):
 
 
 async def evaluate(chan: Channel, plan: Plan, m: int, table, sf) -> list[tuple] | None:
-    """Compute the plan's aggregates on ``table`` (m rows) and open them to the receivers."""
+    """Compute the plan's aggregates on ``table`` (m rows) and open them to the receivers.
+
+    A program plan runs :func:`engine.protocols.program.run_program`, which returns the
+    present groups' opened rows in the domain order (None at a party that receives nothing);
+    :func:`engine.protocols.present.present` then applies ORDER BY / LIMIT / OFFSET and the
+    output types.  Model plans keep :class:`Models`.
+    """
+    program = getattr(plan, "program", None)
+    if program is not None:
+        return await _run_program(chan, plan, program, m, table, sf)
     if plan.model is not None:
         return await visitor(Models(chan, plan), plan.model)(plan.model, m, table)
     return await ScalarAggregates(chan, plan, sf).run(m, table)
+
+
+async def _run_program(chan: Channel, plan: Plan, program, m: int, table, sf
+                       ) -> list[tuple] | None:
+    try:
+        from engine.protocols.program import run_program
+    except ModuleNotFoundError as e:  # pragma: no cover - until the program executor exists
+        if e.name != "engine.protocols.program":
+            raise
+        raise NotSupportedError("this engine cannot run program plans yet") from e
+    from engine.protocols.present import present
+
+    # the largest min_group_rows of the parties, as each sent it (engine.protocols.agreement)
+    rows = await run_program(chan, plan, program, m, table, sf,
+                             min_group_rows=chan.min_group_rows)
+    return None if rows is None else present(rows, program, plan.output)
 
 
 class ScalarAggregates:

@@ -140,7 +140,7 @@ class Participant:
             try:
                 scan = plan.scan_at(self.cfg.name)
                 key = scan.key if scan and len(plan.scans) == 2 else None
-                local = self.server.store.load(scan.table, key, scan.columns) if scan else None
+                local = load_scan(self.server.store, plan, scan, key) if scan else None
                 if local is not None:
                     check_model_features(plan, scan, local, self.cfg.name)
                 port = free_port(self.cfg.host, self.cfg.session_ports)
@@ -247,6 +247,7 @@ class Participant:
             pids={n: i for i, (n, _) in enumerate(self.cfg.parties)},
             addresses=self.session_addresses(req.addresses), local=prep.local,
             own_min=self.policy.min_intersection,
+            own_group_min=self.policy.min_group_rows,
             binding=binding(req.query_id, prep.plan.sql, prep.plan.fingerprint()),
             key_bits=self.cfg.key_bits,
             transcript_dir=self.cfg.transcript_dir, connect_timeout=self.cfg.connect_timeout,
@@ -286,11 +287,21 @@ class Participant:
         return RunReply(rows=payload, stats=stats).to_wire()
 
 
+def load_scan(store, plan: Plan, scan, key: str | None) -> LocalData:
+    """This party's rows for ``scan``: a program plan's local columns (evaluated and
+    normalised by :meth:`PartyStore.load_local`), or a model plan's plain columns."""
+    if getattr(plan, "program", None) is not None:
+        return store.load_local(scan.table, key, tuple(getattr(scan, "local", ())))
+    return store.load(scan.table, key, scan.columns)
+
+
 def check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:
     """A feature that is constant in the owner's whole table is refused before any MPC."""
-    agg = plan.aggregate.aggregates[0]
-    if not agg.is_model or not len(local.values):
+    aggs = plan.aggregate.aggregates
+    if getattr(plan, "program", None) is not None or not aggs or not aggs[0].is_model \
+            or not len(local.values):
         return
+    agg = aggs[0]
     features = {c.column.lower() for c in agg.args[1:] if c.party == party}
     for j, col in enumerate(scan.columns):
         if col.lower() in features and np.ptp(local.values[:, j]) == 0:

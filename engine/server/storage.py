@@ -26,6 +26,7 @@ from engine.protocols.paillier import TypedId
 from planner import domains as dom
 from planner.binder import check_key_type, key_base_type
 from planner.catalog import ColumnSchema, TableSchema
+from planner.physical import LocalColumn
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META = "_mpcsql_tables"
@@ -39,6 +40,11 @@ def power_of_two_bits(bound: float) -> int:
     if bound <= 0:
         return 0
     return int(min(MAX_SCALE_BITS, max(MIN_SCALE_BITS, math.ceil(math.log2(bound)))))
+
+
+def _quote(name: str) -> str:
+    """Any column name as a DuckDB quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _domain(domains: dict[str, dom.Spec] | None, column: str) -> tuple | None:
@@ -338,25 +344,41 @@ class PartyStore:
                "time": f"epoch_us({q})"}[kind]
         return sql, lambda v, kind=kind: TypedId(kind, int(v))
 
+    def _checked_key(self, table: str, key: str | None, where: str
+                     ) -> tuple[str | None, Callable[[object], object] | None]:
+        """The key's reader (:meth:`_key_reader`) after refusing NULL and duplicated keys."""
+        if key is None:
+            return None, None
+        t, k = _ident(table), _ident(key)
+        key_expr, key_value = self._key_reader(table, key, where)
+        nulls = self.con.execute(f"SELECT count(*) FROM {t} WHERE {k} IS NULL").fetchone()[0]
+        if nulls:
+            raise DataError(f"key column {table}.{key} contains {nulls} NULL value(s) in "
+                            f"{where}", party=self.party)
+        dups = self.con.execute(
+            f"SELECT count(*) FROM (SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1)"
+        ).fetchone()[0]
+        if dups:
+            raise DataError(f"key column {table}.{key} has {dups} duplicated id(s) in {where};"
+                            " join keys must be unique", party=self.party)
+        return key_expr, key_value
+
+    def _ids(self, raw: list, key_value: Callable[[object], object], table: str, key: str,
+             where: str) -> list:
+        """Python ids of the raw key values, refusing duplicates after canonicalisation."""
+        ids = [key_value(v) for v in raw]
+        if len(set(ids)) != len(ids):  # exact, after canonicalisation
+            raise DataError(f"key column {table}.{key} has "
+                            f"{len(ids) - len(set(ids))} duplicated id(s) in {where};"
+                            " join keys must be unique", party=self.party)
+        return ids
+
     def load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
         """Read and check the columns a plan needs; DataError names the cause, never a value."""
         self.check_domains(table)
         t = _ident(table)
         where = f"{self.party}'s table {table}"
-        key_expr, key_value = None, None
-        if key is not None:
-            k = _ident(key)
-            key_expr, key_value = self._key_reader(table, key, where)
-            nulls = self.con.execute(f"SELECT count(*) FROM {t} WHERE {k} IS NULL").fetchone()[0]
-            if nulls:
-                raise DataError(f"key column {table}.{key} contains {nulls} NULL value(s) in "
-                                f"{where}", party=self.party)
-            dups = self.con.execute(
-                f"SELECT count(*) FROM (SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1)"
-            ).fetchone()[0]
-            if dups:
-                raise DataError(f"key column {table}.{key} has {dups} duplicated id(s) in {where};"
-                                " join keys must be unique", party=self.party)
+        key_expr, key_value = self._checked_key(table, key, where)
         schema = {c.name.lower(): c for c in self.schema(table).columns}
         exprs = []
         for c in columns:
@@ -382,11 +404,7 @@ class PartyStore:
             return LocalData(None, np.zeros((n, 0)))
         rows = self.con.execute(f"SELECT {', '.join(select)} FROM {t}").fetchnumpy()
         names = list(rows.keys())
-        ids = [key_value(v) for v in rows[names[0]].tolist()] if key else None
-        if ids is not None and len(set(ids)) != len(ids):  # exact, after canonicalisation
-            raise DataError(f"key column {table}.{key} has "
-                            f"{len(ids) - len(set(ids))} duplicated id(s) in {where};"
-                            " join keys must be unique", party=self.party)
+        ids = self._ids(rows[names[0]].tolist(), key_value, table, key, where) if key else None
         vals = [np.asarray(rows[n], dtype=np.float64) for n in names[1 if key else 0:]]
         n = len(ids) if key else len(vals[0])
         values = np.column_stack(vals) if vals else np.zeros((n, 0))
@@ -397,3 +415,75 @@ class PartyStore:
                 raise DataError(f"column {table}.{c} exceeds its declared bound 2^{k}; "
                                 "re-register the table with a larger bound", party=self.party)
         return LocalData(ids, values)
+
+    def load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...]
+                   ) -> LocalData:
+        """Evaluate a program plan's local columns on this party's table, checked, normalised.
+
+        The key is read and checked as by :meth:`load`.  Each column's ``sql`` (from this
+        party's own plan, never a peer's) is evaluated by DuckDB over the table's served
+        columns only; NULLs in the table are the SQL's business, but a NULL, NaN or infinite
+        result, a value beyond the public bound ``2**bits`` or an indicator that is not 0/1 is
+        refused naming the table and the column's text, never a value.  Values come back as
+        float64 divided by ``2**bits`` (exact), so ``|v| <= 1``.
+        """
+        where = f"{self.party}'s table {table}"
+        schema = self.schema(table)  # an unknown (or unserved) table is refused here
+        self.check_domains(table)  # group indicators assume every value is in its domain
+        key_expr, key_value = self._checked_key(table, key, where)
+        cols = ", ".join(_quote(c.name) for c in schema.columns)
+        source = f"(SELECT {cols} FROM {_ident(table)}) AS {_ident(table)}"
+        exprs = [f"CAST(({c.sql}) AS DOUBLE)" for c in local]
+        select = ([key_expr] if key else []) + exprs
+        if not select:
+            n = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+            return LocalData(None, np.zeros((n, 0)))
+        rows = self._evaluate(f"SELECT {', '.join(select)} FROM {source}", source, local, where)
+        names = list(rows.keys())
+        ids = self._ids(rows[names[0]].tolist(), key_value, table, key, where) if key else None
+        vals = [self._checked_local(rows[n], c, where)
+                for n, c in zip(names[1 if key else 0:], local, strict=True)]
+        n = len(ids) if key else len(vals[0])
+        values = np.column_stack(vals) if vals else np.zeros((n, 0))
+        return LocalData(ids, values)
+
+    def _evaluate(self, sql: str, source: str, local: tuple[LocalColumn, ...], where: str
+                  ) -> dict[str, np.ndarray]:
+        """Run the local columns' SELECT; a DuckDB error names the column it comes from and
+        its kind, and the message only when it cannot depend on the data (parse, binding)."""
+        try:
+            return self.con.execute(sql).fetchnumpy()
+        except duckdb.Error as e:
+            culprit = "the key"
+            for c in local:  # find the column that fails (the key alone is read by load too)
+                try:
+                    self.con.execute(f"SELECT CAST(({c.sql}) AS DOUBLE) FROM {source}").fetchall()
+                except duckdb.Error:
+                    culprit = f"local column {c.text}"
+                    break
+            if isinstance(e, duckdb.ProgrammingError) \
+                    and not isinstance(e, duckdb.InvalidInputException):
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ProgrammingError(f"cannot evaluate {culprit} of {where}: {first}",
+                                       party=self.party) from None
+            raise DataError(f"evaluating {culprit} of {where} failed on its data "
+                            f"({type(e).__name__}; the value is not shown)",
+                            party=self.party) from None
+
+    def _checked_local(self, raw: np.ndarray, col: LocalColumn, where: str) -> np.ndarray:
+        """One local column's values checked (never NULL, finite, within 2**bits, 0/1 for an
+        indicator) and divided by 2**bits."""
+        what = f"local column {col.text} of {where}"
+        if np.ma.getmaskarray(raw).any():
+            raise DataError(f"{what} is NULL on some rows (its SQL must handle NULLs)",
+                            party=self.party)
+        v = np.asarray(np.ma.getdata(raw), dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise DataError(f"{what} contains NaN or infinite values", party=self.party)
+        if v.size and np.abs(v).max() > 2.0**col.bits:
+            raise DataError(f"{what} exceeds its public bound 2^{col.bits} (derived from the "
+                            "catalog's bounds of the columns it reads); re-register the table "
+                            "with larger bounds", party=self.party)
+        if col.indicator and not np.isin(v, (0.0, 1.0)).all():
+            raise DataError(f"{what} is an indicator but not 0/1", party=self.party)
+        return np.ldexp(v, -col.bits)  # exact: a power of two

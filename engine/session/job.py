@@ -22,6 +22,7 @@ class Job:
     local: LocalData | None  # this party's rows (None at the helper)
     own_min: int  # this party's own policy minimum intersection (or table) size
     binding: str  # what this party approved at prepare (engine.protocols.agreement.binding)
+    own_group_min: int | None = None  # this party's own policy min_group_rows (None: no rule)
     key_bits: int = paillier.KEY_BITS
     transcript_dir: str | None = None
     connect_timeout: float = 30.0

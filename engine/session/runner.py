@@ -132,9 +132,12 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
 
 
 def _scale_for_models(job: Job) -> None:
-    """Model aggregates work on |x| <= 1: divide each column by its public catalog bound."""
+    """Model aggregates work on |x| <= 1: divide each column by its public catalog bound.
+
+    Models only: a program plan's local columns arrive normalised (PartyStore.load_local).
+    """
     plan = job.plan
-    if job.local is None or plan.model is None:
+    if job.local is None or getattr(plan, "program", None) is not None or plan.model is None:
         return
     bits = {c.column.lower(): c.scale_bits or 0 for c in plan.shared.columns
             if c.party == job.party}
@@ -168,8 +171,10 @@ class SourceRunner:
 
 async def _compute(sess: Session) -> list[tuple] | None:
     plan = sess.job.plan
-    agreed = await agree(sess, sess.job.binding, sess.job.own_min)
+    agreed = await agree(sess, sess.job.binding, sess.job.own_min, sess.job.own_group_min)
     sess.min_rows, sess.min_rows_by = agreed.min_rows, agreed.min_rows_by
+    sess.min_group_rows = agreed.min_group_rows
+    sess.min_group_rows_by = agreed.min_group_rows_by
     sess.phase("agree")
     _scale_for_models(sess.job)
     sf = runtime.secfxp()
