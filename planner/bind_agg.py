@@ -36,6 +36,7 @@ from planner.logical import (
     Expr,
     GroupKey,
     KeyRef,
+    Lit,
 )
 from planner.physical import MAX_BITS
 from planner.types import expr_type, is_integer_type, literal_type, promote
@@ -247,7 +248,8 @@ class AggBinder:
                     f"revealed nor aggregated, so {func}({node.sql()}) is refused")
         e = self.rows.bind(node, where)
         if func == "COUNT":
-            return e
+            # COUNT(<non-NULL constant>) counts every row: COUNT(*)
+            return None if isinstance(e, Lit) and e.value is not None else e
         if e.kind == BOOLEAN and func in _BOOLEAN_OK:
             return Call("cast", (e,), NUMBER, to="INTEGER", bits=0, integral=True,
                         nullable=e.nullable)

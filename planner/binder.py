@@ -16,6 +16,7 @@ from planner.logical import BOOLEAN, LogicalQuery, SelectItem, SortKey
 from planner.naming import ExpressionNamer, default_name, written_function_name
 from planner.options import bind_options
 from planner.plan import Aggregate, ColumnRef, OutputColumn
+from planner.usage import calls
 
 _INTEGER_KEYS = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                            "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"})
@@ -146,6 +147,11 @@ class Binder:
         agg = AggBinder(rows, keys, aliases=aliases)
         items = tuple(self.select_item(item, agg, namer) for item in select.expressions)
         having = self.bind_having(select, AggBinder(rows, keys, aliases=aliases))
+        if not keys and not any(True for e in [i.expr for i in items] + [having]
+                                if e is not None for _ in calls(e)):
+            raise NotSupportedError(
+                "a query without aggregates would return the rows themselves, which never "
+                "leave their owners: aggregate them (COUNT(*), SUM(x), ...) or GROUP BY a key")
         return LogicalQuery(tables, pred, keys, items, having, self.bind_order(select, agg, items),
                             *self.bind_limit(select))
 

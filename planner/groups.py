@@ -28,9 +28,13 @@ _DECLARE = ("declare the values of {col} in the catalog (domains={{'{name}': [..
             "registering the table, or `domains` in its [[tables]] entry of party.toml)")
 
 
-def key_nodes(select: exp.Select) -> list[tuple[exp.Expression, str | None]]:
-    """The GROUP BY expressions, with a select alias or position resolved to its select item
-    (and the alias that names the key, if any)."""
+#: A GROUP BY entry: the expression, the alias that names it, and the select item a bare name
+#: means if it is not a column (``GROUP BY band`` for ``CASE ... END AS band``).
+Entry = tuple[exp.Expression, str | None, exp.Expression | None]
+
+
+def key_nodes(select: exp.Select) -> list[Entry]:
+    """The GROUP BY entries, a position resolved to its select item."""
     group = select.args.get("group")
     if group is None:
         return []
@@ -40,7 +44,7 @@ def key_nodes(select: exp.Select) -> list[tuple[exp.Expression, str | None]]:
             raise NotSupportedError(f"{what} is not supported: list the group keys")
     items = select.expressions
     aliases = {i.alias.lower(): i for i in items if isinstance(i, exp.Alias)}
-    out: list[tuple[exp.Expression, str | None]] = []
+    out: list[Entry] = []
     for node in group.expressions:
         node = unparen(node)
         if isinstance(node, (exp.Rollup, exp.Cube, exp.GroupingSets)):
@@ -53,11 +57,12 @@ def key_nodes(select: exp.Select) -> list[tuple[exp.Expression, str | None]]:
             if not 1 <= value <= len(items):
                 raise BindError(f"GROUP BY position {value} is not in the select list (1 to "
                                 f"{len(items)})")
-            item = items[value - 1]
-            out.append(_item_key(item, f"GROUP BY {value}"))
+            out.append((*_item_key(items[value - 1], f"GROUP BY {value}"), None))
+        elif isinstance(node, exp.Column) and not node.table and node.name.lower() in aliases:
+            out.append((node, None, aliases[node.name.lower()]))
         else:
-            out.append((node, None))
-    return [_alias_key(n, a, aliases) for n, a in out]
+            out.append((node, None, None))
+    return out
 
 
 def _item_key(item: exp.Expression, what: str) -> tuple[exp.Expression, str | None]:
@@ -69,31 +74,24 @@ def _item_key(item: exp.Expression, what: str) -> tuple[exp.Expression, str | No
     return node, alias
 
 
-def _alias_key(node: exp.Expression, alias: str | None,
-               aliases: dict[str, exp.Expression]) -> tuple[exp.Expression, str | None]:
-    """``GROUP BY k`` names select item ``... AS k`` when k is not a column (marked by the
-    caller trying the column first)."""
-    if alias is None and isinstance(node, exp.Column) and not node.table \
-            and node.name.lower() in aliases:
-        return node, f"?{node.name}"  # resolved in bind_keys: a column wins over an alias
-    return node, alias
+def _bind_entry(entry: Entry, rows: RowBinder) -> tuple[Expr, exp.Expression, str | None]:
+    """A column wins over a select alias of the same name (as in DuckDB)."""
+    node, alias, item = entry
+    if item is None:
+        return rows.bind(node, "GROUP BY"), node, alias
+    try:
+        return rows.bind(node, "GROUP BY"), node, None
+    except BindError:
+        node, alias = _item_key(item, f"GROUP BY {node.name}")
+        return rows.bind(node, "GROUP BY"), node, alias
 
 
 def bind_keys(select: exp.Select, rows: RowBinder, catalog: Catalog,
               namer: ExpressionNamer) -> tuple[GroupKey, ...]:
     """The GROUP BY keys of ``select``, each with its public domain."""
-    aliases = {i.alias.lower(): i for i in select.expressions if isinstance(i, exp.Alias)}
     keys: list[GroupKey] = []
-    for node, alias in key_nodes(select):
-        if alias is not None and alias.startswith("?"):
-            try:
-                e = rows.bind(node, "GROUP BY")
-                alias = None
-            except BindError:
-                node, alias = _item_key(aliases[alias[1:].lower()], f"GROUP BY {alias[1:]}")
-                e = rows.bind(node, "GROUP BY")
-        else:
-            e = rows.bind(node, "GROUP BY")
+    for entry in key_nodes(select):
+        e, node, alias = _bind_entry(entry, rows)
         name = alias or namer.name(node)
         if any(k.expr == e for k in keys):
             continue  # GROUP BY a, a groups as GROUP BY a

@@ -471,3 +471,17 @@ def test_expr_type_of_bound_expressions():
     assert expr_type(col("age")) == "BIGINT" and expr_type(col("price")) == "DECIMAL(10,2)"
     e = item("SELECT SUM(small + 1) FROM ac").args[0]
     assert expr_type(e) == "SMALLINT"  # an integer literal takes the column's type
+
+
+def test_a_query_must_aggregate():
+    refused("SELECT 1, 'x' FROM ac", NotSupportedError, "a query without aggregates would "
+            "return the rows themselves")
+    lq = bind("SELECT sex FROM ac GROUP BY sex")  # one row per present group
+    assert lq.items[0].expr == KeyRef(0, bits=0, nullable=True)
+    assert bind("SELECT 1, COUNT(*) FROM ac").items[0].expr == AggLit(1, bits=0, integral=True,
+                                                                      nullable=False)
+
+
+def test_having_names_a_select_alias():
+    lq = bind("SELECT COUNT(age) AS j FROM ac HAVING j = 5")
+    assert lq.having.op == "=" and lq.having.args[0] == lq.items[0].expr
