@@ -4,7 +4,10 @@ A key's domain is public when it follows from the catalog or from the query itse
 
 * a column whose owner declared its ``domain`` (categories or an integer range);
 * a BOOLEAN column or any boolean expression: (False, True);
-* a CASE whose THEN and ELSE values are literals: those literals, in order.
+* a CASE whose THEN and ELSE values are literals: those literals, in order;
+* any other expression of columns that have public domains (``age + 1``, ``COALESCE(region,
+  'other')``, ``CASE WHEN children > 2 THEN 3 ELSE children END``): the values it takes on the
+  combinations of its columns' values, NULL included, computed by DuckDB at planning.
 
 A key that may be NULL also has the NULL group (None, last in its domain).  The groups are
 the cartesian product of the keys' domains, at most :data:`planner.physical.MAX_GROUPS`.
@@ -12,6 +15,8 @@ the cartesian product of the keys' domains, at most :data:`planner.physical.MAX_
 
 from __future__ import annotations
 
+import decimal
+import itertools
 from typing import Any
 
 from sqlglot import exp
@@ -23,7 +28,10 @@ from planner.logical import BOOLEAN, Call, Col, Expr, GroupKey, Lit
 from planner.naming import ExpressionNamer
 from planner.physical import MAX_GROUPS
 from planner.types import case_values, expr_type
+from planner.usage import columns
 
+#: Most combinations of declared values a derived key domain is computed from.
+MAX_IMAGE = 65536
 _DECLARE = ("declare the values of {col} in the catalog (domains={{'{name}': [...]}} when "
             "registering the table, or `domains` in its [[tables]] entry of party.toml)")
 
@@ -95,7 +103,8 @@ def bind_keys(select: exp.Select, rows: RowBinder, catalog: Catalog,
         name = alias or namer.name(node)
         if any(k.expr == e for k in keys):
             continue  # GROUP BY a, a groups as GROUP BY a
-        keys.append(GroupKey(_one_party(e, name), domain(e, name, catalog), name, expr_type(e)))
+        keys.append(GroupKey(_one_party(e, name), domain(e, name, catalog, node), name,
+                             expr_type(e)))
     check_groups(tuple(keys))
     return tuple(keys)
 
@@ -110,8 +119,9 @@ def _one_party(e: Expr, name: str) -> Expr:
     return e
 
 
-def domain(e: Expr, name: str, catalog: Catalog) -> tuple[Any, ...]:
-    """The public domain of key ``e`` (None last if it may be NULL)."""
+def domain(e: Expr, name: str, catalog: Catalog,
+           node: exp.Expression | None = None) -> tuple[Any, ...]:
+    """The public domain of key ``e`` (bound from ``node``; None last if it may be NULL)."""
     values: tuple[Any, ...]
     if isinstance(e, Col) and (declared := _declared(e, catalog)) is not None:
         values = tuple(declared)
@@ -122,11 +132,72 @@ def domain(e: Expr, name: str, catalog: Catalog) -> tuple[Any, ...]:
         lits = [v.value for v in case_values(e) if isinstance(v, Lit)]
         values = tuple(dict.fromkeys(v for v in lits if v is not None))
     else:
-        raise NotSupportedError(f"GROUP BY key {name} has no public domain: "
-                                + _how_to_declare(e, name))
+        return image(e, node, name, catalog)
     if e.nullable and None not in values:
         values += (None,)
     return values
+
+
+def _column_domain(c: Col, catalog: Catalog) -> tuple[Any, ...] | None:
+    """The public values of a column (None included: columns may be NULL), or None."""
+    declared = _declared(c, catalog)
+    if declared is not None:
+        return (*declared, None)
+    if c.kind == BOOLEAN:
+        return (False, True, None)
+    return None
+
+
+def image(e: Expr, node: exp.Expression | None, name: str,
+          catalog: Catalog) -> tuple[Any, ...]:
+    """The domain of an expression over columns with public domains (``age + 1``,
+    ``COALESCE(region, 'other')``): the values it takes on every combination of its columns'
+    values (NULL included), computed by DuckDB as the owner computes the key, in the order of
+    the combinations, NULL last."""
+    cols = list(dict.fromkeys(columns(e)))
+    domains = [_column_domain(c, catalog) for c in cols]
+    missing = [c for c, d in zip(cols, domains, strict=True) if d is None]
+    if missing or node is None:
+        raise NotSupportedError(f"GROUP BY key {name} has no public domain: "
+                                + _how_to_declare(missing[0] if missing else e, name))
+    combos = list(itertools.islice(itertools.product(*domains), MAX_IMAGE + 1))
+    if len(combos) > MAX_IMAGE:
+        raise NotSupportedError(f"GROUP BY key {name} combines too many declared values "
+                                f"(more than {MAX_IMAGE}) to compute its domain")
+    values = _evaluate(node, cols, combos, name)
+    out = tuple(dict.fromkeys(v for v in values if v is not None))
+    return out + ((None,) if None in values else ())
+
+
+def _evaluate(node: exp.Expression, cols: list[Col], combos: list[tuple[Any, ...]],
+              name: str) -> list[Any]:
+    import duckdb  # noqa: PLC0415 (only for derived domains)
+
+    names = {c.ref.column.lower(): f"c{i}" for i, c in enumerate(cols)}
+
+    def rename(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Column):
+            return exp.column(names[n.name.lower()])
+        return n
+
+    sql = node.copy().transform(rename).sql(dialect="duckdb")
+    decl = ", ".join(f"c{i} {c.ref.dtype}" for i, c in enumerate(cols))
+    with duckdb.connect() as con:
+        con.execute(f"CREATE TABLE d (ord INTEGER, {decl})")
+        marks = ", ".join("?" for _ in range(len(cols) + 1))
+        con.executemany(f"INSERT INTO d VALUES ({marks})",
+                        [(i, *combo) for i, combo in enumerate(combos)])
+        try:
+            rows = con.execute(f"SELECT {sql} FROM d ORDER BY ord").fetchall()
+        except duckdb.Error as err:
+            raise NotSupportedError(f"the domain of GROUP BY key {name} cannot be computed "
+                                    f"from its columns' declared values: {err}") from None
+    return [_plain(r[0]) for r in rows]
+
+
+def _plain(v: Any) -> Any:
+    """DuckDB's DECIMAL values as floats (keys are output as numbers)."""
+    return float(v) if isinstance(v, decimal.Decimal) else v
 
 
 def _declared(e: Col, catalog: Catalog) -> tuple[Any, ...] | None:
@@ -139,8 +210,9 @@ def _how_to_declare(e: Expr, name: str) -> str:
     if isinstance(e, Col):
         return _DECLARE.format(col=e.ref.qualified, name=e.ref.column) + \
             ", or group by a CASE whose branches are literals"
-    return ("group by a column with a declared domain, a boolean expression, or a CASE whose "
-            "THEN and ELSE values are literals")
+    return ("group by a column with a declared domain, a boolean expression, a CASE whose "
+            "THEN and ELSE values are literals, or an expression of columns with declared "
+            "domains")
 
 
 def check_groups(keys: tuple[GroupKey, ...]) -> None:

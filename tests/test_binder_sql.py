@@ -485,3 +485,19 @@ def test_a_query_must_aggregate():
 def test_having_names_a_select_alias():
     lq = bind("SELECT COUNT(age) AS j FROM ac HAVING j = 5")
     assert lq.having.op == "=" and lq.having.args[0] == lq.items[0].expr
+
+
+def test_group_by_expression_of_declared_columns():
+    k = bind(f"SELECT children + 1 AS c, COUNT(*) {JOIN} GROUP BY children + 1").keys[0]
+    assert k.domain == (1, 2, 3, 4, 5, 6, None) and k.name == "c" and k.dtype == "BIGINT"
+    k = bind(f"SELECT COUNT(*) {JOIN} GROUP BY COALESCE(region, 'other')").keys[0]
+    assert k.domain == (*REGIONS, "other")  # never NULL: no NULL group
+    k = bind(f"SELECT COUNT(*) {JOIN} GROUP BY CASE WHEN children > 2 THEN 3 ELSE children END"
+             ).keys[0]
+    assert k.domain == (0, 1, 2, 3, None)
+    k = bind("SELECT COUNT(*) FROM ac GROUP BY CASE WHEN smoker THEN sex ELSE 'none' END").keys[0]
+    assert set(k.domain) == {"none", "female", "male", None} and k.domain[-1] is None
+    refused("SELECT COUNT(*) FROM ac GROUP BY age + 1", NotSupportedError,
+            "declare the values of ac.age")
+    refused(f"SELECT COUNT(*) {JOIN} GROUP BY CAST(children AS TINYINT) * 100",
+            NotSupportedError, "cannot be computed from its columns' declared values")
