@@ -98,15 +98,31 @@ def bind_keys(select: exp.Select, rows: RowBinder, catalog: Catalog,
               namer: ExpressionNamer) -> tuple[GroupKey, ...]:
     """The GROUP BY keys of ``select``, each with its public domain."""
     keys: list[GroupKey] = []
+    named = _aliased_items(select, rows)
     for entry in key_nodes(select):
         e, node, alias = _bind_entry(entry, rows)
-        name = alias or namer.name(node)
+        name = alias or named.get(e) or namer.name(node)
         if any(k.expr == e for k in keys):
             continue  # GROUP BY a, a groups as GROUP BY a
         keys.append(GroupKey(_one_party(e, name), domain(e, name, catalog, node), name,
                              expr_type(e)))
     check_groups(tuple(keys))
     return tuple(keys)
+
+
+def _aliased_items(select: exp.Select, rows: RowBinder) -> dict[Expr, str]:
+    """Bound row expression -> alias of the aliased select items without aggregates (a key
+    is named by the item that selects it: ``SELECT age + 1 AS a ... GROUP BY age + 1``)."""
+    out: dict[Expr, str] = {}
+    for item in select.expressions:
+        if not isinstance(item, exp.Alias) or any(
+                isinstance(n, (exp.AggFunc, exp.Filter)) for n in item.this.walk()):
+            continue
+        try:
+            out.setdefault(rows.bind(item.this, "SELECT"), item.alias)
+        except Exception:  # noqa: BLE001 - the item's own binding reports it
+            continue
+    return out
 
 
 def _one_party(e: Expr, name: str) -> Expr:
