@@ -503,3 +503,21 @@ def test_group_by_expression_of_declared_columns():
             "declare the values of ac.age")
     refused(f"SELECT COUNT(*) {JOIN} GROUP BY CAST(children AS TINYINT) * 100",
             NotSupportedError, "cannot be computed from its columns' declared values")
+
+
+@pytest.mark.parametrize("sql, words", [
+    ("SELECT COUNT(age, charges) FROM ac",
+     "COUNT takes one argument (COUNT(*) or COUNT(x)), not 2"),
+    ("SELECT MIN(age, 2) FROM ac", "MIN takes one argument (MIN(x)), not 2"),
+    ("SELECT REGR_COUNT(age) FROM ac", "REGR_COUNT takes two arguments (REGR_COUNT(y, x)), not 1"),
+    ("SELECT QUANTILE_CONT(age) FROM ac", "QUANTILE_CONT takes two arguments"),
+    ("SELECT SUM(*) FROM ac", "* is allowed only in COUNT(*)"),
+])
+def test_aggregate_arity(sql, words):
+    refused(sql, ProgrammingError, words)
+
+
+def test_distinct_aggregates_are_refused():
+    refused("SELECT COUNT(DISTINCT age) FROM ac", NotSupportedError, "COUNT(DISTINCT ...)")
+    refused("SELECT COUNT(*) FROM ac WHERE SUM(age) > 1", BindError,
+            "aggregate SUM is not allowed in WHERE")
