@@ -150,6 +150,9 @@ class ExpressionNamer:
             inner = _unparen(node.this)
             if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
                 return f"({t(inner.this)} IS NOT NULL)"
+            if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Boolean):
+                return (f"(CAST({t(inner.this)} AS BOOLEAN) IS DISTINCT FROM "
+                        f"{t(inner.expression)})")
             return f"(NOT {t(inner)})"
         if isinstance(node, exp.Is):
             target = _unparen(node.expression)
