@@ -1,4 +1,9 @@
-"""Plan building: a bound query -> Scan -> [PrivateJoin] -> SecretShare -> Aggregate -> Reveal."""
+"""Plan building: SQL -> Scan -> [PrivateJoin] -> SecretShare -> SecureAggregate -> Reveal.
+
+Model queries (LASSO, RIDGE, LINREG) are bound to a :class:`BoundQuery` and planned here
+(:func:`build_plan`); every other aggregate query is bound to a LogicalQuery and lowered to a
+physical Program (:func:`planner.lower.lower`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from dialect import DEFAULTS, parse_query
 from dialect.errors import BindError, NotSupportedError, ProgrammingError
 from planner.binder import Binder, BoundQuery
 from planner.catalog import DATA, Catalog, TableSchema
+from planner.lower import lower
 from planner.plan import (
     JOIN_PROTOCOLS,
     ColumnRef,
@@ -34,9 +40,14 @@ def plan(
     settings), NotSupportedError (queries the secure engine cannot run).
     """
     query = parse_query(sql)
-    bound = Binder(catalog, sql).bind(query.select)
+    binder = Binder(catalog, sql)
     protocol = query.setting("join_protocol", join_protocol or DEFAULTS["join_protocol"])
-    return build_plan(sql, catalog, bound, receivers=receivers, join_protocol=protocol)
+    if Binder.is_model_query(query.select):
+        bound = binder.bind(query.select)
+        return build_plan(sql, catalog, bound, receivers=receivers, join_protocol=protocol)
+    logical = binder.bind_logical(query.select)
+    return lower(logical, catalog, receivers=_receivers(catalog, receivers),
+                 join_protocol=protocol, sql=sql)
 
 
 def used_columns(bound: BoundQuery) -> tuple[ColumnRef, ...]:

@@ -71,9 +71,6 @@ def program_lines(p: Program) -> list[str]:
         lines += [f"  {g.key!r}: rows where {' * '.join(g.indicators)} = 1" for g in p.groups]
     lines.append("finish in MPC (vectorised over the groups):")
     lines += ["  " + _finish_line(f) for f in p.finish]
-    if p.min_group_rows_const:
-        lines.append(f"  {p.min_group_rows_const} is set at run time to max(1, the largest "
-                     "min_group_rows of the parties)")
     if p.present:
         lines.append(f"presence bit per group (opened): {p.present}")
     lines.append("outputs (opened to the receivers, present groups only):")

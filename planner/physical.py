@@ -157,7 +157,9 @@ class FinishOp:
     2**(bits - 32)); ``const`` holds the integer args[0] * 2**-exact_unit; ``add``/``sub``
     align their arguments to the op's (smaller) unit by exact multiplications by powers of two;
     ``mul`` multiplies exactly (units add); ``is_zero`` (not exact itself) tests an exact
-    argument without error.  |E| < 2**125 for m <= 2**31 is checked at planning.  An output
+    argument without error.  The lowering forms only nonnegative exact products and a
+    difference of two (n Σx² - (Σx)² >= 0), each < 2**126 for m <= 2**31 (checked at
+    planning).  An output
     whose value is an exact op is opened exactly (E, then times 2**exact_unit).
     """
 
@@ -170,6 +172,8 @@ class FinishOp:
     #: the bound is 2**(bits + rows_pow * ceil(log2(m + 1))) for the public size m
     rows_pow: int = 0
     exact_unit: int | None = None
+    #: the floor of a div is 2**(floor_bits + floor_rows_pow * ceil(log2(m + 1)))
+    floor_rows_pow: int = 0
 
     def __post_init__(self) -> None:
         _check(self.op in FINISH_OPS, f"unknown finish op {self.op!r}")

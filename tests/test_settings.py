@@ -109,7 +109,8 @@ def test_set_without_select():
 def test_plan_uses_the_set_protocol(catalog: Catalog):
     p = plan("SET join_protocol = 'masked'; " + Q_JOIN, catalog)
     assert isinstance(p.source, PrivateJoin) and p.source.protocol == "masked"
-    assert p.source.left == Scan("ac", "ac", "id", ("charges",))
+    left = p.source.left
+    assert (left.party, left.table, left.key, left.reads) == ("ac", "ac", "id", ("charges",))
     assert plan(Q_JOIN, catalog).source.protocol == "paillier"
     assert plan("SET join_protocol = 'paillier'; " + Q_JOIN, catalog).source.protocol == \
         "paillier"
