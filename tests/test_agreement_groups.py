@@ -90,3 +90,11 @@ def test_another_query_is_refused():
 def test_lists_are_accepted_like_tuples():
     agreed, _ = run("ac", [(B, 0, None), [B, 4, 6], [B, 0, None]])
     assert (agreed.min_rows, agreed.min_group_rows) == (4, 6)
+
+
+@pytest.mark.parametrize("agreed,m,want", [(0, 10, 1), (1, 10, 1), (5, 10, 5), (10, 10, 10),
+                                           (11, 10, 11), (500, 10, 11), (3, 0, 1), (0, 0, 1)])
+def test_the_presence_threshold_is_at_least_one_and_at_most_m_plus_one(agreed, m, want):
+    from engine.protocols.aggregates import group_minimum
+
+    assert group_minimum(agreed, m) == want

@@ -50,6 +50,14 @@ async def evaluate(chan: Channel, plan: Plan, m: int, table, sf) -> list[tuple] 
     return await ScalarAggregates(chan, plan, sf).run(m, table)
 
 
+def group_minimum(agreed: int, m: int) -> int:
+    """The presence threshold of a group's row count: max(1, the largest min_group_rows of the
+    parties, each as it sent it: engine.protocols.agreement), clipped to m + 1 (no group has
+    more than m rows, so the result is the same and the public constant stays within its
+    bound).  An empty group is never output."""
+    return max(1, min(agreed, m + 1))
+
+
 async def _run_program(chan: Channel, plan: Plan, program, m: int, table, sf
                        ) -> list[tuple] | None:
     try:
@@ -60,9 +68,8 @@ async def _run_program(chan: Channel, plan: Plan, program, m: int, table, sf
         raise NotSupportedError("this engine cannot run program plans yet") from e
     from engine.protocols.present import present
 
-    # the largest min_group_rows of the parties, as each sent it (engine.protocols.agreement)
     rows = await run_program(chan, plan, program, m, table, sf,
-                             min_group_rows=chan.min_group_rows)
+                             min_group_rows=group_minimum(chan.min_group_rows, m))
     return None if rows is None else present(rows, program, plan.output)
 
 
