@@ -42,7 +42,7 @@ async def evaluate(chan: Channel, plan: Plan, m: int, table, sf) -> list[tuple] 
     :func:`engine.protocols.present.present` then applies ORDER BY / LIMIT / OFFSET and the
     output types.  Model plans keep :class:`Models`.
     """
-    program = getattr(plan, "program", None)
+    program = plan.program
     if program is not None:
         return await _run_program(chan, plan, program, m, table, sf)
     if plan.model is not None:

@@ -290,16 +290,15 @@ class Participant:
 def load_scan(store, plan: Plan, scan, key: str | None) -> LocalData:
     """This party's rows for ``scan``: a program plan's local columns (evaluated and
     normalised by :meth:`PartyStore.load_local`), or a model plan's plain columns."""
-    if getattr(plan, "program", None) is not None:
-        return store.load_local(scan.table, key, tuple(getattr(scan, "local", ())))
+    if plan.program is not None:
+        return store.load_local(scan.table, key, scan.local)
     return store.load(scan.table, key, scan.columns)
 
 
 def check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:
     """A feature that is constant in the owner's whole table is refused before any MPC."""
     aggs = plan.aggregate.aggregates
-    if getattr(plan, "program", None) is not None or not aggs or not aggs[0].is_model \
-            or not len(local.values):
+    if plan.program is not None or not aggs[0].is_model or not len(local.values):
         return
     agg = aggs[0]
     features = {c.column.lower() for c in agg.args[1:] if c.party == party}

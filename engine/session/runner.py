@@ -137,7 +137,7 @@ def _scale_for_models(job: Job) -> None:
     Models only: a program plan's local columns arrive normalised (PartyStore.load_local).
     """
     plan = job.plan
-    if job.local is None or getattr(plan, "program", None) is not None or plan.model is None:
+    if job.local is None or plan.program is not None or plan.model is None:
         return
     bits = {c.column.lower(): c.scale_bits or 0 for c in plan.shared.columns
             if c.party == job.party}
