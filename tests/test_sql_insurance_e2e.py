@@ -117,17 +117,17 @@ def test_analyst_query_equals_duckdb(fed, name):
 
 
 def test_small_groups_are_suppressed():
-    """With min_group_rows = 25 at the hospital, a group of fewer rows is absent (DuckDB's
-    answer with HAVING COUNT(*) >= 25), and explain says what is opened."""
+    """With min_group_rows = 10 at the hospital, a group of fewer rows is absent (DuckDB's
+    answer with HAVING COUNT(*) >= 10), and explain says what is opened."""
     import engine
 
     ac, emc = split()
     tables = {"ac": ac, "emc": emc}
-    with engine.connect(policies={"emc": {"min_group_rows": 25}}) as con:
+    with engine.connect(policies={"emc": {"min_group_rows": 10}}) as con:
         register(con, ac, emc)
         sql = (f"SELECT region, children, COUNT(*), AVG(charges) FROM {JOIN} WHERE smoker = 1 "
                "GROUP BY region, children ORDER BY region, children")
-        _, expected = plaintext(sql.replace("ORDER BY", "HAVING COUNT(*) >= 25 ORDER BY"),
+        _, expected = plaintext(sql.replace("ORDER BY", "HAVING COUNT(*) >= 10 ORDER BY"),
                                 tables)
         _, everything = plaintext(sql, tables)
         assert 0 < len(expected) < len(everything)  # the test means something
