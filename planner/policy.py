@@ -362,6 +362,11 @@ class Policy:
         )
 
 
+#: What a min_intersection refusal of the rows a WHERE leaves names (the audit tells the two
+#: refusals apart by it: they reveal different bits).
+FILTERED = "the rows the WHERE leaves"
+
+
 def too_small(party: str | None, minimum: int, plan: Plan | None = None,
               what: str | None = None) -> PolicyError:
     """The min_intersection refusal: says the size is too small, never what it is."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dialect.errors import PolicyError
+from planner.policy import FILTERED
 
 if TYPE_CHECKING:
     from planner.plan import Plan
@@ -176,5 +177,5 @@ def revealed(plan: Plan | None, error: BaseException | None) -> dict[str, list[s
     if error is None:
         return plan.learns()
     if isinstance(error, PolicyError) and error.rule == "min_intersection":
-        return plan.learns("too_small")
+        return plan.learns("filter_too_small" if FILTERED in str(error) else "too_small")
     return plan.learns("aborted")
