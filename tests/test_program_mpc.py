@@ -126,7 +126,7 @@ def moments(x: str, y: str, bx: int, by: int) -> tuple[list[Slot], list[FO]]:
           FO("acov", "abs", ("cov",), bx + by + 1),
           FO("num", "mul", ("cov", "acov"), 2 * (bx + by + 1)),
           FO("den", "mul", ("vx", "vy"), 2 * (bx + by)),
-          FO("r2", "div", ("num", "den"), 2, floor_bits=-8),
+          FO("r2", "div", ("num", "den"), 2, floor_bits=2 * (bx + by) - 30),
           FO("n0", "is_zero", ("N",), 0), FO("small", "lt", ("N", "two"), 0)]
     return slots, f
 
@@ -253,11 +253,10 @@ def test_where_weights_and_the_filter_check(min_rows, refused):
         check_row(r[1:], reference(x[s], y[s]), m)
 
 
-def test_row_program_cross_party():
-    """Row ops in MPC: a cross-party comparison as the WHERE weight, CASE WHEN (select), ABS,
-    arithmetic with constants; sums of the results are exact."""
-    m = 300
-    rng = np.random.default_rng(3)
+def row_program(m: int, seed: int = 3):
+    """A row program in MPC (cross-party comparison as the WHERE weight, CASE WHEN, ABS,
+    arithmetic with constants), its data, and the expected sums."""
+    rng = np.random.default_rng(seed)
     a = rng.integers(-50, 50, m).astype(float)
     b = rng.integers(-50, 50, m).astype(float)
     b[:20] = a[:20]  # ties
@@ -280,15 +279,25 @@ def test_row_program_cross_party():
     fin = [FO(f"o_{s.name}", "slot", (s.name,), s.bits) for s in slots]
     outs = tuple(Output(s.name, "DOUBLE", value=s.name) for s in slots)
     prog = Program(tuple(cols), rows_, tuple(slots), (Group((), ()),), tuple(fin), outs, None)
-    (row,), _ = run(prog, {"a": a, "b": b, "c": c}, m)
     cg = grid(c, 6)
     gt = b < a
     case = np.where(gt, cg * 2.5, b)
     want = [gt.sum(), (a <= b).sum(), (a == b).sum(), (a != b).sum(), np.abs(a - b).sum(),
             -case.sum(), (gt & (a != b)).sum(), ((a == b) | gt).sum(), (~gt).sum(),
             (a * b + cg).sum(), cg[gt].sum()]
+    return prog, {"a": a, "b": b, "c": c}, want
+
+
+def check_row_program(row: tuple, want: list) -> None:
     assert row[:4] == tuple(float(v) for v in want[:4])  # exact (integral slots)
     assert np.allclose(row, want, rtol=0, atol=1e-6)
+
+
+def test_row_program_cross_party():
+    """Row ops in MPC; sums of the results are exact (comparisons exact at ties)."""
+    prog, data, want = row_program(300)
+    (row,), _ = run(prog, data, 300)
+    check_row_program(row, want)
 
 
 def test_exact_integral_sums():
@@ -432,3 +441,25 @@ def test_precision_at_scale(capsys):
                           for n, e in zip(("SUM", "AVG", "VAR_SAMP", "CORR"), worst,
                                           strict=True)))
     assert worst[:3].max() <= TOL and worst[3] <= CORR_TOL
+
+
+def test_word_products_mod_p():
+    """slots.mulmod_words (products of shares on 64-bit words) equals Python's a * b % p."""
+    from engine.protocols import fieldwords as fw
+    from engine.protocols.slots import fast_field, mulmod_words
+
+    p = mpcrt.secfxp().field.order
+    assert fast_field(p) and not fast_field(2**127 - 1)
+    rng = np.random.default_rng(10)
+    edge = [0, 1, 2, 172, 173, 2**64 - 1, 2**64, 2**127, p - 173, p - 2, p - 1]
+    xa = edge + [int.from_bytes(rng.bytes(16), "little") % p for _ in range(3000)]
+    xb = edge[::-1] + [int.from_bytes(rng.bytes(16), "little") % p for _ in range(3000)]
+    xa += [p - 1] * 5
+    xb += [p - 1] * 5
+    a = np.array(xa, dtype=object)
+    b = np.array(xb, dtype=object)
+    got = mulmod_words(fw.ints_to_words(a, p), fw.ints_to_words(b, p), p)
+    assert (fw.words_to_ints(got) == a * b % p).all()
+    inv = pow(2**32, -1, p)
+    got = mulmod_words(fw.ints_to_words(a, p), fw.const(inv, fw.ints_to_words(a, p)), p)
+    assert (fw.words_to_ints(got) == a * inv % p).all()

@@ -32,13 +32,17 @@ What each party sees: only masked openings inside products, truncations and comp
 from __future__ import annotations
 
 import math
+from asyncio import Future
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from dialect.errors import InternalError
 from engine.protocols import fastfxp as fx
+
+coroutine = fx.coroutine
 
 FRAC = 48
 F_MAX = 64
@@ -79,6 +83,24 @@ class FV:
     @property
     def is_public(self) -> bool:
         return self.pub is not None
+
+
+@dataclass
+class XV:
+    """An exact finish value (``FinishOp.exact_unit``): shares of integers N per group with
+    value = N * 2^u (u public), |value| <= 2^E; or public integers ``pub``."""
+
+    sh: np.ndarray | None
+    u: int
+    E: int
+    pub: np.ndarray | None = None  # (G,) object array of public integers N
+
+    @property
+    def is_public(self) -> bool:
+        return self.pub is not None
+
+    def raw(self) -> np.ndarray:
+        return self.pub if self.is_public else self.sh
 
 
 @dataclass
@@ -163,8 +185,8 @@ async def rescale(fc: FCtx, v: FV, E: int) -> FV:
     f = v.f - k
     if f <= F_MAX:
         return FV(v.sh, f, E, v.exact, tz=v.tz, nonneg=v.nonneg)
-    sh = await trunc1(fc, v.sh, f - FRAC, v.f + CMP_MARGIN + 1, False)
-    return FV(sh, FRAC, E, False, nonneg=v.nonneg)
+    sh = await trunc1(fc, v.sh, f - F_MAX, v.f + CMP_MARGIN + 1, False)
+    return FV(sh, F_MAX, E, False, nonneg=v.nonneg)
 
 
 def raw_of(fc: FCtx, v: FV, f: int):
@@ -225,8 +247,8 @@ async def multiply(fc: FCtx, a: FV, b: FV, E: int) -> FV:
     if f_eff <= F_MAX:
         return FV(await reshare(fc, raw), f_eff, E, exact, tz=tz, nonneg=nonneg)
     l = f_p + CMP_MARGIN + 2  # noqa: E741  (|a b| < 2^(f_a + f_b) times the margin)
-    sh = await trunc1(fc, raw, f_eff - FRAC, l, True)
-    return FV(sh, FRAC, E, False, nonneg=nonneg)
+    sh = await trunc1(fc, raw, f_eff - F_MAX, l, True)
+    return FV(sh, F_MAX, E, False, nonneg=nonneg)
 
 
 async def _scale(fc: FCtx, s: FV, c: FV, E: int) -> FV:
@@ -239,10 +261,10 @@ async def _scale(fc: FCtx, s: FV, c: FV, E: int) -> FV:
         bit = s.bit and E == 0 and k == 0 and bool(np.all((cn == 0) | (cn == 1)))
         tz = s.tz + _tz(C) if s.exact else 0
         return FV(s.sh * C % fc.p, s.f + k, E, s.exact, bit, tz=tz, nonneg=nonneg)
-    C = np.array([round(x * 2.0**FRAC) for x in cn], dtype=object)
+    C = np.array([round(x * 2.0**F_MAX) for x in cn], dtype=object)
     top = max(1, max(abs(int(x)) for x in C).bit_length())
     sh = await trunc1(fc, s.sh * C, s.f, s.f + top + CMP_MARGIN + 1, False)
-    return FV(sh, FRAC, E, False, nonneg=nonneg)
+    return FV(sh, F_MAX, E, False, nonneg=nonneg)
 
 
 def _frac(x: float) -> int:
@@ -330,43 +352,76 @@ async def absolute(fc: FCtx, a: FV, E: int) -> FV:
     return FV(await reshare(fc, a.sh * (1 - 2 * s)), a.f, E, a.exact, tz=a.tz, nonneg=True)
 
 
-async def divide(fc: FCtx, a: FV, b: FV, E: int, fb: int) -> FV:
-    """Protocol DIV: a / b normalised by 2^E, for b with |b| >= 2^fb or b = 0 (see above)."""
-    if b.is_public:
-        nz = b.pub != 0
-        inv = np.where(nz, 1.0 / np.where(nz, b.pub, 1.0), 0.0)
-        if a.is_public:
-            return public(fc, a.pub * inv, E)
-        return await multiply(fc, a, public(fc, inv, 0), E)
+@dataclass
+class Recip:
+    """DIV's work on one denominator, shared by every division by it."""
+
+    scs: np.ndarray  # shares of sign(b) 2^(-STEP K) (fraction FRAC)
+    y: Any  # Future: shares of 1/x (fraction FRAC), x = |b''| 2^(-STEP K - lo - STEP)
+    lo: int
+    hi: int
+    E: int  # the denominator's bound
+    nonneg: bool
+
+
+async def reciprocal(fc: FCtx, b: FV, fb: int) -> Recip:
+    """Protocol DIV's denominator part: comparisons, scaling, and (launched) Newton steps."""
     D = max(0, b.E - fb)
     hi = min(D, HI_MAX)
-    lo = max(hi - D, hi - RANGE_MAX)
+    # an exact denominator respects its floor (an integer count is 0 or >= 1); a computed one
+    # (a product of variances) may fall below it while the quotient stays bounded: resolve it
+    # down to 2^-RANGE_MAX of 2^hi
+    lo = hi - min(D, RANGE_MAX) if b.exact else hi - RANGE_MAX
     bb = await rescale(fc, b, b.E - hi)  # b'' = B / 2^(E_b - hi): exact (scaling up)
-    if bb.f < FRAC:
-        bb = FV(bb.sh * (1 << (FRAC - bb.f)) % fc.p, FRAC, bb.E, bb.exact,
-                tz=bb.tz + FRAC - bb.f, nonneg=bb.nonneg)
+    bb = await _at_frac(fc, bb)
     f = bb.f
-    signed, num, fa, z, sc = await _div_scale(fc, a, bb, lo, hi)
-    v = (signed + z * (1 << (f + lo))) % fc.p  # |b''|, with b = 0 replaced by 2^lo
-    # q = A / B / 2^E = sign a_n 2^(E_a - E) / (b'' 2^(E_b - hi)) = sign a_n sc 2^P / x
-    P = a.E - E + hi - b.E - lo - STEP
-    sx, sn = f + lo + STEP, fa - P
-    lx, ln = f + hi + FRAC + 3, fa + FRAC + CMP_MARGIN + 2
-    x, ns = await truncate(fc, np.concatenate([v * sc, num * sc]), sx, max(lx, ln), True,
-                           (sn - sx,))
-    x, ns = x[:fc.G], ns[fc.G:]  # x in [2^-STEP, 1); ns = sign a_n sc 2^P, |ns| <= 1
+    absb, scs, z, sc = await _div_scale(fc, bb, lo, hi)
+    v = (absb + z * (1 << (f + lo))) % fc.p  # |b''|, with b = 0 replaced by 2^lo
+    x = await trunc1(fc, v * sc, f + lo + STEP, f + hi + FRAC + 3, True)  # in [2^-STEP, 1)
+    return Recip(scs, _newton(fc, x), lo, hi, b.E, b.nonneg)
+
+
+@coroutine
+async def _newton(fc: FCtx, x: np.ndarray):
+    """1/x for x in [2^-STEP, 1): minimax linear start, NEWTON steps y <- y (2 - x y)."""
+    await fc.rt.returnType(Future)
     c0, c1 = _linear_start(2.0**-STEP)
     y = await trunc1(fc, (round(c0 * 2**FRAC) << FRAC) - x * round(c1 * 2**FRAC), FRAC,
                      2 * FRAC + STEP + 3, False)
-    for _ in range(NEWTON):  # y <- y (2 - x y): 1/x
+    for _ in range(NEWTON):
         xy = await trunc1(fc, x * y, FRAC, 2 * FRAC + STEP + 3, True)
         y = await trunc1(fc, y * ((2 << FRAC) - xy), FRAC, 2 * FRAC + STEP + 4, True)
-    sh = await trunc1(fc, ns * y, FRAC, 2 * FRAC + STEP + CMP_MARGIN + 2, True)
-    return FV(sh, FRAC, E, False, nonneg=a.nonneg and b.nonneg)
+    return y
 
 
-async def _div_scale(fc: FCtx, a: FV, bb: FV, lo: int, hi: int):
-    """DIV's comparisons: (|b''| shares, sign * a shares, a's fraction, zero bit, 2^(-STEP K))."""
+async def _at_frac(fc: FCtx, v: FV) -> FV:
+    """``v`` at fraction FRAC exactly (exact values, or fewer bits: exact shifts) or rounded."""
+    if v.f < FRAC:
+        return FV(v.sh * (1 << (FRAC - v.f)) % fc.p, FRAC, v.E, v.exact, tz=v.tz + FRAC - v.f,
+                  nonneg=v.nonneg)
+    if v.f == FRAC:
+        return v
+    if v.exact and v.tz >= v.f - FRAC:
+        return FV(v.sh * pow2(fc, FRAC - v.f) % fc.p, FRAC, v.E, True, tz=v.tz - v.f + FRAC,
+                  nonneg=v.nonneg)
+    sh = await trunc1(fc, v.sh, v.f - FRAC, v.f + HI_MAX + CMP_MARGIN, False)
+    return FV(sh, FRAC, v.E, False, nonneg=v.nonneg)
+
+
+async def divide(fc: FCtx, a: FV, r: Recip, E: int) -> FV:
+    """Protocol DIV's numerator part: q = sign a_n sc 2^P / x, two products."""
+    # q = A / B / 2^E = sign a_n 2^(E_a - E) / (b'' 2^(E_b - hi)) = a_n scs 2^P / x
+    P = a.E - E + r.hi - r.E - r.lo - STEP
+    fa, ra = (FRAC, raw_of(fc, a, FRAC)) if a.is_public else (a.f, a.sh)
+    ns = await trunc1(fc, ra * r.scs, fa - P + FRAC - F_MAX, fa + FRAC + CMP_MARGIN + 2,
+                      not a.is_public)  # at fraction F_MAX, |ns| <= 1
+    y = await r.y
+    sh = await trunc1(fc, ns * y, FRAC, F_MAX + FRAC + STEP + CMP_MARGIN + 2, True)
+    return FV(sh, F_MAX, E, False, nonneg=a.nonneg and r.nonneg)
+
+
+async def _div_scale(fc: FCtx, bb: FV, lo: int, hi: int):
+    """DIV's comparisons: (|b''|, sign(b) 2^(-STEP K), the zero bit, 2^(-STEP K))."""
     f = bb.f
     cut = f + lo - DIV_GUARD  # tb ~ b'' 2^(DIV_GUARD - lo), an integer
     if bb.exact and bb.tz >= cut:
@@ -383,7 +438,6 @@ async def _div_scale(fc: FCtx, a: FV, bb: FV, lo: int, hi: int):
             tests.append(tb + u - 1)
     res = await signs(fc, tests, hi - lo + DIV_GUARD + STEP + CMP_MARGIN, "LT")
     if signed_b:
-        flip = 1 - 2 * res[0]
         lt = [res[1 + 2 * i] - res[2 + 2 * i] for i in range(len(unit))]  # [|b''| < T]
     else:
         lt = res
@@ -392,16 +446,68 @@ async def _div_scale(fc: FCtx, a: FV, bb: FV, lo: int, hi: int):
     for j in range(len(thr)):
         sc = sc + (1 - lt[j + 1]) * ((1 << (FRAC - STEP * (j + 1))) - (1 << (FRAC - STEP * j)))
     sc = sc % fc.p
-    if a.is_public:
-        fa, ra = FRAC, raw_of(fc, a, FRAC)
-    else:
-        fa, ra = a.f, a.sh
     if not signed_b:
-        return bb.sh, np.asarray(ra, dtype=object) % fc.p, fa, z, sc
-    if a.is_public:
-        return await reshare(fc, bb.sh * flip), ra * flip % fc.p, fa, z, sc
-    both = await reshare(fc, np.concatenate([bb.sh * flip, ra * flip]))
-    return both[:fc.G], both[fc.G:], fa, z, sc
+        return bb.sh, sc, z, sc
+    flip = 1 - 2 * res[0]
+    both = await reshare(fc, np.concatenate([bb.sh * flip, sc * flip]))
+    return both[:fc.G], both[fc.G:], z, sc
+
+
+# --- exact ops (FinishOp.exact_unit) ------------------------------------------------------------
+
+EXACT_OPS = frozenset({"slot", "const", "add", "sub", "neg", "mul"})
+
+
+async def exact_op(fc: FCtx, op, vals: dict[str, Any], E: int, consts, exact) -> XV:
+    """An op on exact integers (units: this engine's own, the values are what count)."""
+    kind = op.op
+    if kind == "slot":
+        x = exact[op.args[0]]
+        return XV(x.sh, x.u, E, x.pub)
+    if kind == "const":
+        c = Fraction(_const(op, consts))
+        u = op.exact_unit
+        n = c / Fraction(2) ** u if u >= 0 else c * 2**-u
+        if n.denominator != 1:
+            raise InternalError(f"exact const {op.out} is not a multiple of 2^{u}")
+        return XV(None, u, E, pub=np.full(fc.G, int(n), dtype=object))
+    args = [vals[a] for a in op.args]
+    if kind in ("add", "sub", "neg"):
+        coef = (1, 1) if kind == "add" else (1, -1) if kind == "sub" else (-1,)
+        u = min(a.u for a in args)
+        terms = [c * a.raw() * (1 << (a.u - u)) for c, a in zip(coef, args, strict=True)]
+        total = np.asarray(sum(terms), dtype=object)
+        if all(a.is_public for a in args):
+            return XV(None, u, E, pub=total)
+        return XV(total % fc.p, u, E)
+    a, b = args  # mul
+    u = a.u + b.u
+    if a.is_public and b.is_public:
+        return XV(None, u, E, pub=a.pub * b.pub)
+    if a.is_public or b.is_public:
+        return XV(a.raw() * b.raw() % fc.p, u, E)
+    return XV(await reshare(fc, a.sh * b.sh), u, E)
+
+
+async def exact_is_zero(fc: FCtx, x: XV) -> FV:
+    if x.is_public:
+        return public(fc, (x.pub == 0).astype(float))
+    (t,) = await signs(fc, [x.sh], x.E - x.u + CMP_MARGIN, "EQ")
+    return bitv(t)
+
+
+async def to_fv(fc: FCtx, x: XV) -> FV:
+    """An exact value as a normalised FV (bound 2^E): N 2^(u + FRAC - E), one truncation if
+    that drops bits."""
+    if x.is_public:
+        return public(fc, [float(Fraction(int(n)) * Fraction(2) ** x.u) for n in x.pub], x.E)
+    k = x.u + FRAC - x.E
+    if k >= 0:
+        return FV(x.sh * (1 << k) % fc.p, FRAC, x.E, True, tz=k)
+    if x.u + F_MAX - x.E >= 0:  # fits at a larger fraction: no rounding
+        return FV(x.sh, x.E - x.u, x.E, True)
+    sh = await trunc1(fc, x.sh, x.E - x.u - F_MAX, x.E - x.u + CMP_MARGIN, False)
+    return FV(sh, F_MAX, x.E, False)
 
 
 # --- slots and the op dispatch -----------------------------------------------------------------
@@ -416,7 +522,7 @@ def slot_value(fc: FCtx, share: np.ndarray, g: int, eff: int, exact: bool, integ
     elif f <= F_MAX:
         out = FV(share, f, eff, exact, nonneg=nonneg)
     else:
-        return FV(share, f, eff, False, nonneg=nonneg), f - FRAC
+        return FV(share, f, eff, False, nonneg=nonneg), f - F_MAX
     if integral and exact:
         out.tz = max(0, out.f - eff)  # raw = integer * 2^(f - eff)
     return out, 0
@@ -438,7 +544,7 @@ async def slot_values(fc: FCtx, parts: list[dict]) -> list[FV]:
         flat = np.concatenate([out[i].sh for i in idx])
         sh = await trunc1(fc, flat, shift, l, False)
         for k, i in enumerate(idx):
-            out[i] = FV(sh[k * fc.G:(k + 1) * fc.G], FRAC, out[i].E, False,
+            out[i] = FV(sh[k * fc.G:(k + 1) * fc.G], F_MAX, out[i].E, False,
                         nonneg=out[i].nonneg)
     return out
 
@@ -447,15 +553,30 @@ def eff_bits(bits: int, rows_pow: int, L: int) -> int:
     return bits + rows_pow * L
 
 
-async def finish_op(fc: FCtx, op, vals: dict[str, FV], L: int, consts: dict[str, float]) -> FV:
-    """One finish op on the G groups (see the module docstring)."""
+async def _divide_public(fc: FCtx, a: FV, b: FV, E: int) -> FV:
+    nz = b.pub != 0
+    inv = np.where(nz, 1.0 / np.where(nz, b.pub, 1.0), 0.0)
+    if a.is_public:
+        return public(fc, a.pub * inv, E)
+    return await multiply(fc, a, public(fc, inv, 0), E)
+
+
+async def finish_op(fc: FCtx, op, vals: dict[str, Any], L: int, consts: dict[str, float],
+                    recips: dict | None = None, exact: dict | None = None) -> FV | XV:
+    """One finish op on the G groups (see the module docstring); ``recips``: the launched
+    reciprocals per (denominator, floor); ``exact``: the slots' exact sums (XV)."""
     E = eff_bits(op.bits, op.rows_pow, L)
     kind = op.op
+    if op.exact_unit is not None:
+        return await exact_op(fc, op, vals, E, consts, exact or {})
     if kind == "slot":
         return vals[op.args[0]]
     if kind == "const":
         return public(fc, _const(op, consts), E)
     args = [_farg(vals, a) for a in op.args]
+    if kind == "is_zero" and isinstance(args[0], XV):
+        return await exact_is_zero(fc, args[0])
+    args = [await to_fv(fc, a) if isinstance(a, XV) else a for a in args]
     if kind in ("add", "sub"):
         return await linear(fc, [(1, args[0]), (1 if kind == "add" else -1, args[1])], E)
     if kind == "neg":
@@ -463,7 +584,11 @@ async def finish_op(fc: FCtx, op, vals: dict[str, FV], L: int, consts: dict[str,
     if kind == "mul":
         return await multiply(fc, args[0], args[1], E)
     if kind == "div":
-        return await divide(fc, args[0], args[1], E, op.floor_bits)
+        b = args[1]
+        if b.is_public:
+            return await _divide_public(fc, args[0], b, E)
+        fb = op.floor_bits + op.floor_rows_pow * L
+        return await divide(fc, args[0], await recips[(op.args[1], fb)], E)
     if kind == "abs":
         return await absolute(fc, args[0], E)
     if kind == "is_zero":
@@ -509,9 +634,69 @@ def _farg(vals: dict[str, FV], a) -> FV:
     return vals[a]
 
 
-async def run_finish(fc: FCtx, program, vals: dict[str, FV], L: int,
-                     consts: dict[str, float]) -> dict[str, FV]:
-    """Protocol FINISH: every finish op in order."""
+def run_finish(fc: FCtx, program, vals: dict[str, Any], L: int, consts: dict[str, float],
+               exact: dict[str, XV] | None = None) -> dict[str, Any]:
+    """Protocol FINISH: every finish op launched in program order as an MPyC coroutine (so
+    independent ops overlap their rounds; MPyC keeps the parties' message order), divisions
+    by one denominator sharing its reciprocal.  Returns futures (FVs for the slots).
+    ``exact``: the exact sums of the slots that exact ops read."""
+    validate(program, vals, consts, exact)
+    out = dict(vals)
+    recips: dict[tuple[str, int], Any] = {}
     for op in program.finish:
-        vals[op.out] = await finish_op(fc, op, vals, L, consts)
-    return vals
+        deps = {a: out[a] for a in _refs(op)}
+        if op.op == "div":
+            key = (op.args[1], op.floor_bits + op.floor_rows_pow * L)
+            if key not in recips:
+                recips[key] = _launch_recip(fc, out[op.args[1]], key[1])
+        out[op.out] = _launch(fc, op, deps, L, consts, recips, exact)
+    return out
+
+
+def _refs(op) -> list[str]:
+    return [] if op.op == "const" else list(op.args)
+
+
+def validate(program, vals: dict[str, Any], consts: dict[str, float],
+             exact: dict[str, XV] | None = None) -> None:
+    """Check the finish program before launching anything (its tasks cannot raise cleanly)."""
+    known = set(vals)
+    exact_ops = set()
+    for op in program.finish:
+        for a in _refs(op):
+            if not isinstance(a, str) or a not in known:
+                raise InternalError(f"finish op {op.out} refers to unknown {a!r}")
+        if op.op == "const":
+            _const(op, consts)
+        if op.op == "div" and op.floor_bits is None:
+            raise InternalError(f"finish op {op.out}: div needs a floor")
+        if op.exact_unit is not None:
+            if op.op not in EXACT_OPS:
+                raise InternalError(f"finish op {op.out}: {op.op} has no exact form")
+            if op.op == "slot" and op.args[0] not in (exact or {}):
+                raise InternalError(f"finish op {op.out}: slot {op.args[0]} has no exact sum")
+            if op.op != "slot" and any(a not in exact_ops for a in _refs(op)):
+                raise InternalError(f"finish op {op.out}: exact op of inexact arguments")
+            exact_ops.add(op.out)
+        known.add(op.out)
+
+
+async def resolve(x):
+    """An FV from a launched op's future (or the FV itself)."""
+    return await x if isinstance(x, Future) else x
+
+
+@coroutine
+async def _launch_recip(fc: FCtx, b, fb: int):
+    await fc.rt.returnType(Future)
+    b = await resolve(b)
+    if b.is_public:
+        return None
+    return await reciprocal(fc, b, fb)
+
+
+@coroutine
+async def _launch(fc: FCtx, op, deps: dict[str, Any], L: int, consts, recips, exact):
+    await fc.rt.returnType(Future)
+    vals = {k: await resolve(v) for k, v in deps.items()}
+    return await finish_op(fc, op, vals, L, consts, recips, exact)

@@ -24,6 +24,8 @@ truncations, comparisons, the field conversion; statistically hiding).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,11 @@ from dialect.errors import InternalError, NotSupportedError
 from engine.protocols import finish as fin
 from engine.protocols import slots as sl
 from engine.protocols.channel import Channel
-from planner.policy import too_small
+from planner.lower import check_size
+from planner.policy import FILTERED, too_small
+
+#: The name of the const finish op filled with max(1, min_group_rows) (planner.lower).
+MIN_GROUP_ROWS = "min_group_rows"
 
 INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                            "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"})
@@ -52,6 +58,7 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     Returns the present groups' rows (key values, then output values, in output order; None
     for NULL) in group order at the receivers, None elsewhere.
     """
+    check_size(program, m)  # every party refuses the same way: m is public
     rt = chan.mpc
     receivers = [chan.pids[r] for r in plan.root.receivers]
     ctx = sl.Ctx(rt, sf.field, m)
@@ -66,22 +73,30 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
 
     t2, s2 = finish_types(rt)
     fc = fin.FCtx(rt, t2.field, G)
-    vals, exact_ints, count = await _slots(chan, ctx, fc, program, vecs, L, sf, s2)
+    vals, exact, count = await _slots(chan, ctx, fc, program, vecs, L, sf, s2)
     chan.phase("slots")
     if program.filtered_count is not None:
         await _check_filter(chan, fc, s2, count, L)
 
-    consts = {"min_group_rows": float(min_group_rows)}
-    await fin.run_finish(fc, program, vals, L, consts)
+    launched = fin.run_finish(fc, program, vals, L, _consts(program, m, min_group_rows), exact)
+    vals = {k: await fin.resolve(v) for k, v in launched.items()}  # every op (none left running)
     chan.phase("finish")
-    rows = await _reveal(chan, fc, s2, program, vals, exact_ints, receivers)
+    rows = await _reveal(chan, fc, s2, program, vals, exact, receivers)
     chan.phase("reveal")
     return rows
 
 
+def _consts(program, m: int, min_group_rows: int | None) -> dict[str, float]:
+    """The run-time constants: the min_group_rows const is max(1, the largest
+    min_group_rows), clipped to m + 1 (``Program.min_group_rows_const``)."""
+    value = float(min(max(1, int(min_group_rows or 0)), m + 1))
+    name = getattr(program, "min_group_rows_const", None) or MIN_GROUP_ROWS
+    return {name: value, MIN_GROUP_ROWS: value}
+
+
 async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2):
-    """Every slot of every group as an FV (finish field); the exact integers of integral sum
-    slots; the exact filtered row count (shares in the finish field) or None."""
+    """Every slot of every group as an FV (finish field); the exact sums (XV) of the sum
+    slots computed without rounding; the exact filtered row count (shares) or None."""
     rt = ctx.rt
     G = fc.G
     whole = {program.filtered_count} if program.filtered_count else set()
@@ -92,34 +107,44 @@ async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2)
         zero = sl.Sum(0, 0, 1, True)
         sums = {(s.name, j): zero for s in sum_slots for j in range(G)}
         sums.update({(n, -1): zero for n in whole})
+    for s in sum_slots:  # one fraction length per slot (exact shifts up)
+        _align_groups(ctx, sums, s.name, G)
     keys = [(s.name, j) for s in sum_slots for j in range(G)] + [(n, -1) for n in whole]
     conv = await sl.convert_sums(rt, [sums[k] for k in keys], ctx.field, s2)
-    p2 = fc.p
-    parts, ints = [], {}
+    parts, exact = [], {}
     for i, s in enumerate(sum_slots):
         share = np.array(conv[i * G:(i + 1) * G], dtype=object)
         g = sums[(s.name, 0)].g
-        if any(sums[(s.name, j)].g != g for j in range(G)):
-            raise InternalError(f"slot {s.name}: groups at different scales")
-        exact = all(sums[(s.name, j)].exact for j in range(G))
+        ok = all(sums[(s.name, j)].exact for j in range(G))
         e = max(sums[(s.name, j)].e for j in range(G))
-        parts.append(dict(share=share, g=g, eff=fin.eff_bits(s.bits, s.rows_pow, L),
-                          exact=exact, integral=s.integral, nonneg=_nonneg(s, vecs), e=e))
-        if s.integral and exact:
-            ints[s.name] = share * fin.pow2(fc, -g) % p2
+        eff = fin.eff_bits(s.bits, s.rows_pow, L)
+        parts.append(dict(share=share, g=g, eff=eff, exact=ok, integral=s.integral,
+                          nonneg=_nonneg(s, vecs), e=e))
+        if ok:
+            exact[s.name] = fin.XV(share, -g, eff)
     fvs = await fin.slot_values(fc, parts)
     vals = {s.name: v for s, v in zip(sum_slots, fvs, strict=True)}
     count = None
     if program.filtered_count is not None:
         s = sums[(program.filtered_count, -1)]
-        count = conv[-1] * fin.pow2(fc, -s.g) % p2
+        count = conv[-1] * fin.pow2(fc, -s.g) % fc.p
     order = [s for s in program.slots if s.kind != "sum"]
     if order and ctx.m == 0:  # no rows: every group is empty (the program's NULL guard)
         vals.update({s.name: fin.FV(np.zeros(G, dtype=object), fin.FRAC,
                                     fin.eff_bits(s.bits, s.rows_pow, L)) for s in order})
     elif order:
         vals.update(await _order_statistics(chan, ctx, fc, program, order, vecs, L))
-    return vals, ints, count
+    return vals, exact, count
+
+
+def _align_groups(ctx: sl.Ctx, sums: dict, name: str, G: int) -> None:
+    """Bring a slot's per-group sums to one fraction length (exact multiplications)."""
+    g = max(sums[(name, j)].g for j in range(G))
+    for j in range(G):
+        x = sums[(name, j)]
+        if x.g != g:
+            sums[(name, j)] = sl.Sum(x.share * (1 << (g - x.g)) % ctx.p, g, x.e + g - x.g,
+                                     x.exact)
 
 
 def _nonneg(slot, vecs) -> bool:
@@ -192,88 +217,99 @@ async def _check_filter(chan: Channel, fc: fin.FCtx, s2, count, L: int) -> None:
     opened = await chan.reveal("filter_too_small", s2.array(fc.field.array(
         np.asarray((await rt.gather(bit)).value, dtype=object))), None, raw=True)
     if int(np.asarray(opened.value).reshape(-1)[0]):
-        raise too_small(chan.min_rows_by, chan.min_rows, what="the rows the WHERE leaves")
+        raise too_small(chan.min_rows_by, chan.min_rows, what=FILTERED)
 
 
-def _raw(fc: fin.FCtx, v: fin.FV) -> np.ndarray:
-    return fin.raw_of(fc, v, v.f if not v.is_public else fin.FRAC)
+@dataclass
+class _Opened:
+    """How to decode one output: exact (value = N 2^u) or fixed (raw / 2^f * 2^E)."""
+
+    out: Any
+    exact: bool
+    f: int  # exact: -u
+    E: int
 
 
-def _decode_scale(v: fin.FV) -> tuple[int, int]:
-    return (v.f if not v.is_public else fin.FRAC), v.E
+def _output_value(fc: fin.FCtx, program, o, vals, exact) -> tuple[np.ndarray, _Opened]:
+    """The shares an output opens and how to decode them: an exact sum slot or exact op as
+    its exact integer, anything else as its normalised fixed-point value."""
+    v = vals.get(o.value)
+    if isinstance(v, fin.XV) or (o.value in exact and _is_slot(program, o.value)):
+        x = v if isinstance(v, fin.XV) else exact[o.value]
+        return np.asarray(x.raw(), dtype=object) % fc.p, _Opened(o, True, -x.u, 0)
+    if v is None:
+        raise InternalError(f"output {o.name} refers to {o.value!r}, not a finish value")
+    f = fin.FRAC if v.is_public else v.f
+    return np.asarray(fin.raw_of(fc, v, f), dtype=object) % fc.p, _Opened(o, False, f, v.E)
 
 
-async def _reveal(chan: Channel, fc: fin.FCtx, s2, program, vals, ints, receivers
+def _bit_shares(fc: fin.FCtx, vals, name: str | None) -> np.ndarray:
+    """Shares of a 0/1 finish value as integers (0 where ``name`` is None)."""
+    if name is None:
+        return np.zeros(fc.G, dtype=object)
+    v = vals[name]
+    if isinstance(v, fin.XV) or not (v.bit or v.is_public):
+        raise InternalError(f"{name} is not a 0/1 value")
+    return np.asarray(fin.raw_of(fc, v, 0) if v.is_public else v.sh, dtype=object) % fc.p
+
+
+async def _reveal(chan: Channel, fc: fin.FCtx, s2, program, vals, exact, receivers
                   ) -> list[tuple] | None:
-    p = fc.p
+    """Open the presence bits, then every output's value and NULL / NaN / infinity bits."""
     G = fc.G
-    present = None
+    present, pres_sh = None, None
     if program.present is not None:
-        pv = vals[program.present]
-        if pv.is_public:
-            present = (pv.pub != 0).astype(int)
+        pres_sh = _bit_shares(fc, vals, program.present)
+        if vals[program.present].is_public:
+            present = [int(b) for b in pres_sh]
             if chan.pid in receivers:
                 chan.opened("group_present")
-            pres_sh = np.array([int(b) for b in present], dtype=object)
         else:
-            pres_sh = pv.sh
-            opened = await chan.reveal("group_present", s2.array(fc.field.array(pv.sh)),
+            opened = await chan.reveal("group_present", s2.array(fc.field.array(pres_sh)),
                                        receivers, raw=True)
             if opened is not None:
-                present = np.array([int(b) for b in np.asarray(opened.value).reshape(-1)])
+                present = [int(b) for b in np.asarray(opened.value).reshape(-1)]
     outs = [o for o in program.outputs if o.value is not None]
-    spec = []  # (output, exact, f, E)
-    vraw, nraw = [], []
-    for o in outs:
-        if o.value in ints and _is_slot(program, o.value):
-            vraw.append(ints[o.value])
-            spec.append((o, True, 0, 0))
-        else:
-            v = vals.get(o.value)
-            if v is None:
-                raise InternalError(f"output {o.name} refers to {o.value!r}, not a finish value")
-            vraw.append(np.asarray(_raw(fc, v), dtype=object) % p)
-            spec.append((o, False, *_decode_scale(v)))
-        if o.null is not None:
-            nv = vals[o.null]
-            nraw.append(np.asarray(fin.raw_of(fc, nv, 0) if nv.is_public else nv.sh,
-                                   dtype=object) % p)
-        else:
-            nraw.append(np.zeros(G, dtype=object))
+    pairs = [_output_value(fc, program, o, vals, exact) for o in outs]
+    raws, specs = [r for r, _ in pairs], [sp for _, sp in pairs]
+    flags = [[_bit_shares(fc, vals, getattr(o, k, None)) for k in ("null", "nan", "inf")]
+             for o in outs]
     opened = None
     if outs:
-        masked_v, masked_n = await _mask(fc, vraw, nraw,
-                                         None if program.present is None else pres_sh)
-        flat = np.concatenate(masked_v + masked_n) % p
+        flat = await _mask(fc, raws, flags, pres_sh)
         opened = await chan.reveal("result", s2.array(fc.field.array(flat)), receivers,
                                    raw=True)
     elif chan.pid in receivers:
         chan.opened("result")
     if chan.pid not in receivers:
         return None
-    vals_open = (np.asarray(opened.value, dtype=object).reshape(2 * len(outs), G)
-                 if outs else np.zeros((0, G), dtype=object))
-    return _rows(program, spec, vals_open, present, p)
+    table = (np.asarray(opened.value, dtype=object).reshape(4, len(outs), G)
+             if outs else np.zeros((4, 0, G), dtype=object))
+    return _rows(program, specs, table, present, fc.p)
 
 
 def _is_slot(program, name: str) -> bool:
     return any(s.name == name for s in program.slots)
 
 
-async def _mask(fc: fin.FCtx, vraw, nraw, pres) -> tuple[list, list]:
-    """Values times present (1 - null) and NULL bits times present: two resharings."""
-    p = fc.p
-    n = len(vraw)
-    if pres is not None:
-        flat = await fin.reshare(fc, np.concatenate([nb * pres for nb in nraw]))
-        nulls = [flat[i * fc.G:(i + 1) * fc.G] for i in range(n)]
-        keep = [(pres - nb) % p for nb in nulls]
+async def _mask(fc: fin.FCtx, raws: list, flags: list, pres) -> np.ndarray:
+    """[values * keep, null * present, nan * present, inf * present] for all outputs, with
+    keep = present (1 - null) (1 - nan): three resharings of G-long bit products."""
+    p, G, n = fc.p, fc.G, len(raws)
+    null, nan, inf = ([f[k] for f in flags] for k in range(3))
+    both = np.concatenate([a * b for a, b in zip(null, nan, strict=True)])
+    both = await fin.reshare(fc, both)  # null nan
+    bad = [(null[i] + nan[i] - both[i * G:(i + 1) * G]) % p for i in range(n)]  # null or nan
+    if pres is None:
+        keep = [(1 - b) % p for b in bad]
+        bits = null + nan + inf
     else:
-        nulls = nraw
-        keep = [(1 - nb) % p for nb in nraw]
-    flat = await fin.reshare(fc, np.concatenate([v * k for v, k in zip(vraw, keep,
-                                                                       strict=True)]))
-    return [flat[i * fc.G:(i + 1) * fc.G] for i in range(n)], nulls
+        prod = await fin.reshare(fc, np.concatenate([x * pres for x in bad + null + nan + inf]))
+        parts = [prod[i * G:(i + 1) * G] for i in range(4 * n)]
+        keep = [(pres - parts[i]) % p for i in range(n)]
+        bits = parts[n:]
+    vals = await fin.reshare(fc, np.concatenate([v * k for v, k in zip(raws, keep, strict=True)]))
+    return np.concatenate([vals] + bits) % p
 
 
 def _signed(v: int, p: int) -> int:
@@ -281,26 +317,40 @@ def _signed(v: int, p: int) -> int:
     return v - p if v > p // 2 else v
 
 
-def _rows(program, spec, opened: np.ndarray, present, p: int) -> list[tuple]:
-    n = len(spec)
+def _rows(program, specs: list[_Opened], opened: np.ndarray, present, p: int) -> list[tuple]:
+    """The present groups' rows at a receiver: keys and decoded output values."""
     rows = []
     for j, grp in enumerate(program.groups):
         if present is not None and not present[j]:
             continue
-        got = iter([_value(o, exact, f, E, opened[i, j], opened[n + i, j], p)
-                    for i, (o, exact, f, E) in enumerate(spec)])
+        got = iter([_value(sp, *(int(opened[k, i, j]) for k in range(4)), p)
+                    for i, sp in enumerate(specs)])
         rows.append(tuple(grp.key[o.key] if o.value is None else next(got)
                           for o in program.outputs))
     return rows
 
 
-def _value(o, exact: bool, f: int, E: int, raw, null, p: int):
-    """One opened output value: None if NULL, else decoded, transformed and typed."""
+def _value(sp: _Opened, raw: int, null: int, nan: int, inf: int, p: int):
+    """One opened output: None if NULL, NaN, +-infinity (the value's sign), else decoded,
+    transformed, scaled and typed."""
+    o = sp.out
     if _signed(null, p):
         return None
+    if _signed(nan, p):
+        return _typed(math.nan, o.dtype)
     r = _signed(raw, p)
-    v: Any = r if exact else r * 2.0 ** (E - f)
-    return _typed(_transform(v, o.transform), o.dtype)
+    if sp.exact:
+        q = Fraction(r) / Fraction(2) ** sp.f if sp.f >= 0 else Fraction(r * 2 ** -sp.f)
+        v: Any = int(q) if q.denominator == 1 else float(q)
+    else:
+        v = r * 2.0 ** (sp.E - sp.f)
+    if _signed(inf, p):
+        return _typed(math.copysign(math.inf, v), o.dtype)
+    v = _transform(v, o.transform)
+    scale = getattr(o, "scale", 1.0)
+    if scale != 1.0:
+        v = v * scale
+    return _typed(v, o.dtype)
 
 
 def _transform(v, transform: str):
@@ -311,14 +361,23 @@ def _transform(v, transform: str):
     if transform == "signed_sqrt":
         return math.copysign(math.sqrt(abs(float(v))), float(v))
     if transform == "integer":
-        return int(round(v))
+        return v if isinstance(v, int) else _round_half_away(float(v))
+    if transform == "odds":
+        v = float(v)
+        return v / (1.0 - abs(v)) if abs(v) < 1.0 else math.copysign(math.inf, v)
     raise InternalError(f"unknown transform {transform!r}")
+
+
+def _round_half_away(v: float) -> int:
+    return int(math.copysign(math.floor(abs(v) + 0.5), v))
 
 
 def _typed(v, dtype: str):
     base = dtype.split("(")[0].strip().upper()
     if base in INTEGER_TYPES:
-        return v if isinstance(v, int) else int(round(v))
+        if isinstance(v, float) and not math.isfinite(v):
+            return v
+        return v if isinstance(v, int) else _round_half_away(float(v))
     if base == "BOOLEAN":
         return bool(round(float(v)))
     return float(v)

@@ -29,15 +29,18 @@ MPyC's ``sec_param``).  Nothing is opened in the clear.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from dialect.errors import InternalError
+from dialect.errors import InternalError, ProtocolError
 from engine.protocols import fastfxp as fx
 from engine.protocols import fieldwords as fw
+from engine.protocols.prf import prf_words
 from engine.protocols.shares import SharedTable
 
 #: SecFxp(64, 32): the fraction bits of a shared column.
@@ -46,6 +49,9 @@ COL_FRAC = 32
 E_CAP = 92
 #: Bound a truncated vector is brought down to.
 E_TRUNC = 64
+#: Largest strict bound a value may have where it is truncated (PRSS-masked opening:
+#: l + kappa + 2 bits must fit the 128-bit field).
+E_TRUNC_MAX = 94
 #: Strict bit bound of a slot sum (conversion through SecInt(96) needs |S| < 2^95).
 E_SUM = 95
 #: 16-bit limbs for the exact dot products on float64 BLAS.
@@ -75,6 +81,7 @@ class Vec:
     words: np.ndarray | None = None  # (K, m) uint64 words of the same shares
     public: float | None = None  # a public constant (no shares)
     name: str = ""
+    canon: Vec | None = field(default=None, repr=False)  # cached canonical form of a bit
 
     @property
     def is_public(self) -> bool:
@@ -112,8 +119,14 @@ def canonical_bit(ctx: Ctx, v: Vec) -> Vec:
     """A 0/1 vector with g = 0 (exact division of R = b 2^g by 2^g, local)."""
     if not v.bit or v.g == 0 or v.is_public:
         return v
-    inv = pow(pow(2, v.g, ctx.p), -1, ctx.p)
-    return Vec(0, 1, 0, bit=True, ints=ints_of(ctx, v) * inv % ctx.p, name=v.name)
+    if v.canon is None:
+        inv = pow(pow(2, v.g, ctx.p), -1, ctx.p)
+        if v.ints is None and fast_field(ctx.p):
+            words = mulmod_words(v.words, fw.const(inv, v.words), ctx.p)
+            v.canon = Vec(0, 1, 0, bit=True, words=words, name=v.name)
+        else:
+            v.canon = Vec(0, 1, 0, bit=True, ints=ints_of(ctx, v) * inv % ctx.p, name=v.name)
+    return v.canon
 
 
 def column_vec(col, words: np.ndarray) -> Vec:
@@ -179,16 +192,71 @@ def _secret(ctx: Ctx, raw, g: int, e: int, bits: int, *, bit: bool = False,
 
 
 async def reshare(ctx: Ctx, raw: np.ndarray) -> np.ndarray:
-    """Degree-2t shares -> degree-t shares (one round; nothing at t = 0)."""
-    if raw.size == 0:
-        return raw
-    out = await ctx.rt._reshare(ctx.field.array(np.asarray(raw, dtype=object) % ctx.p))
-    return np.asarray(out.value, dtype=object)
+    """Degree-2t shares (ints) -> degree-t shares (ints) of the same values, one round."""
+    raw = np.asarray(raw, dtype=object)
+    if raw.size == 0 or ctx.rt.threshold == 0:
+        return raw % ctx.p
+    words = await reshare_words(ctx, fw.ints_to_words(raw.reshape(-1) % ctx.p, ctx.p))
+    return fw.words_to_ints(words).reshape(raw.shape)
+
+
+async def reshare_words(ctx: Ctx, h: np.ndarray) -> np.ndarray:
+    """GRR resharing on 64-bit words: degree-2t shares (K, n) -> degree-t shares, one round.
+
+    Each of the parties 0..2t shares its share h_i afresh, h_i + sum_k c_ik x^k with its own
+    uniform coefficients (SHAKE-256 under a fresh 256-bit key: vectorised, unlike MPyC's
+    per-element ``secrets.randbelow``), and sends party j its point (x = j + 1) as words;
+    party j combines the 2t + 1 points with the Lagrange coefficients at 0 of the points
+    1..2t+1, which are the small integers (-1)^(i+1) C(2t+1, i).  Each received point is
+    uniform and independent of the sender's share (t = 1: one uniform coefficient), as in
+    MPyC's ``_reshare``; all arithmetic stays on words (no Python int per element).
+    """
+    rt = ctx.rt
+    p = ctx.p
+    m, t, me = len(rt.parties), rt.threshold, rt.pid
+    if t == 0 or h.shape[-1] == 0:
+        return h
+    n = h.shape[-1]
+    senders = range(2 * t + 1)
+    points: dict[int, np.ndarray] = {}
+    if me in senders:
+        key = os.urandom(32)
+        coef = [prf_words(key + k.to_bytes(4, "big"), np.arange(n), p) for k in range(t)]
+        for j in range(m):
+            pt = h
+            for k, c in enumerate(coef):
+                pt = fw.add_mod(pt, fw.mul_small_mod(c, (j + 1) ** (k + 1), p), p)
+            points[j] = pt
+    pending = []
+    for i in senders:
+        for j in range(m):
+            if i != j:
+                msg = points[j] if me == i else None
+                pending.append((i, j, rt.transfer(msg, senders=[i], receivers=[j])))
+    got = {me: points[me]} if me in senders else {}
+    for i, j, fut in pending:
+        out = await fut
+        if me == j:
+            got[i] = _checked_words(out[0], h.shape, i)
+    new = None
+    for i in senders:
+        lam = (-1) ** i * math.comb(2 * t + 1, i + 1)
+        term = fw.mul_small_mod(got[i], lam, p)
+        new = term if new is None else fw.add_mod(new, term, p)
+    return new
+
+
+def _checked_words(x, shape: tuple[int, int], sender: int) -> np.ndarray:
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint64 and x.shape == shape):
+        raise ProtocolError(f"malformed resharing message from party {sender}")
+    return x
 
 
 async def truncate(ctx: Ctx, raw: np.ndarray, shift: int, l: int,  # noqa: E741
                    degree2: bool) -> np.ndarray:
     """Shares of about raw / 2^shift (error < 2 units) for |raw| < 2^(l-1), one opening."""
+    if shift > 0 and l + ctx.rt.options.sec_param + 2 > ctx.p.bit_length() - 1:
+        raise InternalError(f"a truncation of {l}-bit values exceeds the field")
     if shift <= 0:
         out = np.asarray(raw, dtype=object) * (1 << -shift)
         return (await reshare(ctx, out)) if degree2 else out % ctx.p
@@ -206,32 +274,22 @@ async def truncate(ctx: Ctx, raw: np.ndarray, shift: int, l: int,  # noqa: E741
 
 
 async def multiply(ctx: Ctx, a: Vec, b: Vec, bits: int | None = None, name: str = "") -> Vec:
-    """a * b elementwise: exact (local product, one resharing) unless the bound exceeds E_CAP."""
+    """a * b elementwise: exact (local product, one resharing) while the bound stays within
+    E_CAP; else truncated to E_TRUNC bits in the same round, operands first shrunk if even
+    the product would not fit the truncation's range."""
     if a.is_public and b.is_public:
         return public_vec(a.public * b.public, bits, name)
     if a.is_public or b.is_public:
-        s, c = (b, a) if a.is_public else (a, b)
-        k = frac_bits(c.public)
-        cint = round(c.public * 2**k)
-        e = s.e + max(1, abs(cint).bit_length())
-        g = s.g + k
-        if bits is not None:
-            e = min(e, bits + g + 1)
-        raw = ints_of(ctx, s) * cint
-        if e > E_CAP:
-            shift = e - E_TRUNC
-            return _secret(ctx, await truncate(ctx, raw, shift, e + 1, False), g - shift,
-                           E_TRUNC + 1, _bits(bits, s, c), exact=False, name=name)
-        return _secret(ctx, raw, g, e, _bits(bits, s, c), bit=s.bit and c.bit,
-                       exact=s.exact, name=name)
+        return await _scale(ctx, b if a.is_public else a, a if a.is_public else b, bits, name)
     a, b = canonical_bit(ctx, a), canonical_bit(ctx, b)
     if a.bit and b.bit:
         raw = await reshare(ctx, ints_of(ctx, a) * ints_of(ctx, b))
         return _secret(ctx, raw, 0, 1, 0, bit=True, name=name)
+    e = _capped(prod_e(a, b), bits, a.g + b.g)
+    if e > E_TRUNC_MAX:  # the raw product would leave the truncation's range
+        a, b = await fit_pair(ctx, a, b, E_TRUNC)
+        e = _capped(prod_e(a, b), bits, a.g + b.g)
     g = a.g + b.g
-    e = prod_e(a, b)
-    if bits is not None:
-        e = min(e, bits + g + 1)
     raw = ints_of(ctx, a) * ints_of(ctx, b)
     if e > E_CAP:
         shift = e - E_TRUNC
@@ -240,6 +298,51 @@ async def multiply(ctx: Ctx, a: Vec, b: Vec, bits: int | None = None, name: str 
                        name=name)
     return _secret(ctx, await reshare(ctx, raw), g, e, _bits(bits, a, b),
                    exact=a.exact and b.exact, name=name)
+
+
+async def _scale(ctx: Ctx, s: Vec, c: Vec, bits: int | None, name: str) -> Vec:
+    """Secret s times public c: local (a truncation only if the bound leaves E_CAP)."""
+    k = frac_bits(c.public)
+    cint = round(c.public * 2**k)
+    width = max(1, abs(cint).bit_length())
+    if s.e + width > E_TRUNC_MAX:
+        s = await shrink(ctx, s, E_TRUNC - width)
+    g = s.g + k
+    e = _capped(s.e + width, bits, g)
+    raw = ints_of(ctx, s) * cint
+    if e > E_CAP:
+        shift = e - E_TRUNC
+        return _secret(ctx, await truncate(ctx, raw, shift, e + 1, False), g - shift,
+                       E_TRUNC + 1, _bits(bits, s, c), exact=False, name=name)
+    return _secret(ctx, raw, g, e, _bits(bits, s, c), bit=s.bit and c.bit, exact=s.exact,
+                   name=name)
+
+
+def _capped(e: int, bits: int | None, g: int) -> int:
+    """A product's strict bound, tightened by the planner's bound 2^bits of its value."""
+    return e if bits is None else min(e, bits + g + 1)
+
+
+async def shrink(ctx: Ctx, v: Vec, e_max: int) -> Vec:
+    """``v`` with |R| < 2^e_max: truncated by enough bits (one round; inexact)."""
+    if v.bit or v.is_public or v.e <= e_max:
+        return v
+    shift = v.e - e_max + 1  # the rounded |R| / 2^shift + 2 stays below 2^e_max
+    out = await truncate(ctx, ints_of(ctx, v), shift, v.e + 1, False)
+    return Vec(v.g - shift, e_max, v.bits, exact=False, ints=out, name=v.name)
+
+
+async def fit_pair(ctx: Ctx, a: Vec, b: Vec, total: int) -> tuple[Vec, Vec]:
+    """(a, b) shrunk so that prod_e(a, b) <= total (the larger one first)."""
+    if prod_e(a, b) <= total:
+        return a, b
+    if a.bit or b.bit:
+        return (a, await shrink(ctx, b, total)) if a.bit else (await shrink(ctx, a, total), b)
+    swap = a.e < b.e
+    big, small = (b, a) if swap else (a, b)
+    big = await shrink(ctx, big, max(total - small.e, (total + 1) // 2))
+    small = await shrink(ctx, small, total - big.e)
+    return (small, big) if swap else (big, small)
 
 
 def prod_e(a: Vec, b: Vec) -> int:
@@ -271,20 +374,99 @@ def linear(ctx: Ctx, terms: list[tuple[int, Vec]], bits: int | None, name: str =
 
 
 async def sign_test(ctx: Ctx, d: Vec, mode: str, name: str = "") -> Vec:
-    """[d < 0] (mode "LT") or [d == 0] (mode "EQ") as a 0/1 vector: MPyC's np_sgn with the
-    bit length e + 1 of the public bound (exact on the exact integers R)."""
+    """[d < 0] (mode "LT") or [d == 0] (mode "EQ") as a 0/1 vector, exact on R with the bit
+    length l = e + 1 of its public bound.
+
+    Three parties (threshold 1, PRSS) or MPyC's one-party runtime: A2B of R + 2^(l-1) in the
+    replicated bit sharing (:mod:`engine.protocols.bitshares`: one masked opening, an adder of
+    ~l (4 + log2 l) bit ANDs), its top bit (LT) or an AND tree over its bits (EQ), and B2A of
+    the one bit: no secret random bits.  Otherwise MPyC's ``np_sgn`` (l + 1 random bits).
+    """
     if d.is_public:
         v = d.public < 0 if mode == "LT" else d.public == 0
         return public_vec(float(v), 0, name)
     rt = ctx.rt
+    if d.e > E_TRUNC_MAX - 1:  # beyond the comparisons' range: compare a rounded value
+        d = await shrink(ctx, d, E_TRUNC_MAX - 1)
     l = max(2, d.e + 1)  # noqa: E741  (-2^(l-1) <= R < 2^(l-1))
-    if l + rt.options.sec_param + 2 > ctx.p.bit_length():
-        raise InternalError(f"comparison of {l}-bit values exceeds the field")
-    st = rt.SecInt(l, p=ctx.p)
-    arr = st.array(ctx.field.array(ints_of(ctx, d)))
-    out = rt.np_sgn(arr, l=l, LT=mode == "LT", EQ=mode == "EQ")
-    shares = np.asarray((await rt.gather(out)).value, dtype=object)
+    st = rt.SecInt(l + 1, p=ctx.p)
+    if _bit_protocol(rt):
+        shares = await _sign_bits(ctx, st, ints_of(ctx, d), l, mode)
+    else:
+        arr = st.array(ctx.field.array(ints_of(ctx, d)))
+        out = rt.np_sgn(arr, l=l, LT=mode == "LT", EQ=mode == "EQ")
+        shares = np.asarray((await rt.gather(out)).value, dtype=object)
     return Vec(0, 1, 0, bit=True, ints=shares, name=name)
+
+
+def _bit_protocol(rt) -> bool:
+    m = len(rt.parties)
+    return m == 1 or (m == 3 and rt.threshold == 1 and not rt.options.no_prss)
+
+
+async def _sign_bits(ctx: Ctx, st, r: np.ndarray, l: int, mode: str) -> np.ndarray:  # noqa: E741
+    from engine.protocols import bitshares as bs
+
+    net = bs.Net(ctx.rt)
+    x = ctx.field.array((r + (1 << (l - 1))) % ctx.p)  # in [0, 2^l)
+    X = await bs.a2b(net, st.array, x, l, l)
+    if mode == "LT":
+        bit = net.not_(X[l - 1:l])  # x < 2^(l-1)
+    else:  # x == 2^(l-1): every bit equals that pattern's
+        pattern = np.zeros((l,) + X.shape[1:], dtype=bool)
+        pattern[l - 1] = True
+        bit = (await bs.all_(net, net.not_(net.xor_pub(X, pattern)))).expand(0)
+    out = await bs.b2a(net, st.array, bit, np.array([[1]], dtype=object))
+    return np.asarray(out.value, dtype=object).reshape(-1)
+
+
+# --- products on words (p = 2^128 - c) ----------------------------------------------------------
+
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+def fast_field(p: int) -> bool:
+    """Whether :func:`mulmod_words` applies (the SecFxp(64, 32) field 2^128 - 173 does)."""
+    return p.bit_length() == 128 and (1 << 128) - p < 1 << 16
+
+
+def _limbs(x: np.ndarray) -> list[np.ndarray]:
+    return [x[0] & _M32, x[0] >> _S32, x[1] & _M32, x[1] >> _S32]
+
+def _carry(cols: list[np.ndarray]) -> list[np.ndarray]:
+    for k in range(len(cols) - 1):
+        cols[k + 1] = cols[k + 1] + (cols[k] >> _S32)
+        cols[k] = cols[k] & _M32
+    return cols
+
+def mulmod_words(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
+    """a * b mod p on (2, ...) words for p = 2^128 - c, c < 2^16 (broadcasting): 32-bit limb
+    products (each < 2^64, column sums < 2^35), then 2^128 = c folds; no Python ints."""
+    c = (1 << 128) - p
+    A, B = _limbs(a), _limbs(b)
+    shape = np.broadcast_shapes(a.shape[1:], b.shape[1:])
+    cols = [np.zeros(shape, dtype=np.uint64) for _ in range(9)]
+    for i in range(4):
+        for j in range(4):
+            pr = A[i] * B[j]
+            cols[i + j] += pr & _M32
+            cols[i + j + 1] += pr >> _S32
+    cols = _carry(cols)
+    cc = np.uint64(c)
+    r = [cols[k] + cc * cols[k + 4] for k in range(4)] + [np.zeros(shape, dtype=np.uint64)]
+    r = _carry(r)
+    for _ in range(2):
+        top = r[4]
+        r[4] = np.zeros(shape, dtype=np.uint64)
+        r[0] = r[0] + cc * top
+        r = _carry(r)
+    # r < 2^128 now; subtract p once if r >= p (r + c >= 2^128)
+    s = [r[0] + cc, r[1], r[2], r[3], np.zeros(shape, dtype=np.uint64)]
+    s = _carry(s)
+    ge = s[4] > 0
+    out = [np.where(ge, s[k], r[k]) for k in range(4)]
+    return np.stack([out[0] | (out[1] << _S32), out[2] | (out[3] << _S32)])
 
 
 # --- the row program ------------------------------------------------------------------------
@@ -431,14 +613,15 @@ class Products:
             if e > E_CAP:
                 later.append((k, a, b))
                 continue
-            raws.append(ints_of(ctx, a) * ints_of(ctx, b))
+            raws.append(_product_words(ctx, a, b))
             meta.append((k, a, b, e))
         if raws:
             m = ctx.m
-            flat = await reshare(ctx, np.concatenate(raws))
+            flat = await reshare_words(ctx, np.concatenate(raws, axis=1))
             for i, (k, a, b, e) in enumerate(meta):
+                w = np.ascontiguousarray(flat[:, i * m:(i + 1) * m])
                 self.done[k] = Vec(a.g + b.g, e, a.bits + b.bits, bit=a.bit and b.bit,
-                                   exact=a.exact and b.exact, ints=flat[i * m:(i + 1) * m],
+                                   exact=a.exact and b.exact, words=w,
                                    name="*".join(k))
         for k, a, b in later:
             v = await multiply(ctx, a, b)
@@ -449,10 +632,17 @@ class Products:
         return vs[0] if len(vs) == 1 else self.done[self.key(vs)]
 
 
+def _product_words(ctx: Ctx, a: Vec, b: Vec) -> np.ndarray:
+    """The local (degree 2t) product of two vectors' shares as words."""
+    if fast_field(ctx.p):
+        return mulmod_words(words_of(ctx, a), words_of(ctx, b), ctx.p)
+    return fw.ints_to_words(ints_of(ctx, a) * ints_of(ctx, b) % ctx.p, ctx.p)
+
+
 def _terms(factors: list[Vec], inds: list[Vec]) -> tuple[list[Vec], list[list[Vec]]]:
     """A term's vectors reduced to at most two (each a product to build)."""
     if len(factors) + len(inds) <= 2:
-        return factors + inds, []
+        return _order(factors + inds), []  # a 0/1 vector first: lefts are the indicators
     if not inds:
         f = _order(factors)
         return [], [f[:-1], f[-1:]]
@@ -519,10 +709,12 @@ async def _sums(ctx: Ctx, terms, prods: Products) -> dict[tuple[str, int], Sum]:
             if a.e + b.e + L >= ctx.p.bit_length() - 2:  # the exact division needs |S| < p/2
                 a, b = canonical_bit(ctx, a), canonical_bit(ctx, b)
             if _pair_e(a, b) + L > E_SUM:
-                v = await _fold_pair(ctx, a, b, integral, L)
-                singles.append((key, v))
-            else:
-                pairs.append((key, a, b))
+                a, b = canonical_bit(ctx, a), canonical_bit(ctx, b)
+                if integral and a.exact and b.exact and a.e + b.e <= ctx.p.bit_length() - 3:
+                    singles.append((key, await _fold_pair(ctx, a, b)))
+                    continue
+                a, b = await fit_pair(ctx, a, b, E_SUM - L)
+            pairs.append((key, a, b))
     for key, v in singles:
         total = int(fw.sum_mod(words_of(ctx, v), ctx.p))
         g, e = _div_bit(ctx, v)
@@ -560,21 +752,12 @@ def _public_sum(ctx: Ctx, value: float) -> Sum:
     return Sum(v % ctx.p, k, max(1, abs(v).bit_length()), True)
 
 
-async def _fold_pair(ctx: Ctx, a: Vec, b: Vec, integral: bool, L: int) -> Vec:
-    """The product of a pair too large to sum exactly: exact then divided exactly by 2^g when
-    the slot is integral (each row's product is an integer), else truncated elementwise."""
-    a = canonical_bit(ctx, a) if a.bit else a
-    b = canonical_bit(ctx, b) if b.bit else b
-    raw = ints_of(ctx, a) * ints_of(ctx, b)
-    g = a.g + b.g
-    e = a.e + b.e
-    if integral and a.exact and b.exact and e < ctx.p.bit_length() - 2:
-        prod = await reshare(ctx, raw)
-        bits = a.bits + b.bits
-        return Vec(0, bits + 1, bits, ints=prod * _inv2(ctx, g) % ctx.p, name="fold")
-    shift = e - (E_SUM - L)
-    out = await truncate(ctx, raw, shift, e + 1, True)
-    return Vec(g - shift, E_SUM - L, a.bits + b.bits, exact=False, ints=out, name="fold")
+async def _fold_pair(ctx: Ctx, a: Vec, b: Vec) -> Vec:
+    """The rows' products of an integral slot too large to sum as they are: exact (one
+    resharing), then divided exactly by 2^g (each row's product is an integer)."""
+    raw = await reshare(ctx, ints_of(ctx, a) * ints_of(ctx, b))
+    bits = a.bits + b.bits
+    return Vec(0, bits + 1, bits, ints=raw * _inv2(ctx, a.g + b.g) % ctx.p, name="fold")
 
 
 def dot_products(ctx: Ctx, pairs: list[tuple[Vec, Vec]]) -> list[int]:
@@ -595,8 +778,23 @@ def dot_products(ctx: Ctx, pairs: list[tuple[Vec, Vec]]) -> list[int]:
 def limb_products(A: list[np.ndarray], B: list[np.ndarray], p: int) -> np.ndarray:
     """(len A, len B) matrix of sum_rows a * b mod p for word columns a in A, b in B, exactly.
 
-    16-bit limbs on float64 BLAS in row blocks (< 2^20 rows: every limb product sum < 2^52).
+    16-bit limbs on float64 BLAS in row blocks (< 2^20 rows: every limb product sum < 2^52),
+    on one BLAS thread where threadpoolctl is installed (three party processes on one host
+    otherwise spin each other's BLAS threads: 10x slower).
     """
+    with _one_blas_thread():
+        return _limb_products(A, B, p)
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _limb_products(A: list[np.ndarray], B: list[np.ndarray], p: int) -> np.ndarray:
     k, m = A[0].shape
     nl = 4 * k
     na, nb = len(A), len(B)
