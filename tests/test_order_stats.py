@@ -290,3 +290,17 @@ def test_bad_arguments():
         run(order_statistic(Chan(), "mode", sf.array(np.zeros(2)), sf.array(np.ones((1, 2))), 0))
     with pytest.raises(ValueError, match="weights"):
         run(order_statistic(Chan(), "min", sf.array(np.zeros(2)), sf.array(np.ones((1, 3))), 0))
+
+
+def test_malformed_peer_message_is_refused(net, monkeypatch):
+    """A message of the wrong type or size raises ProtocolError naming the sender."""
+    from dialect.errors import ProtocolError
+
+    X = net.public(np.ones((3, 5), dtype=bool))
+
+    async def bad_route(routes, payload):
+        return [np.zeros(1, dtype=np.int64)] * 3
+
+    monkeypatch.setattr(net, "route", bad_route)
+    with pytest.raises(ProtocolError, match="party number 1 sent a malformed bit-sharing"):
+        run(net.and_(X, X))

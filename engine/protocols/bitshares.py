@@ -57,12 +57,19 @@ from typing import Any
 import numpy as np
 
 from dialect.errors import NotSupportedError, ProtocolError
+from engine.protocols import codec
 from engine.protocols import fieldwords as fw
 
 _LABEL = b"mpcsql/bitshares/v1/"
 RING = {0: 2, 1: 0, 2: 1}  # party i sends its new component to party i - 1
 _M32 = (1 << 32) - 1
 _M64 = (1 << 64) - 1
+
+
+def malformed(sender: int, what: str) -> ProtocolError:
+    """The error for a peer's message of the wrong type, shape or range (names the party)."""
+    name = codec.party_name(sender)
+    return ProtocolError(f"party {name} sent a malformed {what}", party=name)
 
 
 def _pair(j: int) -> tuple[int, int]:
@@ -144,7 +151,7 @@ class Net:
         """A received array, or a ProtocolError naming the sender."""
         if (not isinstance(obj, np.ndarray) or obj.dtype != np.dtype(dtype)
                 or obj.shape != shape):
-            raise ProtocolError(f"party {sender} sent a malformed bit-sharing message")
+            raise malformed(sender, "bit-sharing message")
         return obj
 
     # --- local operations -----------------------------------------------------------------------
@@ -564,7 +571,7 @@ async def b2a(net: Net, sectype: Any, x: Bits, weights: np.ndarray) -> Any:
         ut = got[r]
         if not (isinstance(ut, np.ndarray) and ut.dtype == object and ut.shape == x.shape
                 and all(isinstance(e, int) and 0 <= e < p for e in ut.reshape(-1))):
-            raise ProtocolError("party 0 sent a malformed bit-conversion message")
+            raise malformed(0, "bit-conversion message")
         v = x.b[r].astype(object)
         y[r] = combine((1 - 2 * v) * ut + v)
     for r in np.flatnonzero(net.rows(2)):
@@ -604,6 +611,6 @@ async def _shamir_pair(net: Net, field: Any, y: Any, shape: tuple[int, ...]) -> 
             g = got[0]
             if not (isinstance(g, np.ndarray) and g.dtype == object and g.shape == shape
                     and all(isinstance(e, int) and 0 <= e < p for e in g.reshape(-1))):
-                raise ProtocolError(f"party {s} sent a malformed share")
+                raise malformed(s, "share")
             share = share + g
     return field.array(share % p)
