@@ -42,6 +42,9 @@ Security: semi-honest, one corrupted party (t = 1), like MPyC; every message a p
 uniform given its view (a masked value whose mask it does not know).  Nothing is opened but the
 masked c of :func:`a2b`.
 
+The messages travel by MPyC's ``transfer``, labelled with the runtime's program counter: run
+a protocol under :func:`forked` if other code may call MPyC concurrently.
+
 In MPyC's single-party runtime (unit tests) :class:`Net` simulates the three parties in one
 process: every array has a leading axis over the simulated parties, messages move along it.
 """
@@ -64,6 +67,16 @@ _LABEL = b"mpcsql/bitshares/v1/"
 RING = {0: 2, 1: 0, 2: 1}  # party i sends its new component to party i - 1
 _M32 = (1 << 32) - 1
 _M64 = (1 << 64) - 1
+
+
+def forked(rt: Any, coro: Any) -> Any:
+    """``coro`` under a program counter forked now, as MPyC runs its coroutines
+    (``asyncoro._ProgramCounterWrapper``): the messages of a protocol of this module get the
+    same labels at every party even when other code runs concurrently (asyncio.gather).  Call
+    it in program order (e.g. ``await forked(rt, protocol(...))``)."""
+    from engine.protocols.runtime import mpyc
+
+    return mpyc.asyncoro._ProgramCounterWrapper(rt, coro)
 
 
 def malformed(sender: int, what: str) -> ProtocolError:

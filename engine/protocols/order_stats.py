@@ -49,7 +49,6 @@ import numpy as np
 from dialect.errors import DataError
 from engine.protocols import bitshares as bs
 from engine.protocols.bitshares import Bits, Net, concat
-from engine.protocols.runtime import mpyc
 
 DATA_BITS = 34  # bits of x = X + 2^33 for |X| <= 2^32
 VALUE_BITS = DATA_BITS + 1  # plus the "no row" bit of the tournament
@@ -80,10 +79,9 @@ async def order_statistic(chan: Any, kind: str, values: Any, weights: Any, bits:
     stype = type(values)
     if G == 0 or m == 0:
         return stype(np.zeros(G), integral=True), stype(np.ones(G), integral=True)
-    # Under a program counter forked now (as MPyC does for its coroutines), so that the
-    # messages keep the same labels at every party whatever else runs concurrently.
-    wrapper = mpyc.asyncoro._ProgramCounterWrapper(rt, _run(chan, kind, values, weights, Q, s))
-    return await wrapper
+    # under a program counter forked now: the same message labels at every party whatever
+    # else runs concurrently
+    return await bs.forked(rt, _run(chan, kind, values, weights, Q, s))
 
 
 async def _run(chan: Any, kind: str, values: Any, weights: Any, Q: int, s: int
