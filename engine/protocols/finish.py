@@ -41,6 +41,7 @@ import numpy as np
 
 from dialect.errors import InternalError
 from engine.protocols import fastfxp as fx
+from engine.protocols import slots as sl
 
 coroutine = fx.coroutine
 
@@ -59,6 +60,8 @@ DIV_GUARD = 4
 ZERO_BITS = 40
 #: Headroom bits of comparisons (values may exceed their bound by rounding).
 CMP_MARGIN = 3
+#: Largest bit length compared in the 128-bit field's bit sharing (A2B masks: l + kappa + 2).
+BIT_CMP_MAX = 90
 
 
 def _linear_start(a: float) -> tuple[float, float]:
@@ -277,17 +280,42 @@ def _frac(x: float) -> int:
 
 
 async def signs(fc: FCtx, raws: list, l: int, mode: str) -> list[np.ndarray]:  # noqa: E741
-    """[raw < 0] (``mode`` LT) or [raw == 0] (EQ) for each array, one batched np_sgn."""
+    """[raw < 0] (``mode`` LT) or [raw == 0] (EQ) for each array of integers |raw| < 2^(l-1),
+    one batch.
+
+    With three parties (or MPyC's one-party runtime) and l <= 90: the values move to the
+    128-bit field (MPyC ``convert``: one masked opening), where A2B in the replicated bit
+    sharing gives the bit (:func:`engine.protocols.slots.sign_test`: no secret random bits),
+    and back.  Otherwise MPyC's ``np_sgn`` (l + 1 secret random bits per value).
+    """
     rt = fc.rt
     l = max(l, 2)  # noqa: E741
     if l + rt.options.sec_param + 3 > fc.p.bit_length():
         raise InternalError(f"a comparison of {l}-bit values exceeds the finish field")
     flat = np.concatenate([np.asarray(r, dtype=object).reshape(-1) for r in raws]) % fc.p
-    st = rt.SecInt(l, p=fc.p)
-    out = rt.np_sgn(st.array(fc.field.array(flat)), l=l, LT=mode == "LT", EQ=mode == "EQ")
-    bits = np.asarray((await rt.gather(out)).value, dtype=object)
     n = fc.G
+    if sl.bit_protocol(rt) and l <= BIT_CMP_MAX:
+        bits = await _signs_bitshared(fc, flat, l, mode)
+    else:
+        st = rt.SecInt(l, p=fc.p)
+        out = rt.np_sgn(st.array(fc.field.array(flat)), l=l, LT=mode == "LT", EQ=mode == "EQ")
+        bits = np.asarray((await rt.gather(out)).value, dtype=object)
     return [bits[i * n:(i + 1) * n] for i in range(len(raws))]
+
+
+async def _signs_bitshared(fc: FCtx, flat: np.ndarray, l: int, mode: str  # noqa: E741
+                           ) -> np.ndarray:
+    rt = fc.rt
+    field1 = rt.SecFxp(64, 32).field
+    k = rt.options.sec_param
+    s2 = rt.SecInt(fc.p.bit_length() - k - 2, p=fc.p)
+    s1 = rt.SecInt(field1.order.bit_length() - k - 2, p=field1.order)
+    down = await rt.gather(rt.convert([s2(s2.field(int(v))) for v in flat], s1))
+    ctx = sl.Ctx(rt, field1, len(flat))
+    bits = await sl.sign_bits(ctx, rt.SecInt(l + 1, p=field1.order),
+                              np.array([int(c.value) for c in down], dtype=object), l, mode)
+    up = await rt.gather(rt.convert([s1(s1.field(int(b))) for b in bits], s2))
+    return np.array([int(c.value) for c in up], dtype=object)
 
 
 def _strip(fc: FCtx, v: FV) -> tuple[np.ndarray, int]:

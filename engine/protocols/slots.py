@@ -390,8 +390,8 @@ async def sign_test(ctx: Ctx, d: Vec, mode: str, name: str = "") -> Vec:
         d = await shrink(ctx, d, E_TRUNC_MAX - 1)
     l = max(2, d.e + 1)  # noqa: E741  (-2^(l-1) <= R < 2^(l-1))
     st = rt.SecInt(l + 1, p=ctx.p)
-    if _bit_protocol(rt):
-        shares = await _sign_bits(ctx, st, ints_of(ctx, d), l, mode)
+    if bit_protocol(rt):
+        shares = await sign_bits(ctx, st, ints_of(ctx, d), l, mode)
     else:
         arr = st.array(ctx.field.array(ints_of(ctx, d)))
         out = rt.np_sgn(arr, l=l, LT=mode == "LT", EQ=mode == "EQ")
@@ -399,12 +399,14 @@ async def sign_test(ctx: Ctx, d: Vec, mode: str, name: str = "") -> Vec:
     return Vec(0, 1, 0, bit=True, ints=shares, name=name)
 
 
-def _bit_protocol(rt) -> bool:
+def bit_protocol(rt) -> bool:
+    """Whether the bit-sharing protocols apply (three parties, t = 1, PRSS; or one party)."""
     m = len(rt.parties)
     return m == 1 or (m == 3 and rt.threshold == 1 and not rt.options.no_prss)
 
 
-async def _sign_bits(ctx: Ctx, st, r: np.ndarray, l: int, mode: str) -> np.ndarray:  # noqa: E741
+async def sign_bits(ctx: Ctx, st, r: np.ndarray, l: int, mode: str) -> np.ndarray:  # noqa: E741
+    """Shares of [r < 0] / [r == 0] for shares r of integers |r| < 2^(l-1) (bit sharing)."""
     from engine.protocols import bitshares as bs
 
     net = bs.Net(ctx.rt)
