@@ -7,7 +7,10 @@ README.md), starts one embedded federation for the whole run, and for every case
 1. materialises the case's table in a scratch DuckDB file with its exact DuckDB column types
    (as the folder's ``verify.py`` does) and registers it as ``t`` at data party ``ac`` (from
    the DuckDB file, so the types survive; no key column: a query over one party's table needs
-   none, and the key exists only for joins);
+   none, and the key exists only for joins), declaring the domain of every VARCHAR or integer
+   column with at most ``MAX_GROUPS`` distinct values (its sorted distinct values: what the
+   data owner declares so that the column can be a GROUP BY key; ``--no-domains`` declares
+   none);
 2. runs ``SET join_protocol = '<protocol>'; <sql>`` through ``Connection.execute``;
 3. compares the rows with the case's ``expected`` (in order if the case is ``ordered``,
    otherwise as multisets) and, on the same table in the same run, times DuckDB's own answer.
@@ -25,7 +28,7 @@ with ``==``.  Policies: every party ``min_intersection = 0`` (DuckDB answers emp
 Usage::
 
     python -m bench.duckdb_cases [--limit N] [--protocol masked|paillier] [--json]
-                                 [--cases DIR]
+                                 [--cases DIR] [--no-domains]
 """
 
 from __future__ import annotations
@@ -188,6 +191,21 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def domains(case: dict[str, Any]) -> dict[str, list[Any]]:
+    """The declared domains of ``case``'s table: each VARCHAR or integer column's distinct
+    non-NULL values (sorted), if there are at most ``MAX_GROUPS`` of them."""
+    from planner.physical import MAX_GROUPS
+
+    out = {}
+    for j, (name, ty) in enumerate(case["columns"].items()):
+        if base_type(ty) not in INTEGER_TYPES and base_type(ty) != "VARCHAR":
+            continue
+        values = sorted({r[j] for r in case["rows"] if r[j] is not None})
+        if values and len(values) <= MAX_GROUPS:
+            out[name] = values
+    return out
+
+
 def prepare(case: dict[str, Any], path: str) -> float:
     """Materialise the case's table, time DuckDB's own answer on it (one thread), and copy the
     table with its exact types into the DuckDB file ``path`` (what the party registers)."""
@@ -206,7 +224,8 @@ def prepare(case: dict[str, Any], path: str) -> float:
         con.close()
 
 
-def run_case(con: Any, case: dict[str, Any], protocol: str, scratch: str) -> Outcome:
+def run_case(con: Any, case: dict[str, Any], protocol: str, scratch: str,
+             declare: bool = True) -> Outcome:
     out = Outcome(id=case["id"], sql=" ".join(case["sql"].split()), status="refused",
                   expected=case["expected"], tags=list(case.get("tags", [])))
     path = os.path.join(scratch, f"{case['id']}.duckdb")
@@ -214,7 +233,8 @@ def run_case(con: Any, case: dict[str, Any], protocol: str, scratch: str) -> Out
     sql = f"SET join_protocol = '{protocol}'; {case['sql']}"
     try:
         t0 = time.perf_counter()
-        con.register("t", path, party=PARTY, table="t")
+        con.register("t", path, party=PARTY, table="t",
+                     domains=domains(case) if declare else None)
         out.register_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         got = [list(r) for r in con.execute(sql).fetchall()]
@@ -264,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", choices=("masked", "paillier"), default="masked",
                     help="join_protocol set before each query (default %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead")
+    ap.add_argument("--no-domains", action="store_true",
+                    help="declare no column domains (GROUP BY is then refused)")
     args = ap.parse_args(argv)
 
     folder = args.cases if os.path.isabs(args.cases) else os.path.join(REPO, args.cases)
@@ -284,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="mpcsql-duckdb-cases-") as scratch:
             for case in cases:
-                o = run_case(con, case, args.protocol, scratch)
+                o = run_case(con, case, args.protocol, scratch, not args.no_domains)
                 outcomes.append(o)
                 if not args.json:
                     print(o.line(), flush=True)
@@ -292,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         con.close()
     wall = time.perf_counter() - t_wall
     s = summarise(outcomes, wall, t_start)
-    s.update(protocol=args.protocol, cases_folder=folder,
+    s.update(protocol=args.protocol, cases_folder=folder, domains=not args.no_domains,
              tolerance={"integer types": "exact", "DECIMAL/FLOAT/DOUBLE":
                         f"rel {REL_TOL:g} or abs {ABS_TOL:g}", "NULL": "equals only NULL"})
     if args.json:
