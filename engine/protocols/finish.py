@@ -3,30 +3,38 @@
 The exact slot sums arrive (:func:`engine.protocols.slots.convert_sums`) in the field of the
 solver type SecFxp(96, 48) (p ~ 2^176), where every finish value is an :class:`FV`: shares of
 raw = v / 2^E * 2^f, v normalised by its public bound 2^E (E = bits + rows_pow L,
-L = ceil(log2(m + 1))), with a public fraction length f in [48, 64] (0 for 0/1 values).
-Scaling by a public power of two only moves f (free) until f would exceed 64; products are
-one-round (local product, PRSS-masked truncation, error < 2 units of 2^-48) or exact (a 0/1
-factor, a public integer, or a product that fits 64 fraction bits: one resharing at most).
-The 64-bit type would leave 2^-32 of each bound, which a small group's AVG (its sum
-normalised by 2^(bits + L)) cannot afford; 48 fraction bits give it 2^-31 at m = 10^5.
+L = ceil(log2(m + 1))), with a public fraction length f <= 64 (0 for 0/1 values).  Scaling by
+a public power of two only moves f (free) until f would exceed 64; products are exact (a 0/1
+factor, a public integer, or a product that fits 64 fraction bits: one resharing at most) or
+one-round (local product, PRSS-masked truncation to 64 fraction bits, error < 2 units of
+2^-64 of the bound).  SecFxp(64, 32) would leave 2^-32 of each bound, which a small group's
+AVG (its sum normalised by 2^(bits + L)) or a variance's cancellation cannot afford.  Exact
+ops (``FinishOp.exact_unit``) are an :class:`XV`: shares of the integer N, value N 2^u.
 
 Protocol DIV, div(a, b) with the public floor 2^fb <= |b| where b != 0: b is scaled to
-b'' = b 2^(hi - E_b), |b''| in [2^lo, 2^hi] (D = E_b - fb, hi = min(D, 40), lo = hi - D,
-at most 45 bits below hi: smaller nonzero |b| lose precision); one batched comparison of
-b'' (truncated to 4 bits below 2^lo; exact for integers) gives its sign, the zero bit and a
-thermometer of its exponent in steps of 3 bits, which scale |b''| (b = 0 replaced by 2^lo)
-into x in [1/8, 1); then a minimax linear start and six Newton steps for 1/x (relative error
-< 2^-46 before rounding) and one product with the scaled numerator.  b = 0 yields a finite
-value that the program's NULL guard replaces.  Non-negative denominators (counts, sums of
-squares and their sums and products) skip the sign.
+b'' = b 2^(hi - E_b), |b''| <= 2^hi (D = E_b - fb, hi = min(D, 40)), resolved down to
+2^lo: lo = hi - D for an exact denominator (an integer count is 0 or >= 1), hi - 45 for a
+computed one (a product of variances may fall below its planner floor while the quotient
+stays bounded); one batched comparison of b'' (4 bits below 2^lo; exact for integers) gives
+its sign, the zero bit and a thermometer of its exponent in steps of 3 bits, which scale |b''|
+(b = 0 replaced by 2^lo) into x in [1/8, 1); then a minimax linear start and six Newton steps
+for 1/x (relative error < 2^-46) and two products with the numerator.  Every division by the
+same denominator shares that work.  b = 0 yields a finite value that the program's NULL guard
+replaces.  Non-negative denominators (counts and sums of them) skip the sign.
 
-Comparisons are MPyC's ``np_sgn`` on the exact difference at a common normalisation (the
-larger bound scaled up exactly), bit length f + the bound difference + 3, less the trailing
-zero bits an exact value is known to have (an integer count normalised by 2^L at f = 48 has
-48 - L).  ``is_zero`` is the exact equality test on exact values (counts, integral sums and
-their exact combinations) and |v| < 2^(E - 40) on computed ones (noise floor ~2^(E - 46)).
+Comparisons work on the exact difference at a common normalisation (the larger bound scaled
+up exactly), bit length f + the bound difference + 3, less the trailing zero bits an exact
+value is known to have (an integer count normalised by 2^L at f = 48 has 48 - L); the values
+move to the 128-bit field (``convert``) for A2B in the bit sharing and back (MPyC's ``np_sgn``
+beyond 90 bits or without three parties).  ``is_zero`` is the exact equality test on exact
+values (counts, integral sums and their exact combinations) and |v| < 2^(E - 40) on computed
+ones (noise floor ~2^(E - 60)).
 
-What each party sees: only masked openings inside products, truncations and comparisons.
+Every op is launched in program order as an MPyC coroutine, so independent ops overlap their
+rounds (MPyC's program counters keep the parties' messages in step).
+
+What each party sees: only masked openings inside products, truncations, conversions and
+comparisons.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@
    raises the min_intersection refusal.
 4. FINISH (:mod:`engine.protocols.finish`): the finish ops over the G groups.
 5. Reveal, to the receivers only: the presence bits (``group_present``, when the program has
-   them), then ``result``: every output's value and NULL bit for all G groups at once, with
-   value and NULL bit forced to 0 where the group is absent and the value forced to 0 where it
-   is NULL, so the receivers learn exactly the present groups' outputs and every party takes
-   part in the same opening without knowing which groups are present.  An output that is an
-   integral sum slot is opened as the exact integer.
+   them), then ``result``: every output's value and NULL / NaN / infinity bits for all G
+   groups at once, every bit forced to 0 where the group is absent and the value forced to 0
+   where the group is absent, NULL or NaN, so the receivers learn exactly the present groups'
+   outputs and every party takes part in the same opening without knowing which groups are
+   present.  An output that is a sum slot computed without rounding, or an exact op, is
+   opened as its exact integer N (value N 2^u: exact counts and integer sums).
 
 What each party learns: nothing but the plan's disclosures (``filter_too_small`` to all;
 ``group_present`` and ``result`` to the receivers); all other openings are masked (products,

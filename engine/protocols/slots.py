@@ -4,27 +4,36 @@ Every secret vector over the m rows is a :class:`Vec`: this party's Shamir share
 p = 2^128 - 173 of SecFxp(64, 32)) of integers R = value * 2^g with a public fraction length g
 and a public strict bound |R| < 2^e.  A shared local column c arrives as its SecFxp encoding
 round(v 2^(32 - c.bits)), so g = 32 - c.bits and e = 33; an indicator column (0/1) is the bit
-times 2^g exactly.  Row operations keep R exact wherever the bound allows:
+times 2^g exactly (divided out exactly where that helps).  Row operations keep R exact
+wherever the bound allows:
 
 * add, sub, neg, multiplication by a public constant: local (aligning g by exact shifts);
 * mul, and, or, select, abs: the local product of the shares and one resharing (no
-  truncation) while e <= E_CAP; above that the product is truncated in the same round
-  (PRSS-masked opening, :func:`engine.protocols.fastfxp._open_trunc`), error < 2 units;
-* comparisons: MPyC's ``np_sgn`` (LT or EQ) on the exact difference with bit length e + 1
-  derived from the operands' public bounds, so ties compare exactly.
+  truncation) while e <= E_CAP = 92; above that the product is truncated to 64 bits in the
+  same round (PRSS-masked opening, :func:`engine.protocols.fastfxp._open_trunc`, error < 2
+  units), operands first shrunk if the raw product would leave that opening's range;
+* comparisons (lt, le, eq, ne; the sign in abs): A2B of R + 2^(l-1) in the three-party
+  replicated bit sharing (:mod:`engine.protocols.bitshares`), l = e + 1 from the operands'
+  public bounds, then its top bit (or an AND tree for equality) and B2A of that one bit: ties
+  compare exactly, and no secret random bits are needed (MPyC's ``np_sgn`` otherwise).
+
+Resharing (degree 2t -> t) is GRR on 64-bit words (:func:`reshare_words`): fresh SHAKE-256
+coefficients, small-integer Lagrange coefficients, one message per pair of parties; products
+of shares are computed on words too (:func:`mulmod_words`, p = 2^128 - 173).
 
 Protocol SLOTS: a sum slot of group j is sum_rows prod(slot factors, group j's indicators).
 Each term is reduced to at most two vectors: the product of the slot's factors (computed once
-per slot, elementwise, exact) and the product of the group's indicators (once per group, bits,
-exact); the sum of one vector is a local column sum and the sum of a product of two is a local
-dot product of the shares, computed exactly on the 64-bit words in 16-bit limbs with float64
-BLAS (as in protocol MOMENTS).  All dot products are reshared together in one round.  The sums
-are exact field integers S = value * 2^g_S; :func:`convert_sums` moves them into the field of
-the finish type with MPyC's ``convert`` (one masked opening, statistically hiding).
+per slot, elementwise, exact, memoised by prefix, one resharing per product length) and the
+product of the group's indicators (once per group, bits, exact); the sum of one vector is a
+local column sum and the sum of a product of two is a local dot product of the shares,
+computed exactly on the words in 16-bit limbs with float64 BLAS (as in protocol MOMENTS).  All
+dot products are reshared together in one round.  The sums are exact field integers
+S = value * 2^g_S (|S| < 2^95); :func:`convert_sums` moves them into the field of the finish
+type with MPyC's ``convert`` (one masked opening, statistically hiding).
 
-What each party sees: its own shares, reshared shares, and the masked openings inside the
-comparisons, truncations and the conversion (statistically hiding, security parameter
-MPyC's ``sec_param``).  Nothing is opened in the clear.
+What each party sees: its own shares, the uniform points of the resharings, and the masked
+openings inside the truncations, the comparisons' A2B and the conversion (statistically
+hiding, security parameter MPyC's ``sec_param``).  Nothing is opened in the clear.
 """
 
 from __future__ import annotations
