@@ -94,9 +94,26 @@ def check(sql: str, seed: int, **kw) -> None:
             (sql, g, w)
 
 
+#: Products beyond the field's truncation range (operands shrunk first), divisions below the
+#: planner's floor (CORR of tiny groups), one-row covariances (cancellation at the bound).
+EXTRA = [
+    "SELECT VAR_POP(ac.charges * emc.bmi), SUM(ac.charges * emc.bmi * ac.charges * emc.bmi), "
+    "CORR(emc.bmi / 4, ac.charges * emc.bmi) FROM ac JOIN emc USING (id)",
+    "SELECT emc.region, emc.children, CORR(ac.charges, ABS(emc.bmi - 30)) FROM ac JOIN emc "
+    "USING (id) WHERE emc.bmi < 30 GROUP BY emc.region, emc.children",
+    "SELECT ac.sex, emc.region, COVAR_POP(ac.charges * emc.bmi, ac.charges) FROM ac JOIN emc "
+    "USING (id) WHERE ac.age > emc.bmi GROUP BY ac.sex, emc.region",
+]
+
+
 @pytest.mark.parametrize("sql", QUERIES)
 def test_lowered_queries(sql: str) -> None:
     check(sql, 0)
+
+
+@pytest.mark.parametrize("sql, seed", [(EXTRA[0], 505), (EXTRA[1], 103), (EXTRA[2], 556)])
+def test_lowered_edge_queries(sql: str, seed: int) -> None:
+    check(sql, seed)
 
 
 @pytest.mark.parametrize("chunk", range(2))
