@@ -104,6 +104,8 @@ SEEN: Counter[str] = Counter()
 #: largest |engine - duckdb| / tolerance seen per aggregate (how tight the tolerances are)
 WORST: dict[str, float] = {}
 FAILURES: list[str] = []
+#: seconds of the secure queries, with and without order statistics
+SECONDS: Counter[str] = Counter()
 
 
 # --- the tables ------------------------------------------------------------------------------
@@ -835,9 +837,15 @@ def check_query(con, ref: duckdb.DuckDBPyConnection, q: Query) -> None:
     SEEN["result rows"] += len(exp.rows)
     if not exp.rows:
         SEEN["empty result"] += 1
+    order_stat = any(c.canonical in ("MIN", "MAX", "MEDIAN", "QUANTILE_CONT")
+                     for i in q.items if i.node is not None for c in node_calls(i.node))
+    kind = "with order statistics" if order_stat else "moments only"
+    t0 = time.perf_counter()
     try:
         cur = con.execute("SET join_protocol = 'masked'; " + sql)
         rows = cur.fetchall()
+        SECONDS[kind] += time.perf_counter() - t0
+        SECONDS[kind + " queries"] += 1
     except Exception as e:  # noqa: BLE001 - classified below
         if allowed_refusal(e):
             SEEN["allowed refusal"] += 1
@@ -964,6 +972,7 @@ def test_generator_covered_the_grammar():
     if not SEEN["queries"]:
         pytest.skip("the secure differential test did not run in this session")
     print(dict(SEEN))
+    print("secure query seconds:", {k: round(v, 1) for k, v in SECONDS.items()})
     print("largest error / tolerance:", {k: f"{v:.3g}" for k, v in sorted(WORST.items())})
     if FAILURES:
         print(f"{len(FAILURES)} failing queries of {SEEN['queries']}:")

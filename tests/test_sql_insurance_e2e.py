@@ -19,7 +19,7 @@ from engine.data.demo import plaintext, register, split
 
 pytestmark = pytest.mark.e2e
 
-REL = 2.0**-20
+REL = 2.0**-30
 CHARGES, BMI, AGE = 2.0**16, 2.0**6, 2.0**6
 JOIN = "ac JOIN emc USING (id)"
 AGE_GROUP = ("CASE WHEN age < 30 THEN '18-29' WHEN age < 50 THEN '30-49' ELSE '50+' END")
