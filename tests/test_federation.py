@@ -134,8 +134,14 @@ def test_values_keep_fixed_point_precision(con):
     sql = "SELECT SUM(ac.delta), AVG(ac.delta) FROM ac JOIN emc USING (id)"
     (total, mean), = run(con, sql, ac, emc).fetchall()
     exact = math.fsum(ac["delta"])  # DuckDB's float sum is less exact than the secure one here
-    assert abs(total - exact) <= 30 * 2**-33 + 1e-12
-    assert abs(mean - exact / 30) <= 2**-33 + 1e-12
+    # Each owner shares v / 2^b (b = 30, the column's bound) with 32 fractional bits: a value is
+    # off by at most 2^(b-33), a sum of m values by m times that (docs/sql.md, Precision).
+    assert abs(total - exact) <= 30 * 2.0**(30 - 33)
+    assert abs(mean - exact / 30) <= 2.0**(30 - 33)
+    ac["delta"] = np.linspace(-2**10, 2**10, 30) + 1 / 3  # a tight bound: 2^(11-33) per value
+    (total, mean), = run(con, sql, ac, emc).fetchall()
+    exact = math.fsum(ac["delta"])
+    assert abs(total - exact) <= 30 * 2.0**(11 - 33) and abs(mean - exact / 30) <= 2.0**-22
 
 
 def test_each_party_keeps_its_own_duckdb_file(tmp_path):
