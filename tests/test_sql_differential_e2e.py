@@ -49,7 +49,8 @@ REGR_R2                       ``2 |r| t_r + t_r**2``
 REGR_SLOPE                    ``t_b = t_c / v_x + |slope| t_x / v_x`` (unchecked as CORR)
 REGR_INTERCEPT                ``s_y EPS + |avg x| t_b + |slope| s EPS``
 arithmetic over aggregates    propagated: ``t_a + t_b`` for + and -, ``|a| t_b + |b| t_a + t_a t_b``
-                              for *, ``t_a / |b|`` for / (b a literal or an exact COUNT)
+                              for *, ``t_a / |b| + |a| t_b / b**2 (1 + 2 t_b / |b|)`` for /
+                              (unchecked when t_b > |b| / 4; b = 0 must give DuckDB's inf/NaN)
 ============================  ===============================================================
 
 plus ``1e-12 * max(|ref|, 1)`` for DuckDB's own double rounding.  NULL and NaN results (empty
@@ -488,7 +489,10 @@ def node_eval(node: Any, vals: dict[Call, list[Any]], exact: bool) -> tuple[Any,
         return (a + b if node.op == "+" else a - b), ta + tb
     if node.op == "*":
         return a * b, abs(a) * tb + abs(b) * ta + ta * tb
-    return (a / b if b else math.inf), (ta / abs(b) if b else UNCHECKED)
+    if not b or tb > abs(b) / 4:  # a quotient by (nearly) zero: DuckDB's inf/NaN, or unchecked
+        return (math.copysign(math.inf, a) if a and not b else math.nan if not b
+                else a / b), (0.0 if not b else UNCHECKED)
+    return a / b, ta / abs(b) + abs(a) * tb / (b * b) * (1 + 2 * tb / abs(b))
 
 
 @st.composite
@@ -524,6 +528,12 @@ def agg_exprs(draw, tables: tuple[str, ...], grouped: bool) -> Any:
     if form == 2 and a.canonical in ("SUM", "AVG", "MIN", "MAX"):
         SEEN["aggregate / COUNT(*)"] += 1
         return AggOp("/", a, Call("COUNT_STAR"))
+    simple = ("SUM", "AVG", "MIN", "MAX", "COUNT", "COUNT_STAR")
+    if form == 3 and a.canonical in simple:  # a quotient of aggregates, as its own column
+        b = draw(calls(tables, grouped))
+        if b.canonical in simple:
+            SEEN["aggregate / aggregate"] += 1
+            return AggOp("/", a, b)
     return a
 
 
