@@ -624,7 +624,11 @@ class Aggregates:
         nan = fin.or_(x.nan, y.nan, fin.and_(zx, zy))
         inf = fin.and_(zy, fin.not_(zx))
         rp = max(x.rp, y.rp)
-        u, c = self._odds(x.name, x.bits, y.name, y.bits, fin.and_(zx, zy), "x / y as ratio",
+        # x / y = (x sign(y)) / |y|: the ratio u carries the denominator's sign in its numerator
+        sy = fin.op("select", (fin.bit("lt", y.name, fin.const(0.0)), fin.const(-1.0),
+                               fin.const(1.0)), 0)
+        num = fin.op("mul", (sy, x.name), x.bits, x.rp)
+        u, c = self._odds(num, x.bits, y.name, y.bits, fin.and_(zx, zy), "x / y as ratio",
                           rp)
         sign = fin.op("select", (fin.bit("lt", u, fin.const(0.0)), fin.const(-1.0),
                                  fin.const(1.0)), 0)
