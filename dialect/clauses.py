@@ -93,9 +93,9 @@ class ClauseChecks(ExpressionChecks):
         if type(key) in GROUP_NODES:
             construct, token = GROUP_NODES[type(key)]
             self.refuse(key, construct, keywords=(token,), hint="GROUP BY takes a list of keys")
-        elif isinstance(key, exp.Literal) and not key.is_string:
-            self.refuse(key, "GROUP BY position",
-                        hint="name the column, alias or expression to group by")
+        elif isinstance(key, exp.Literal) and not key.is_string and key.is_int:
+            if non_negative_int(key) in (None, 0):  # GROUP BY n: the n-th select item
+                self.refuse(key, "GROUP BY position 0", hint="positions start at 1")
         elif is_literal(key):
             self.refuse(key, "constant GROUP BY key", hint="group by a column or expression")
         else:
@@ -126,7 +126,8 @@ class ClauseChecks(ExpressionChecks):
             if len(self.found) == before and _normalized(node) not in items:
                 self.refuse(node, "ORDER BY expression that is not a select item",
                             message=f"ORDER BY {self.sql(node)}, which is not a select item, "
-                            "is not supported", hint=ORDER_HINT)
+                            "is not supported", hint="only the output columns are opened: add it "
+                            f"to SELECT, or {ORDER_HINT}")
 
     # --- LIMIT / OFFSET -----------------------------------------------------------------------
 

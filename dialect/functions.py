@@ -53,7 +53,7 @@ UNARY_AGGREGATES: tuple[type[exp.Expression], ...] = (
 #: Aggregates of two arguments (``this``, ``expression``); REGR_*(y, x) has y as ``this``.
 BINARY_AGGREGATES: tuple[type[exp.Expression], ...] = (
     exp.CovarPop, exp.CovarSamp, exp.Corr, exp.RegrSlope, exp.RegrIntercept, exp.RegrR2,
-    exp.RegrCount,
+    exp.RegrCount, exp.RegrSxx, exp.RegrSyy, exp.RegrSxy, exp.RegrAvgx, exp.RegrAvgy,
 )
 #: Scalar aggregate classes (sqlglot's own): COUNT, the unary and binary ones, QUANTILE_CONT.
 SCALAR_FUNCTIONS: tuple[type[exp.Expression], ...] = (
@@ -82,6 +82,11 @@ AGGREGATE_NAMES: dict[type[exp.Expression], str] = {
     exp.RegrIntercept: "REGR_INTERCEPT",
     exp.RegrR2: "REGR_R2",
     exp.RegrCount: "REGR_COUNT",
+    exp.RegrSxx: "REGR_SXX",
+    exp.RegrSyy: "REGR_SYY",
+    exp.RegrSxy: "REGR_SXY",
+    exp.RegrAvgx: "REGR_AVGX",
+    exp.RegrAvgy: "REGR_AVGY",
     exp.Median: "MEDIAN",
     exp.PercentileCont: "QUANTILE_CONT",
     Lasso: "LASSO",

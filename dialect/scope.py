@@ -9,8 +9,8 @@ from sqlglot import exp
 
 AGGREGATE_LIST = (
     "COUNT, SUM, AVG, MIN, MAX, VAR_POP, VAR_SAMP, VARIANCE, STDDEV_POP, STDDEV_SAMP, STDDEV, "
-    "COVAR_POP, COVAR_SAMP, CORR, REGR_SLOPE, REGR_INTERCEPT, REGR_R2, REGR_COUNT, MEDIAN, "
-    "QUANTILE_CONT, LASSO, RIDGE, LINREG"
+    "COVAR_POP, COVAR_SAMP, CORR, REGR_SLOPE, REGR_INTERCEPT, REGR_R2, REGR_COUNT, REGR_SXX, "
+    "REGR_SYY, REGR_SXY, REGR_AVGX, REGR_AVGY, MEDIAN, QUANTILE_CONT, LASSO, RIDGE, LINREG"
 )
 #: Nodes reported elsewhere (subqueries and unknown functions: ``check_hard``).
 REPORTED = (exp.Anonymous, exp.Subquery, exp.Query, exp.Exists)

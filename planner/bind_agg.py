@@ -38,8 +38,19 @@ from planner.logical import (
     KeyRef,
     Lit,
 )
+from planner.lower_rows import expr_text
 from planner.physical import MAX_BITS
-from planner.types import expr_type, is_integer_type, literal_type, promote
+from planner.types import (
+    FLOAT_TYPES,
+    arith_type,
+    base_type,
+    decimal_scale,
+    decimal_type,
+    duckdb_decimal,
+    expr_type,
+    is_integer_type,
+    literal_type,
+)
 
 #: sqlglot class -> canonical aggregate name (synonyms folded; MEDIAN becomes QUANTILE_CONT).
 AGGREGATE_CLASSES: dict[type[exp.Expression], str] = {
@@ -48,12 +59,15 @@ AGGREGATE_CLASSES: dict[type[exp.Expression], str] = {
     exp.StddevSamp: "STDDEV_SAMP", exp.Stddev: "STDDEV_SAMP", exp.CovarPop: "COVAR_POP",
     exp.CovarSamp: "COVAR_SAMP", exp.Corr: "CORR", exp.RegrSlope: "REGR_SLOPE",
     exp.RegrIntercept: "REGR_INTERCEPT", exp.RegrR2: "REGR_R2", exp.RegrCount: "REGR_COUNT",
+    exp.RegrSxx: "REGR_SXX", exp.RegrSyy: "REGR_SYY", exp.RegrSxy: "REGR_SXY",
+    exp.RegrAvgx: "REGR_AVGX", exp.RegrAvgy: "REGR_AVGY",
     exp.Median: "QUANTILE_CONT", exp.PercentileCont: "QUANTILE_CONT",
 }
 UNARY = frozenset({"SUM", "AVG", "MIN", "MAX", "VAR_POP", "VAR_SAMP", "STDDEV_POP",
                    "STDDEV_SAMP"})
 BINARY = frozenset({"COVAR_POP", "COVAR_SAMP", "CORR", "REGR_SLOPE", "REGR_INTERCEPT",
-                    "REGR_R2", "REGR_COUNT"})
+                    "REGR_R2", "REGR_COUNT", "REGR_SXX", "REGR_SYY", "REGR_SXY", "REGR_AVGX",
+                    "REGR_AVGY"})
 #: Every scalar aggregate name the binder produces (AggCall.func), for policies.
 SQL_AGGREGATES = frozenset({"COUNT", "QUANTILE_CONT"} | UNARY | BINARY)
 #: Names a policy may write for an aggregate (synonyms as DuckDB spells them).
@@ -100,8 +114,71 @@ def agg_type(e: AggExpr, keys: tuple[GroupKey, ...]) -> str:
         return "DOUBLE"
     if e.op in ("neg", "abs"):
         return agg_type(e.args[0], keys)
-    return promote([agg_type(a, keys) for a in e.args],
-                   [isinstance(a, AggLit) for a in e.args])
+    return arith_type(e.op, [agg_type(a, keys) for a in e.args],
+                      [isinstance(a, AggLit) for a in e.args])
+
+
+#: The largest window (in units of the scale 10^-s) in which a DECIMAL quantile is snapped to
+#: a multiple of 10^-s before DuckDB's truncation is applied (see :func:`quantile_type`).
+SNAP_UNITS = 2.0 ** -12
+#: Bound (as a power of two of the column's bound 2^bits) of the error of an opened quantile:
+#: the owners' rounding of the two order statistics (2^(bits - 33) each) plus the rounding of
+#: the interpolation (< 2^(bits - 32)), with a factor 2 to spare (engine.protocols.order_stats).
+QUANTILE_ERROR_BITS = -30
+
+
+def quantile_type(x: Expr, q: float) -> str:
+    """DuckDB's type of QUANTILE_CONT(x, q): x's DECIMAL(p,s) or FLOAT, else DOUBLE.
+
+    DuckDB computes a DECIMAL quantile as ``lo + (hi - lo) * d`` on the unscaled integers and
+    truncates it toward zero at the scale s (``QUANTILE_CONT(d, 0.25)`` of DECIMAL(4,1) values
+    24.7, 24.8 is 24.7, not 24.725).  The engine opens the untruncated value (|error| <
+    2^(bits + QUANTILE_ERROR_BITS)); the receivers snap it to the nearest multiple of 10^-s if
+    it is that close, else truncate it (engine.protocols.present), which is DuckDB's answer
+    unless the exact quantile lies within that error below a multiple of 10^-s.  Refused
+    (NotSupportedError) where that window exceeds ``SNAP_UNITS`` of the scale, and for
+    arguments DuckDB types DECIMAL that this planner types DOUBLE (``d * 2``, ``i * 1.5``)."""
+    dtype = decimal_type(x)
+    text = f"QUANTILE_CONT({expr_text(x)}, {q:g})"
+    if dtype is not None:
+        s = decimal_scale(dtype) or 0
+        bits = min(x.bits, MAX_BITS)
+        if 2.0 ** (bits + QUANTILE_ERROR_BITS) * 10.0 ** s > SNAP_UNITS:
+            unit = "an integer" if s == 0 else f"a multiple of 10^-{s}"
+            raise NotSupportedError(
+                f"{text} over {dtype} is not supported for values up to 2^{x.bits} (the "
+                f"argument's public bound): DuckDB truncates it toward zero to {unit}, which "
+                "the engine cannot decide at that magnitude (its error may reach "
+                f"2^{bits + QUANTILE_ERROR_BITS}); cast the argument to DOUBLE for the "
+                "untruncated quantile")
+        return dtype
+    t = expr_type(x)
+    if base_type(t) in FLOAT_TYPES and base_type(t) != "DOUBLE":
+        return "FLOAT"
+    if duckdb_decimal(x):
+        raise NotSupportedError(
+            f"{text} is not supported: DuckDB computes it as a DECIMAL truncated to the scale "
+            "of its argument, whose DECIMAL type the secure engine does not derive; cast the "
+            "argument: CAST(... AS DECIMAL(p,s)) or CAST(... AS DOUBLE)")
+    return "DOUBLE"
+
+
+def truncated(e: AggExpr) -> bool:
+    """Whether ``e`` is a QUANTILE_CONT with a DECIMAL result (truncated by the receivers)."""
+    return isinstance(e, AggCall) and e.func == "QUANTILE_CONT" and \
+        base_type(e.dtype) == "DECIMAL"
+
+
+def check_truncated(e: AggExpr, node: exp.Expression, where: str) -> None:
+    """Refuse a DECIMAL quantile inside an expression: its DuckDB truncation happens only where
+    it is an output column of its own."""
+    if truncated(e):
+        assert isinstance(e, AggCall)
+        raise NotSupportedError(
+            f"QUANTILE_CONT over {e.dtype} inside an expression ({sql_text(node)} in {where}) "
+            f"is not supported: DuckDB truncates it to {e.dtype} first, which the secure "
+            "engine does only for an output column of its own; select it alone, or cast its "
+            "argument to DOUBLE")
 
 
 @dataclass
@@ -267,10 +344,12 @@ class AggBinder:
                   q: float | None) -> AggCall:
         x = args[0] if args else None
         bx = x.bits if x is not None else 0
-        by = args[1].bits if len(args) > 1 else 0
+        by = args[1].bits if len(args) > 1 else 0  # REGR_*(y, x): bx is y's, by is x's
         bits = {"COUNT": 0, "REGR_COUNT": 0, "VAR_POP": 2 * bx, "VAR_SAMP": 2 * bx,
                 "COVAR_POP": bx + by, "COVAR_SAMP": bx + by, "CORR": 0, "REGR_R2": 0,
-                "REGR_SLOPE": MAX_BITS, "REGR_INTERCEPT": MAX_BITS}.get(func, bx)
+                "REGR_SLOPE": MAX_BITS, "REGR_INTERCEPT": MAX_BITS, "REGR_SXX": 2 * by,
+                "REGR_SYY": 2 * bx, "REGR_SXY": bx + by, "REGR_AVGX": by,
+                "REGR_AVGY": bx}.get(func, bx)
         counts = func in ("COUNT", "REGR_COUNT")
         integral = counts or (func in ("SUM", "MIN", "MAX") and x is not None and x.integral)
         if func == "COUNT":
@@ -284,6 +363,9 @@ class AggBinder:
             inner = x.args[0] if isinstance(x, Call) and x.op == "cast" and \
                 x.args[0].kind == BOOLEAN else x
             dtype = expr_type(inner)
+        elif func == "QUANTILE_CONT":
+            assert x is not None and q is not None
+            dtype = quantile_type(x, q)
         else:
             dtype = "DOUBLE"
         return AggCall(func, args, filt, q, dtype, bits=bits, integral=integral,
@@ -292,6 +374,13 @@ class AggBinder:
     # --- operators over aggregates ------------------------------------------------------------
 
     def operator(self, node: exp.Expression, where: str) -> AggExpr:
+        e = self._operator(node, where)
+        if isinstance(e, AggOp):
+            for a in e.args:
+                check_truncated(a, node, where)
+        return e
+
+    def _operator(self, node: exp.Expression, where: str) -> AggExpr:
         if type(node) in _ARITH:
             return self.arith(node, _ARITH[type(node)], where)
         if type(node) in _CMP:

@@ -221,7 +221,7 @@ class RowBinder:
                                     "...) are")
         if name == "DECIMAL":
             params = [p.this.this for p in to.expressions if isinstance(p.this, exp.Literal)]
-            name = f"DECIMAL({', '.join(params)})" if params else "DECIMAL(18,3)"
+            name = f"DECIMAL({','.join(params)})" if params else "DECIMAL(18,3)"
         a = self.bind(node.this, where)
         if a.kind == BOOLEAN:
             a_bits = 0

@@ -12,7 +12,7 @@ from planner.bind_agg import AggBinder, agg_kind, agg_type
 from planner.bind_expr import RowBinder, literal_value, sql_text, unparen
 from planner.catalog import DATA, Catalog, ColumnSchema, TableSchema
 from planner.groups import bind_keys
-from planner.logical import BOOLEAN, LogicalQuery, SelectItem, SortKey
+from planner.logical import BOOLEAN, KeyRef, LogicalQuery, SelectItem, SortKey
 from planner.naming import ExpressionNamer, default_name, written_function_name
 from planner.options import bind_options
 from planner.plan import Aggregate, ColumnRef, OutputColumn
@@ -187,12 +187,16 @@ class Binder:
             return ()
         out = []
         for o in order.expressions:
-            index = Binder.order_target(unparen(o.this), agg, items)
-            out.append(SortKey(index, bool(o.args.get("desc")), bool(o.args.get("nulls_first"))))
+            index, key = Binder.order_target(unparen(o.this), agg, items)
+            out.append(SortKey(index, bool(o.args.get("desc")), bool(o.args.get("nulls_first")),
+                               key))
         return tuple(out)
 
     @staticmethod
-    def order_target(node: exp.Expression, agg: AggBinder, items: tuple[SelectItem, ...]) -> int:
+    def order_target(node: exp.Expression, agg: AggBinder, items: tuple[SelectItem, ...]
+                     ) -> tuple[int, int | None]:
+        """(select item index, None), or (-1, GROUP BY key index) for a group key that is not
+        selected (its value is the group's public key: ordering by it opens nothing)."""
         ok, value = literal_value(node)
         if ok:
             if not isinstance(value, int) or isinstance(value, bool):
@@ -201,17 +205,20 @@ class Binder:
             if not 1 <= value <= len(items):
                 raise BindError(f"ORDER BY position {value} is not in the select list (1 to "
                                 f"{len(items)})")
-            return value - 1
+            return value - 1, None
         if isinstance(node, exp.Column) and not node.table:
             for i, item in enumerate(items):
                 if item.name.lower() == node.name.lower():
-                    return i
+                    return i, None
         e = agg.bind(node, "ORDER BY")
         for i, item in enumerate(items):
             if item.expr == e:
-                return i
+                return i, None
+        if isinstance(e, KeyRef):
+            return -1, e.index
         raise NotSupportedError(f"ORDER BY {sql_text(node)} must name an output column (by "
-                                "name, alias or position) or repeat a select item")
+                                "name, alias or position) or repeat a select item: only the "
+                                "output columns are opened; add it to SELECT")
 
     @staticmethod
     def bind_limit(select: exp.Select) -> tuple[int | None, int]:

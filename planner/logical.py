@@ -176,9 +176,12 @@ class SelectItem:
 
 @dataclass(frozen=True)
 class SortKey:
-    output: int  # index into LogicalQuery.items
+    output: int  # index into LogicalQuery.items (-1 when ``key`` is set)
     descending: bool = False
     nulls_first: bool | None = None
+    #: ORDER BY a GROUP BY key that is not a select item: its index into LogicalQuery.keys
+    #: (the group's public key value; the lowering adds it as a hidden output, never returned)
+    key: int | None = None
 
 
 @dataclass(frozen=True)

@@ -82,13 +82,14 @@ def lower_program(lq: LogicalQuery) -> tuple[Program, Lowering]:
         filtered = st.terms[0][1].name
     outputs = tuple(_output(aggs, i, item.name, item.dtype, item.expr)
                     for i, item in enumerate(lq.items))
+    outputs, order = _order(lq, outputs)
     present, mgr = _presence(aggs, lq, having, bool(groups and key_having is not None
                                                  and not _kept_any(lq.keys, key_having)))
     local, row_ops, slots, finish = _prune(rows, aggs, groups, outputs, present, filtered)
     program = Program(
         local=local, rows=row_ops, slots=slots, groups=groups,
         finish=finish, outputs=outputs, present=present, filtered_count=filtered,
-        order=tuple(OrderKey(k.output, k.descending, k.nulls_first) for k in lq.order),
+        order=order,
         limit=lq.limit, offset=lq.offset, min_group_rows_const=mgr)
     check_size(program, 0)
     return program, rows
@@ -233,6 +234,25 @@ def _output(aggs: Aggregates, index: int, name: str, dtype: str, e: Any) -> Outp
         transform = "integer"
     return Output(name, dtype, value=value, null=v.null, transform=transform, nan=v.nan,
                   inf=v.inf, scale=v.scale)
+
+
+def _order(lq: LogicalQuery, outputs: tuple[Output, ...]
+           ) -> tuple[tuple[Output, ...], tuple[OrderKey, ...]]:
+    """The ORDER BY keys over the outputs; a GROUP BY key that is not selected becomes a hidden
+    output (its public key value, nothing opened) after the others."""
+    hidden: dict[int, int] = {}  # GROUP BY key index -> output index
+    extra: list[Output] = []
+    order = []
+    for k in lq.order:
+        index = k.output
+        if k.key is not None:
+            if k.key not in hidden:
+                key = lq.keys[k.key]
+                hidden[k.key] = len(outputs) + len(extra)
+                extra.append(Output(key.name, key.dtype, key=k.key, hidden=True))
+            index = hidden[k.key]
+        order.append(OrderKey(index, k.descending, k.nulls_first))
+    return outputs + tuple(extra), tuple(order)
 
 
 def _presence(aggs: Aggregates, lq: LogicalQuery, having_expr: AggExpr | None,

@@ -45,7 +45,8 @@ def _finish_line(f: FinishOp) -> str:
 
 def _output_line(o: Output) -> str:
     if o.key is not None:
-        return f"{o.name} ({o.dtype}) = group key {o.key} (public)"
+        hidden = ", for ORDER BY only: not returned" if o.hidden else ""
+        return f"{o.name} ({o.dtype}) = group key {o.key} (public{hidden})"
     flags = [f"{k} where {v}" for k, v in (("NULL", o.null), ("NaN", o.nan), ("infinite", o.inf))
              if v]
     tail = f", {'; '.join(flags)}" if flags else ""

@@ -194,6 +194,10 @@ class Output:
     ``nan`` is 1 and opens the bits with it; where ``inf`` is 1 the opened value is the sign
     (+1 or -1) of the infinity.  The opened, transformed value is multiplied by the public
     ``scale`` (a power of two; used with the ``odds`` transform).
+
+    ``hidden``: a group key column (``key`` set, nothing opened) that only ORDER BY uses (a
+    GROUP BY key that is not selected); hidden outputs come after every other output, the
+    receivers sort by them and drop them (engine.protocols.present).
     """
 
     name: str
@@ -205,15 +209,18 @@ class Output:
     nan: str | None = None
     inf: str | None = None
     scale: float = 1.0
+    hidden: bool = False
 
     def __post_init__(self) -> None:
         _check((self.value is None) == (self.key is not None), "an output is a value or a key")
+        _check(not self.hidden or self.key is not None, "a hidden output is a group key")
         _check(self.transform in TRANSFORMS, f"unknown transform {self.transform!r}")
 
 
 @dataclass(frozen=True)
 class OrderKey:
-    """``ORDER BY`` one output column (by index) on the opened rows."""
+    """``ORDER BY`` one output column (by index into Program.outputs, hidden ones included) on
+    the opened rows."""
 
     output: int
     descending: bool = False
@@ -251,6 +258,8 @@ class Program:
         _check(len(self.groups) >= 1, "no group")
         _check(len(self.groups) <= MAX_GROUPS, f"more than {MAX_GROUPS} groups")
         known = set(names)
+        hidden = [o.hidden for o in self.outputs]
+        _check(hidden == sorted(hidden), "hidden outputs come after the others")
         for o in self.outputs:
             for ref in (o.value, o.null, o.nan, o.inf):
                 _check(ref is None or ref in known, f"output {o.name} refers to unknown {ref}")

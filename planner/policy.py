@@ -7,7 +7,8 @@ A policy is the ``[policy]`` table of a party's ``party.toml`` (or the dict give
                      specific key present wins; without ``"*"`` everything else is allowed): the
                      aggregates (COUNT, SUM, AVG, MIN, MAX, VAR_POP, VAR_SAMP, STDDEV_POP,
                      STDDEV_SAMP, COVAR_POP, COVAR_SAMP, CORR, REGR_SLOPE, REGR_INTERCEPT,
-                     REGR_R2, REGR_COUNT, QUANTILE_CONT, LASSO, RIDGE, LINREG; the synonyms
+                     REGR_R2, REGR_COUNT, REGR_SXX, REGR_SYY, REGR_SXY, REGR_AVGX,
+                     REGR_AVGY, QUANTILE_CONT, LASSO, RIDGE, LINREG; the synonyms
                      VARIANCE, STDDEV and MEDIAN stand for VAR_SAMP, STDDEV_SAMP and
                      QUANTILE_CONT) and two uses of a column: ``"WHERE"`` (it appears in WHERE
                      or in a FILTER clause) and ``"GROUP BY"`` (it appears in a group key)

@@ -2,7 +2,10 @@
 
 The rules follow DuckDB 2.0 for the types this engine computes; where DuckDB would return a
 DECIMAL(p, s) of an expression (``x * 1.5`` on an integer, ``SUM`` of a DECIMAL), the secure
-engine returns DOUBLE (documented in docs/sql.md).
+engine returns DOUBLE (documented in docs/sql.md).  The exception is QUANTILE_CONT / MEDIAN,
+whose DECIMAL result DuckDB truncates to its scale: :func:`decimal_scale` gives the exact
+DuckDB type of the arguments the engine types exactly (a DECIMAL column or CAST), and
+:func:`duckdb_decimal` tells which other arguments DuckDB would type DECIMAL (refused there).
 """
 
 from __future__ import annotations
@@ -115,9 +118,86 @@ def expr_type(e: Expr) -> str:
     if e.op in ("neg", "abs"):
         return expr_type(e.args[0])
     values = case_values(e) if e.op == "case" else e.args
-    return promote([expr_type(a) for a in values], [isinstance(a, Lit) for a in values])
+    types = [expr_type(a) for a in values]
+    return arith_type(e.op, types, [isinstance(a, Lit) for a in values])
+
+
+def arith_type(op: str, types: list[str], literals: list[bool]) -> str:
+    """DuckDB's type of ``op`` over operands of ``types`` (:func:`promote`, except that a
+    product of DECIMALs is DOUBLE here (DuckDB adds the scales) and a sum or difference of one
+    DECIMAL(p,s) type is DECIMAL(p+1,s), as in DuckDB)."""
+    t = promote(types, literals)
+    if base_type(t) != "DECIMAL":
+        return t
+    if op == "*":
+        return "DOUBLE"
+    if op in ("+", "-"):
+        p, s = decimal_precision(t), decimal_scale(t)
+        return f"DECIMAL({min(p + 1, 38)},{s})"
+    return t
+
+
+def decimal_precision(dtype: str) -> int:
+    """The precision p of ``DECIMAL(p,s)`` (plain DECIMAL: 18)."""
+    inner = dtype[dtype.find("(") + 1:dtype.rfind(")")] if "(" in dtype else ""
+    return int(inner.split(",")[0]) if inner.strip() else 18
 
 
 def case_values(e: Call) -> tuple[Expr, ...]:
     """The THEN values and the ELSE value of a bound CASE."""
     return e.args[1::2] + (e.args[-1],)
+
+
+def decimal_type(e: Expr) -> str | None:
+    """DuckDB's exact ``DECIMAL(p,s)`` type of ``e`` when this module knows it: a DECIMAL
+    column, a CAST to DECIMAL, and ``-`` or ABS of those; else None."""
+    if isinstance(e, Call) and e.op in ("neg", "abs"):
+        return decimal_type(e.args[0])
+    if isinstance(e, Col) or (isinstance(e, Call) and e.op == "cast"):
+        t = expr_type(e)
+        return t if base_type(t) == "DECIMAL" else None
+    return None
+
+
+def decimal_scale(dtype: str) -> int | None:
+    """The scale s of ``DECIMAL(p,s)`` (DuckDB's plain ``DECIMAL`` is DECIMAL(18,3)); None for
+    other types."""
+    if base_type(dtype) != "DECIMAL":
+        return None
+    inner = dtype[dtype.find("(") + 1:dtype.rfind(")")] if "(" in dtype else ""
+    parts = [p.strip() for p in inner.split(",")] if inner else []
+    return int(parts[1]) if len(parts) == 2 else (0 if len(parts) == 1 else 3)
+
+
+def _duckdb_float(e: Expr) -> bool:
+    """Whether DuckDB types the numeric row expression ``e`` FLOAT or DOUBLE."""
+    if isinstance(e, Col):
+        return base_type(e.ref.dtype) in FLOAT_TYPES
+    if isinstance(e, Lit) or e.kind != NUMBER:
+        return False
+    assert isinstance(e, Call)
+    if e.op == "cast":
+        return base_type(str(e.to)) in FLOAT_TYPES
+    if e.op == "/":
+        return True
+    values = case_values(e) if e.op == "case" else e.args
+    return any(_duckdb_float(a) for a in values)
+
+
+def duckdb_decimal(e: Expr) -> bool:
+    """Whether DuckDB types the numeric row expression ``e`` DECIMAL: it involves a DECIMAL
+    column, a CAST to DECIMAL or a literal with a point (``1.5`` is DECIMAL(2,1) in DuckDB)
+    and no FLOAT/DOUBLE operand or division."""
+    if isinstance(e, Col):
+        return base_type(e.ref.dtype) == "DECIMAL"
+    if isinstance(e, Lit):
+        return e.kind == NUMBER and isinstance(e.value, float)
+    if e.kind != NUMBER:
+        return False
+    assert isinstance(e, Call)
+    if e.op == "cast":
+        return base_type(str(e.to)) == "DECIMAL"
+    if _duckdb_float(e):
+        return False
+    values = case_values(e) if e.op == "case" else e.args
+    return any(duckdb_decimal(a) for a in values)

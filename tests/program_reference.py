@@ -279,5 +279,7 @@ def evaluate(plan: Plan, tables: Any, *, min_group_rows: int = 1,
                           else typed(o.dtype, _value(ev, val, o, i)) for o in program.outputs))
     if program.order:
         rows.sort(key=_order_key(program))
+    shown = sum(not o.hidden for o in program.outputs)  # hidden keys: ORDER BY only
+    rows = [r[:shown] for r in rows]
     end = None if program.limit is None else program.offset + program.limit
     return rows[program.offset:end]

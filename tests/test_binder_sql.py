@@ -230,6 +230,12 @@ DUCKDB_CASES = [
     f"SELECT CASE WHEN age < 30 THEN 'young' ELSE 'old' END AS band, COUNT(*) {JOIN} GROUP BY band",
     f"SELECT children, children + 1, COUNT(*) {JOIN} GROUP BY children",
     f"SELECT bmi > 30, COUNT(*) {JOIN} GROUP BY bmi > 30",
+    f"SELECT REGR_SXX(charges, bmi), REGR_SYY(charges, bmi), REGR_SXY(charges, bmi), "
+    f"REGR_AVGX(charges, bmi), REGR_AVGY(charges, bmi) {JOIN}",
+    "SELECT QUANTILE_CONT(price, 0.25), MEDIAN(price), MEDIAN(-price), "
+    "QUANTILE_CONT(CAST(age AS DECIMAL(6,2)), 0.5), MEDIAN(CAST(age AS FLOAT)), MAX(price), "
+    "MIN(price) + MAX(price) FROM ac",
+    "SELECT sex, COUNT(*) FROM ac GROUP BY 1",
 ]
 
 
@@ -354,6 +360,45 @@ def test_order_by_name_alias_position_expression():
                         SortKey(2, False, True), SortKey(0, False, False))
     lq = bind(f"SELECT region, COUNT(*) {JOIN} GROUP BY region ORDER BY COUNT(*)")
     assert lq.order == (SortKey(1, False, False),)
+
+
+def test_order_by_a_group_key_that_is_not_selected():
+    lq = bind(f"SELECT COUNT(*), AVG(bmi) {JOIN} GROUP BY region, sex ORDER BY sex DESC, 1")
+    assert lq.order == (SortKey(-1, True, False, key=1), SortKey(0, False, False))
+    lq = bind(f"SELECT region, COUNT(*) {JOIN} GROUP BY region ORDER BY emc.region")
+    assert lq.order == (SortKey(0, False, False),)  # selected: the select item
+
+
+def test_regr_sums_and_averages():
+    def call(sql):
+        return item(f"SELECT {sql} {JOIN}")
+    # REGR_*(y, x): age is y (7 bits), bmi is x (6 bits)
+    assert [call(f"{f}(age, bmi)").bits for f in ("REGR_SXX", "REGR_SYY", "REGR_SXY",
+                                                  "REGR_AVGX", "REGR_AVGY")] == [12, 14, 13, 6, 7]
+    a = call("REGR_SXY(age, bmi) FILTER (WHERE smoker)")
+    assert a.func == "REGR_SXY" and a.dtype == "DOUBLE" and a.nullable and a.filter is not None
+
+
+def test_decimal_quantile_types_and_refusals():
+    assert [i.dtype for i in bind("SELECT MEDIAN(price), QUANTILE_CONT(ABS(price), 0.1), "
+                                  "MEDIAN(CAST(age AS DECIMAL(9,3))) FROM ac").items] == \
+        ["DECIMAL(10,2)", "DECIMAL(10,2)", "DECIMAL(9,3)"]
+    assert bind("SELECT MIN(price) * MAX(price) FROM ac").items[0].dtype == "DOUBLE"
+    refused("SELECT MEDIAN(price * 2) FROM ac", NotSupportedError,
+            "DuckDB computes it as a DECIMAL truncated to the scale of its argument")
+    refused("SELECT QUANTILE_CONT(age * 1.5, 0.5) FROM ac", NotSupportedError,
+            "cast the argument")
+    assert bind("SELECT MEDIAN(charges * 1.5) FROM ac").items[0].dtype == "DOUBLE"
+    refused("SELECT MEDIAN(price) + 1 FROM ac", NotSupportedError,
+            "QUANTILE_CONT over DECIMAL(10,2) inside an expression (MEDIAN(price) + 1 in SELECT)")
+    refused("SELECT COUNT(*) FROM ac HAVING MEDIAN(price) > 1", NotSupportedError,
+            "inside an expression (MEDIAN(price) > 1 in HAVING)")
+    wide = TableSchema("w", "ac", None, (ColumnSchema("d", "DECIMAL(18,2)", 30),))
+    catalog = Catalog(CATALOG.parties, (wide,))
+    with pytest.raises(NotSupportedError, match="values up to 2\\^30 .* truncates it toward "
+                                                "zero to a multiple of 10\\^-2"):
+        sql = "SELECT MEDIAN(d) FROM w"
+        Binder(catalog, sql).bind_logical(sqlglot.parse_one(sql, read=MpcDialect))
 
 
 def test_limit_offset():

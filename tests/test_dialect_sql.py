@@ -45,6 +45,10 @@ ACCEPTED = ANALYST + [
     "SELECT COUNT(*) FROM ac LIMIT 10 OFFSET 2",
     "SELECT COUNT(*) FROM ac OFFSET 1",
     "SELECT age + 1 AS a1, COUNT(*) FROM ac GROUP BY age + 1 ORDER BY age + 1",
+    "SELECT sex, smoker, COUNT(*) FROM ac GROUP BY 1, 2 ORDER BY 1",
+    "SELECT COUNT(*) FROM ac GROUP BY sex ORDER BY sex DESC",
+    "SELECT REGR_SXX(charges, age), REGR_SYY(charges, age), REGR_SXY(charges, age), "
+    "REGR_AVGX(charges, age), REGR_AVGY(charges, age) FILTER (WHERE age > 1) FROM ac",
     # aggregates
     "SELECT COUNT(*), COUNT(age), COUNT(1), SUM(age), AVG(age), MIN(age), MAX(age) FROM ac",
     "SELECT VAR_POP(age), VAR_SAMP(age), VARIANCE(age) FROM ac",
@@ -119,6 +123,11 @@ TYPED = [
     ("REGR_INTERCEPT(age, bmi)", exp.RegrIntercept, "REGR_INTERCEPT"),
     ("REGR_R2(age, bmi)", exp.RegrR2, "REGR_R2"),
     ("REGR_COUNT(age, bmi)", exp.RegrCount, "REGR_COUNT"),
+    ("REGR_SXX(age, bmi)", exp.RegrSxx, "REGR_SXX"),
+    ("REGR_SYY(age, bmi)", exp.RegrSyy, "REGR_SYY"),
+    ("REGR_SXY(age, bmi)", exp.RegrSxy, "REGR_SXY"),
+    ("REGR_AVGX(age, bmi)", exp.RegrAvgx, "REGR_AVGX"),
+    ("REGR_AVGY(age, bmi)", exp.RegrAvgy, "REGR_AVGY"),
     ("MEDIAN(age)", exp.Median, "MEDIAN"),
     ("QUANTILE_CONT(age, 0.25)", exp.PercentileCont, "QUANTILE_CONT"),
     ("LASSO(charges, age)", MODEL_FUNCTIONS[0], "LASSO"),
@@ -220,7 +229,8 @@ REFUSED = [
     ("SELECT COUNT(*) FROM ac GROUP BY ALL", "GROUP BY ALL", (1, 25)),
     ("SELECT COUNT(*) FROM ac GROUP BY ROLLUP (sex)", "ROLLUP", (1, 34)),
     ("SELECT COUNT(*) FROM ac GROUP BY CUBE (sex)", "CUBE", (1, 34)),
-    ("SELECT COUNT(*) FROM ac GROUP BY 1", "GROUP BY position", (1, 34)),
+    ("SELECT COUNT(*) FROM ac GROUP BY 0", "GROUP BY position 0", (1, 34)),
+    ("SELECT COUNT(*) FROM ac GROUP BY 1.5", "constant GROUP BY key", (1, 34)),
     ("SELECT COUNT(*) FROM ac GROUP BY 'a'", "constant GROUP BY key", (1, 34)),
     ("SELECT COUNT(*) FROM ac ORDER BY ALL", "ORDER BY ALL", (1, 25)),
     ("SELECT COUNT(*) FROM ac ORDER BY 0", "ORDER BY constant", (1, 34)),
@@ -265,6 +275,12 @@ def test_refused(sql: str, construct: str, pos: tuple[int, int]) -> None:
     err = info.value
     assert err.construct == construct
     assert (err.line, err.col) == pos == _position(str(err))
+
+
+def test_order_by_an_aggregate_that_is_not_selected_says_add_it() -> None:
+    with pytest.raises(UnsupportedError, match=r"\); only the output columns are opened: add "
+                                               "it to SELECT, or order by an output column"):
+        parse("SELECT sex, SUM(age) FROM ac GROUP BY sex ORDER BY COUNT(age)")
 
 
 def test_nested_aggregate_message() -> None:

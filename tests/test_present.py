@@ -111,3 +111,44 @@ def test_values_take_their_output_types():
     assert typed_value(1, "INTEGER") == 1 and typed_value(2, "DECIMAL(18,3)") == 2.0
     with pytest.raises(InternalError, match="2 values for 5 columns"):
         present([(1, 2)], program(), OUTPUT)
+
+
+def _quantile_program(kind: str, bits: int, order=(), hidden: bool = False) -> Program:
+    from planner.physical import Output, Slot
+
+    outs = (Output("q", "DECIMAL(4,1)", value="s"),) + (
+        (Output("k", "INTEGER", key=0, hidden=True),) if hidden else ())
+    return Program(local=(), rows=(), slots=(Slot("s", kind, ("w",), bits, value="x",
+                                                  q=0.25 if kind == "quantile" else None),),
+                   groups=(Group((1,), ("w",)), Group((2,), ("w2",))), finish=(), outputs=outs,
+                   present=None, order=tuple(order))
+
+
+def test_decimal_quantile_is_truncated_toward_zero_as_duckdb():
+    out = (OutputColumn("q", "DECIMAL(4,1)"),)
+    con = duckdb.connect()
+    for lo, hi in [(24.7, 24.8), (-24.8, -24.7), (-0.1, 0.0), (-0.1, 0.2), (49.4, 49.6)]:
+        want = con.execute("SELECT QUANTILE_CONT(d, 0.25)::DOUBLE FROM (VALUES (?::DECIMAL(4,1)), "
+                           "(?::DECIMAL(4,1))) v(d)", [lo, hi]).fetchone()[0]
+        exact = lo + 0.25 * (hi - lo)
+        for err in (0.0, 3e-8, -3e-8):  # within the engine's error at bound 2^7
+            got = present([(exact + err,)], _quantile_program("quantile", 7), out)
+            assert got == [(want,)], (lo, hi, err)
+    # A multiple of the scale computed a little low is snapped, not truncated one unit down.
+    assert present([(49.5 - 2e-8,)], _quantile_program("quantile", 7), out) == [(49.5,)]
+    # MIN/MAX of a DECIMAL are rounded to the scale; other DECIMAL outputs are plain floats.
+    assert present([(24.70000003,)], _quantile_program("min", 7), out) == [(24.7,)]
+    assert present([(24.75,)], program(), out) == [(24.75,)]
+
+
+def test_hidden_key_outputs_sort_and_are_dropped():
+    out = (OutputColumn("q", "DECIMAL(4,1)"),)
+    p = _quantile_program("quantile", 7, order=[OrderKey(1, descending=True)], hidden=True)
+    assert present([(1.0, 1), (2.0, 2)], p, out) == [(2.0,), (1.0,)]
+    with pytest.raises(InternalError, match="returned outputs"):
+        present([(1.0, 1)], p, out + out)
+
+
+def test_float_outputs_are_single_precision():
+    got = present([(0.1,)], program(), (OutputColumn("f", "FLOAT"),))[0][0]
+    assert got == float(np.float32(0.1)) and typed_value(1e39, "FLOAT") == math.inf
