@@ -66,13 +66,16 @@ def test_bad_sql(con, sql, cls, words):
     assert isinstance(info.value, (engine.ProgrammingError, engine.NotSupportedError))
 
 
-def test_null_values_are_refused_naming_the_column(con):
+def test_nulls_are_skipped_by_aggregates_and_refused_by_models(con):
     ac, emc = make_tables(15, 15, 10, seed=2)
     emc["bmi"] = emc["bmi"].astype(object)
     emc.loc[3, "bmi"] = None
     load(con, ac, emc)
+    joined = emc[emc["id"].isin(ac["id"])]
+    (n, avg), = con.execute(f"SELECT COUNT(emc.bmi), AVG(emc.bmi) {JOIN}").fetchall()
+    assert n == joined["bmi"].count() and avg == pytest.approx(joined["bmi"].dropna().mean())
     with pytest.raises(engine.DataError, match=r"emc\.bmi contains 1 NULL"):
-        con.execute(f"SELECT AVG(emc.bmi) {JOIN}")
+        con.execute(f"SELECT LINREG(ac.charges, emc.bmi) {JOIN}")
     still_serves(con)
 
 
@@ -104,8 +107,11 @@ def test_out_of_range_values(con):
     ac, emc = make_tables(10, 10, 6, seed=5)
     ac.loc[0, "delta"] = 3e9
     load(con, ac, emc)
-    with pytest.raises(engine.DataError, match=r"ac\.delta has values outside"):
+    with pytest.raises(engine.DataError, match=r"delta of ac's table ac has values outside its "
+                                               r"public bound 2\^31.*\|x\| <= 2\^31"):
         con.execute(f"SELECT AVG(ac.delta) {JOIN}")
+    with pytest.raises(engine.DataError, match=r"ac\.delta has values outside"):
+        con.execute(f"SELECT LINREG(ac.charges, ac.delta) {JOIN}")
 
 
 def test_too_small_intersection_refused_without_result(strict):

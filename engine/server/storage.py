@@ -481,9 +481,11 @@ class PartyStore:
         if not np.isfinite(v).all():
             raise DataError(f"{what} contains NaN or infinite values", party=self.party)
         if v.size and np.abs(v).max() > 2.0**col.bits:
-            raise DataError(f"{what} exceeds its public bound 2^{col.bits} (derived from the "
-                            "catalog's bounds of the columns it reads); re-register the table "
-                            "with larger bounds", party=self.party)
+            hint = ("values must lie within the fixed-point range |x| <= 2^31"
+                    if col.bits >= MAX_SCALE_BITS else "re-register the table with larger bounds")
+            raise DataError(f"{what} has values outside its public bound 2^{col.bits} (derived "
+                            f"from the catalog's bounds of the columns it reads); {hint}",
+                            party=self.party)
         if col.indicator and not np.isin(v, (0.0, 1.0)).all():
             raise DataError(f"{what} is an indicator but not 0/1", party=self.party)
         return np.ldexp(v, -col.bits)  # exact: a power of two
