@@ -99,8 +99,8 @@ def test_a_silent_connection_is_closed_after_the_idle_time_out(dep):
 
 def test_large_sql_does_not_stall_other_clients(dep):
     """Planning runs off the event loop: status answers while a big query is planned."""
-    big = "SELECT " + ",".join("SUM(charges)" for _ in range(6000)) + " FROM ac JOIN emc USING (id)"
-    assert len(big) < 100_000  # about 2 s of planning at each party
+    big = "SELECT " + ",".join("SUM(charges)" for _ in range(1000)) + " FROM ac JOIN emc USING (id)"
+    assert len(big) < 100_000  # about 3 s of planning at each party (binding, lowering, explain)
     done = threading.Event()
     outcome: dict[str, object] = {}
 

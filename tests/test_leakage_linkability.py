@@ -31,7 +31,6 @@ import pytest
 from scipy import stats
 
 import engine
-from engine.protocols.fixedpoint import encode
 from engine.protocols.paillier import MASK_BITS, split_hashes
 from tests.conftest import OPEN_POLICY, make_tables
 
@@ -253,11 +252,14 @@ def test_owners_decrypted_shares_hide_every_bit_of_its_values(paillier_runs):
         for owner, cols in (("ac", ["charges", "delta"]), ("emc", ["bmi"])):
             shares = _messages(run.views[owner], "decrypted_shares")[0]["obj"]
             assert len(shares) == M_PAILLIER
-            enc = [int(e) for e in encode(np.array([CONST[owner][c] for c in cols]))]
+            # The owner shares each column's value (normalised by its public bound) and its
+            # validity bit: 2 local columns per column, each constant here.  Their encodings c
+            # are below 2^64, so r + c has r's uniform low 64 bits and (but for one carry) its
+            # high bits: the test checks share = v + r as the owner sees it.
             for row in shares:
-                assert len(row) == len(cols)
-                masks.extend((int(s) - e) % P for s, e in zip(row, enc, strict=True))
-    count = len(masks)  # 3 runs x 8 rows x 3 values = 72
+                assert len(row) == 2 * len(cols)
+                masks.extend(int(s) % P for s in row)
+    count = len(masks)  # 3 runs x 8 rows x 6 values = 144
     assert all(r < 2**MASK_BITS for r in masks)  # the documented mask range
     low = np.array([r % 2**64 for r in masks], dtype=object)
     exact = int(sum(1 for r in low if r == 0))

@@ -91,7 +91,8 @@ def test_data_parties_receive_only_size_and_positions(recorded):
         "join_key", "intersection_size", "row_count", "matched_positions", "derived_shares"]
     assert _message(views["ac"], "intersection_size") == 12
     assert (_message(views["ac"], "row_count"), _message(views["emc"], "row_count")) == (24, 30)
-    for observer, n_other, d_other in (("ac", 24, 1), ("emc", 30, 2)):
+    # d_other: the other party's value columns and their validity bits (local columns)
+    for observer, n_other, d_other in (("ac", 24, 2), ("emc", 30, 4)):
         pos = _message(views[observer], "matched_positions")
         assert pos.shape == (12,) and len(set(pos.tolist())) == 12
         assert 0 <= pos.min() and pos.max() < n_other
@@ -169,7 +170,8 @@ def test_helper_never_sees_ids_or_plaintext(recorded):
     values = {float(v) for df in (ac, emc) for c in df.columns if c != "id" for v in df[c]}
     encoded = {int(round(v * 2**32)) % P for v in values}
     masked_all = []
-    for party, df, d in (("ac", ac, 2), ("emc", emc, 1)):
+    # d shared columns per party: each value column and its validity bit (local columns)
+    for party, df, d in (("ac", ac, 4), ("emc", emc, 2)):
         obj = next(m["obj"] for m in helper["messages"] if m["from"] == party)
         assert set(obj) == {"hashes", "masked"}
         hashes = set(paillier.split_hashes(obj["hashes"]))
