@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -99,7 +100,11 @@ def test_concurrent_clients_from_two_coordinators_run_one_at_a_time(fed):
         th.join(240)
     results = [box.get("rows", box.get("error")) for _, box in runs]
     assert all(isinstance(r, list) for r in results), results
-    assert results[0] == results[1] == results[2]
+    # the same query: equal up to the secure division's probabilistic rounding
+    for r in results[1:]:
+        assert len(r) == len(results[0]) and all(
+            math.isclose(a, b, rel_tol=1e-12) for ra, rb in zip(r, results[0], strict=True)
+            for a, b in zip(ra, rb, strict=True))
     # The helper's records show the three runs one after the other, never overlapping.
     helper = {q["query_id"]: q for q in Connection(fed.federation, "helper").queries()}
     spans = sorted((helper[c.query_id]["started"], helper[c.query_id]["finished"])

@@ -18,6 +18,7 @@ parties send to ac, and ac would find the session ports closed.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import ssl
@@ -167,7 +168,8 @@ def test_a_stranger_claiming_to_be_a_party_is_dropped_and_the_query_goes_on(dep)
     assert outcome is None, f"the query failed with a stranger at the session ports: {outcome!r}"
     (n, total, avg), = rows
     en, etotal, eavg = _expected(dep.frames)
-    assert n == en == 15 and abs(total - etotal) < 1e-6 and abs(avg - eavg) < 1e-6
+    assert n == en == 15 and math.isclose(total, etotal, rel_tol=1e-9) \
+        and math.isclose(avg, eavg, rel_tol=1e-9)  # fixed point: 2^(b-33) per value
     for party in ("ac", "emc", "helper"):  # the real peers, and only they, hold the channels
         assert stats[party]["tls_peers"] == sorted({"ac", "emc", "helper"} - {party})
 
