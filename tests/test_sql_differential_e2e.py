@@ -42,11 +42,11 @@ AVG, MEDIAN, QUANTILE_CONT    ``s * EPS``
 VAR_POP, VAR_SAMP             ``t_v = 2 * s**2 * EPS``
 STDDEV_POP, STDDEV_SAMP       ``min(sqrt(t_v), t_v / ref)`` (the square root of the variance)
 COVAR_POP, COVAR_SAMP         ``t_c = 2 * s * s_y * EPS``
-CORR                          ``2 t_r + t_r**2`` with ``t_r = t_c / sqrt(v_x v_y) + |r| (t_x / v_x
-                              + t_y / v_y) / 2`` (first order; unchecked when t_x/v_x or
-                              t_y/v_y > 1/4: the data are nearly constant, ill-conditioned)
-REGR_R2                       ``2 |r| t_r + t_r**2``
-REGR_SLOPE                    ``t_b = t_c / v_x + |slope| t_x / v_x`` (unchecked as CORR)
+REGR_R2                       ``t_2 = 4 EPS (s s_y)**2 / (v_x v_y)``: r^2 comes from the moments
+                              normalised by the bounds (docs/sql.md, Precision); unchecked when
+                              t_2 > 1/4 (a variance tiny against its bound squared)
+CORR                          ``min(sqrt(t_2), t_2 / |r|)`` (the signed square root of r^2)
+REGR_SLOPE                    ``t_b = t_c / v_x + |slope| t_x / v_x`` (unchecked: t_x / v_x > 1/4)
 REGR_INTERCEPT                ``s_y EPS + |avg x| t_b + |slope| s EPS``
 arithmetic over aggregates    propagated: ``t_a + t_b`` for + and -, ``|a| t_b + |b| t_a + t_a t_b``
                               for *, ``t_a / |b| + |a| t_b / b**2 (1 + 2 t_b / |b|)`` for /
@@ -430,13 +430,17 @@ class Call:
         if f in ("COVAR_POP", "COVAR_SAMP"):
             return tc
         vx, vy, cov = sxx / n, syy / n, sxy / n
-        tx, ty = 2 * sx * sx * EPS, 2 * sy * sy * EPS
+        tx = 2 * sx * sx * EPS
         if f in ("CORR", "REGR_R2"):
-            if vx <= 0 or vy <= 0 or tx / vx > 0.25 or ty / vy > 0.25:
+            # r^2 = cov^2 / (v_x v_y) from the normalised moments (v / s^2): its error grows as
+            # 1 / (v_x v_y / (s_x s_y)^2), docs/sql.md "Precision"
+            if vx <= 0 or vy <= 0:
+                return UNCHECKED
+            t2 = 4 * EPS * (sx * sy) ** 2 / (vx * vy)
+            if t2 > 0.25:
                 return UNCHECKED
             r = cov / math.sqrt(vx * vy)
-            tr = tc / math.sqrt(vx * vy) + abs(r) * (tx / vx + ty / vy) / 2
-            return 2 * tr + tr * tr if f == "CORR" else 2 * abs(r) * tr + tr * tr
+            return t2 if f == "REGR_R2" else min(math.sqrt(t2), t2 / abs(r) if r else 1.0)
         if vx <= 0 or tx / vx > 0.25:
             return UNCHECKED
         slope = cov / vx
@@ -1009,7 +1013,10 @@ def test_tolerances_are_tight():
     assert Call("COUNT_STAR").tolerance([3], True) == 0.0
     assert Call("SUM", (x,)).tolerance([30, 3, 10.0, 1.0], True) == 0.0
     y = Num("emc.e_d", 6, frozenset({"emc"}))
-    # CORR over well-spread data: a few 2^-30
+    # CORR over well-spread data (variances near their bounds squared / 10): about 2^-20
     t = Call("CORR", (y, x)).tolerance([0.5, 20, 0.0, 0.0, 20 * 300.0, 20 * 1000.0,
                                         20 * 270.0], False)
-    assert 0 < t < 2.0**-22
+    assert 0 < t < 2.0**-18
+    # two values 1/16 apart under a bound of 2^6: unchecked (ill-conditioned, documented)
+    assert Call("CORR", (x, y)).tolerance([1.0, 2, 0.0, 0.0, 2 * 2.0**-10, 2 * 2.0**-10,
+                                           2 * 2.0**-10], False) == UNCHECKED
