@@ -8,12 +8,11 @@ physical Program (:func:`planner.lower.lower`).
 from __future__ import annotations
 
 from dialect import DEFAULTS, parse_query
-from dialect.errors import BindError, NotSupportedError, ProgrammingError
+from dialect.errors import BindError, ProgrammingError
 from planner.binder import Binder, BoundQuery
 from planner.catalog import DATA, Catalog, TableSchema
-from planner.lower import lower
+from planner.lower import join_helper, lower
 from planner.plan import (
-    JOIN_PROTOCOLS,
     ColumnRef,
     Plan,
     PrivateJoin,
@@ -21,6 +20,7 @@ from planner.plan import (
     Scan,
     SecretShare,
     SecureAggregate,
+    check_join_protocol,
 )
 
 
@@ -82,21 +82,16 @@ def build_plan(
     join_protocol: str = "paillier",
 ) -> Plan:
     """The plan of an already bound query (``join_protocol`` is used only if it joins)."""
-    if join_protocol not in JOIN_PROTOCOLS:
-        allowed = ", ".join(f"'{p}'" for p in sorted(JOIN_PROTOCOLS))
-        raise ProgrammingError(f"unknown join_protocol {join_protocol!r}; allowed: {allowed}")
+    check_join_protocol(join_protocol)
     columns = used_columns(bound)
     source: Scan | PrivateJoin
     if bound.right is None:
         source = _scan(bound.left, columns, joined=False)
     else:
-        helper = catalog.helper
-        if helper is None:
-            raise NotSupportedError("a private join needs a helper party; the catalog has none")
         source = PrivateJoin(
             left=_scan(bound.left, columns, joined=True),
             right=_scan(bound.right, columns, joined=True),
-            helper=helper.name,
+            helper=join_helper(catalog),
             protocol=join_protocol,
         )
     if not bound.aggregates:  # the grammar guarantees at least one

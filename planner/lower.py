@@ -42,7 +42,6 @@ from planner.physical import (
     Program,
 )
 from planner.plan import (
-    JOIN_PROTOCOLS,
     ColumnRef,
     OutputColumn,
     Plan,
@@ -51,18 +50,25 @@ from planner.plan import (
     Scan,
     SecretShare,
     SecureAggregate,
+    check_join_protocol,
 )
 
 #: The name of the const finish op the engine sets to max(1, min_group_rows) at run time.
 MIN_GROUP_ROWS = "min_group_rows"
 
 
+def join_helper(catalog: Catalog) -> str:
+    """The helper party of a private join; NotSupportedError if the catalog has none."""
+    helper = catalog.helper
+    if helper is None:
+        raise NotSupportedError("a private join needs a helper party; the catalog has none")
+    return helper.name
+
+
 def lower(lq: LogicalQuery, catalog: Catalog, *, receivers: tuple[str, ...],
           join_protocol: str = "paillier", sql: str = "") -> Plan:
     """The Plan of a bound aggregate query (``receivers`` already checked)."""
-    if join_protocol not in JOIN_PROTOCOLS:
-        allowed = ", ".join(f"'{p}'" for p in sorted(JOIN_PROTOCOLS))
-        raise ProgrammingError(f"unknown join_protocol {join_protocol!r}; allowed: {allowed}")
+    check_join_protocol(join_protocol)
     program, rows = lower_program(lq)
     return assemble(lq, catalog, program, rows, receivers=receivers,
                     join_protocol=join_protocol, sql=sql)
@@ -321,10 +327,7 @@ def assemble(lq: LogicalQuery, catalog: Catalog, program: Program, rows: Lowerin
                           tuple(c.name for c in local), local, reads))
     source: Scan | PrivateJoin
     if joined:
-        helper = catalog.helper
-        if helper is None:
-            raise NotSupportedError("a private join needs a helper party; the catalog has none")
-        source = PrivateJoin(scans[0], scans[1], helper.name, join_protocol)
+        source = PrivateJoin(scans[0], scans[1], join_helper(catalog), join_protocol)
     else:
         source = scans[0]
     columns = tuple(ColumnRef(s.party, s.table, c.name, "DOUBLE", c.bits)

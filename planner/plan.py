@@ -15,12 +15,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from dialect.errors import InternalError
+from dialect.errors import InternalError, ProgrammingError
 from planner.physical import LocalColumn, Program
 
 #: Private join protocols (docs/protocols.md): the published Paillier one and the masked fast
 #: path (PRF masks shared by the data parties; no public-key operation per row).
 JOIN_PROTOCOLS = frozenset({"paillier", "masked"})
+
+
+def check_join_protocol(name: str) -> None:
+    """ProgrammingError unless ``name`` is one of :data:`JOIN_PROTOCOLS`."""
+    if name not in JOIN_PROTOCOLS:
+        allowed = ", ".join(f"'{p}'" for p in sorted(JOIN_PROTOCOLS))
+        raise ProgrammingError(f"unknown join_protocol {name!r}; allowed: {allowed}")
 
 
 def _check(cond: bool, msg: str) -> None:
