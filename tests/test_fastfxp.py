@@ -9,11 +9,12 @@ on the encoded inputs.
 from __future__ import annotations
 
 import multiprocessing as mp
-import socket
 from fractions import Fraction
 
 import numpy as np
 import pytest
+
+from tests.mpc_parties import run_three
 
 pytestmark = pytest.mark.e2e
 
@@ -69,20 +70,7 @@ def _enc(x) -> np.ndarray:
 
 
 def test_one_round_products_three_parties():
-    socks = [socket.socket() for _ in range(3)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_party, args=(i, ports, q)) for i in range(3)]
-    for p in procs:
-        p.start()
-    got = [q.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    got = run_three(_party, (), 120)
     _, res, a, b, A, B = got[0]
     assert all(list(g[1]["mul"]) == list(res["mul"]) for g in got)  # every party opens the same
     ea, eb, eA, eB = _enc(a), _enc(b), _enc(A), _enc(B)

@@ -13,14 +13,14 @@ Also the benchmark of the issue's goals (MIN, MAX, MEDIAN at 10^5 rows)::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import socket
 import sys
 import time
 
 import numpy as np
 import pytest
+
+from tests.mpc_parties import run_three
 
 pytestmark = pytest.mark.e2e
 
@@ -68,8 +68,8 @@ def data(rows: int, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return v, w
 
 
-def _party(pid: int, ports: list[int], rows: int, groups: int, jobs: list, out,
-           concurrent: bool) -> None:
+def _party(pid: int, ports: list[int], rows: int, groups: int, jobs: list, concurrent: bool,
+           out) -> None:
     import asyncio
 
     from engine.protocols import runtime as mpcrt
@@ -109,25 +109,7 @@ def _party(pid: int, ports: list[int], rows: int, groups: int, jobs: list, out,
 def run_parties(rows: int, groups: int, jobs: list, timeout: float = 600,
                 concurrent: bool = False) -> list[dict]:
     """The results of ``jobs`` ((kind, q) pairs) at each of the three parties."""
-    socks = [socket.socket() for _ in range(3)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_party, args=(i, ports, rows, groups, list(jobs), q, concurrent))
-             for i in range(3)]
-    for p in procs:
-        p.start()
-    try:
-        got = dict(q.get(timeout=timeout) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    got = dict(run_three(_party, (rows, groups, list(jobs), concurrent), timeout))
     return [got[i] for i in range(3)]
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
 import time
 
 import numpy as np
 import pytest
 
+from tests.mpc_parties import run_three
 from tests.test_program_mpc import (
     check_row,
     check_row_program,
@@ -101,21 +101,7 @@ def _party(pid: int, ports: list[int], m: int, G: int, kind: str, out: mp.Queue)
 
 
 def _run(m: int, G: int, kind: str):
-    socks = [socket.socket() for _ in range(3)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_party, args=(i, ports, m, G, kind, q)) for i in range(3)]
-    for p in procs:
-        p.start()
-    got = sorted((q.get(timeout=900) for _ in procs), key=lambda g: g[0])
-    for p in procs:
-        p.join(timeout=30)
-    return got
+    return sorted(run_three(_party, (m, G, kind), 900), key=lambda g: g[0])
 
 
 @pytest.mark.parametrize("where", [False, True])
