@@ -36,7 +36,11 @@ class FakeChan:
 
 def run(party: str, got: list, own_min: int = 0, own_group_min: int | None = None):
     chan = FakeChan(party, got)
-    return asyncio.run(agree(chan, B, own_min, own_group_min)), chan.mpc.sent
+    loop = asyncio.new_event_loop()  # private: asyncio.run would unset MPyC's current loop
+    try:
+        return loop.run_until_complete(agree(chan, B, own_min, own_group_min)), chan.mpc.sent
+    finally:
+        loop.close()
 
 
 def test_each_party_sends_its_own_rules_and_takes_the_largest():

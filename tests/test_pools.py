@@ -99,6 +99,10 @@ def test_helper_does_not_pester_parties_that_keep_no_key(answers, asked):
         await asyncio.wait_for(task, 5)
         return pools
 
-    pools = asyncio.run(main())
+    loop = asyncio.new_event_loop()  # private: asyncio.run would unset MPyC's current loop
+    try:
+        pools = loop.run_until_complete(main())
+    finally:
+        loop.close()
     assert pools.keys == {} and pools.pools == {}
     assert len(calls) == asked
