@@ -285,3 +285,22 @@ def test_buffer_limit_default_and_environment(monkeypatch):
     monkeypatch.setenv("MPCSQL_MAX_PEER_BUFFER", "lots")
     with pytest.raises(ConfigError, match="MPCSQL_MAX_PEER_BUFFER"):
         codec.default_max_buffer()
+
+
+def test_shares_of_another_shape_are_refused_before_recombining():
+    """A peer's share must have the receiver's own shape (output, reshare): else a ProtocolError
+    naming the peer, not an IndexError inside MPyC."""
+    from mpyc import thresha
+
+    runtime.make_runtime(0, [runtime.Address("127.0.0.1", 0)])
+    field = runtime.secfxp().field
+    seen = []
+    codec.set_refusal_hook(lambda err, peer: seen.append(peer))
+    same = [(1, [5, 6]), (2, [7, 8])]
+    assert thresha.recombine(field, same) == thresha.recombine.__wrapped__(field, same)
+    with pytest.raises(ProtocolError, match=r"party emc: a share of shape \(3,\) where \(2,\)"):
+        thresha.recombine(field, [(1, [5, 6]), (2, [1, 2, 3])])
+    own, peer = np.array([5, 6], dtype=object), np.array([[1, 2]], dtype=object)
+    with pytest.raises(ProtocolError, match=r"party helper: a share of shape \(1, 2\)"):
+        thresha.np_recombine(field, [(3, peer), (1, own)])
+    assert seen == [1, 2]

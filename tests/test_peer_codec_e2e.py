@@ -59,21 +59,27 @@ SITECUSTOMIZE = textwrap.dedent('''
 ''')
 
 
-# (evil party, join protocol, honest messages it sends first): which receive path meets the
-# first crafted pickle (message counts of a 30 x 30 join with 20 matches, COUNT and SUM).
+# (evil party, join protocol, honest messages it sends first, what the refusal says): which
+# receive path meets the first crafted pickle (message counts of a 30 x 30 join with 20
+# matches, COUNT and SUM).  A crafted payload that reaches a scalar share's ``from_bytes`` is
+# refused as a wrong length (not a whole number of field elements, or decoding to a share of
+# another shape than the receiver's own) before MPyC recombines it.
+NOT_ALLOWED = "global posix.system is not allowed"
 CASES = {
-    "agreement-transfer-emc": ("emc", "paillier", 0),
-    "agreement-transfer-helper": ("helper", "masked", 0),
-    "mpyc-numpy-input-shares": ("emc", "paillier", 3),
-    "session-send-masked-rows": ("helper", "paillier", 4),
-    "mpyc-numpy-output": ("helper", "paillier", 6),
-    "session-send-masked-values": ("emc", "masked", 4),
+    "agreement-transfer-emc": ("emc", "paillier", 0, NOT_ALLOWED),
+    "agreement-transfer-helper": ("helper", "masked", 0, NOT_ALLOWED),
+    "mpyc-numpy-input-shares": ("emc", "paillier", 3, NOT_ALLOWED),
+    "session-send-masked-rows": ("helper", "paillier", 4, NOT_ALLOWED),
+    "session-send-after-rows": ("helper", "paillier", 5, NOT_ALLOWED),
+    "output-share-of-another-shape": ("helper", "paillier", 6, "a share of shape (7,) where"),
+    "output-share-not-whole-elements": ("helper", "paillier", 7, "is not a whole number of"),
+    "session-send-masked-values": ("emc", "masked", 4, NOT_ALLOWED),
 }
 
 
-@pytest.mark.parametrize("evil,protocol,after", list(CASES.values()), ids=list(CASES))
+@pytest.mark.parametrize("evil,protocol,after,reason", list(CASES.values()), ids=list(CASES))
 def test_crafted_pickles_run_no_code_and_servers_keep_serving(tmp_path, monkeypatch, evil,
-                                                              protocol, after):
+                                                              protocol, after, reason):
     """Every message from the ``after``-th on is a crafted pickle: refused, nothing runs."""
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -96,6 +102,7 @@ def test_crafted_pickles_run_no_code_and_servers_keep_serving(tmp_path, monkeypa
         err = info.value
         assert err.party == evil, str(err)
         assert f"refused a message from party {evil}" in str(err)
+        assert reason in str(err), str(err)
         assert not marker.exists()
         switch.unlink()  # the same servers, now well-behaved
         assert run(con, sql, ac, emc).fetchall()[0][0] == 20

@@ -35,7 +35,9 @@ through ``mpc.transfer``: every one of them is plain data in the sense above, so
 unpickler decodes them and each protocol still checks their shape and types itself.
 
 MPyC's other receive path, ``field.from_bytes`` (scalar shares), only ever makes integers; it
-is wrapped to refuse a payload whose length is not a whole number of field elements.
+is wrapped to refuse a payload whose length is not a whole number of field elements.  Before
+shares are recombined (``output``, ``_reshare``), a peer's share whose shape differs from the
+party's own is refused, naming the peer.
 
 Every payload a peer sends is framed by :class:`Framer` (used by
 :func:`engine.session.channels.patch_connection_loss` in place of MPyC's
@@ -110,12 +112,13 @@ def party_name(peer: int | None) -> str | None:
     return _names.get(peer, f"number {peer}")
 
 
-def refuse(peer: int | None, what: str) -> ProtocolError:
+def refuse(peer: int | None, what: str, *, plain: bool = True) -> ProtocolError:
     """The error for a refused message from ``peer`` (reported to the hook, then returned)."""
     name = party_name(peer)
     who = f"party {name}" if name else "a peer"
-    err = ProtocolError(f"refused a message from {who}: {what}; peers may send only plain "
-                        f"data (numbers, bytes, strings, numeric arrays)", party=name)
+    why = ("; peers may send only plain data (numbers, bytes, strings, numeric arrays)"
+           if plain else "")
+    err = ProtocolError(f"refused a message from {who}: {what}{why}", party=name)
     for hook in _hook:
         hook(err, peer)
     return err
@@ -396,13 +399,40 @@ def _checked_from_bytes(orig):
     return classmethod(from_bytes)
 
 
+def _checked_recombine(orig, runtime_module):
+    """``thresha.(np_)recombine`` refusing a peer's share whose shape is not the party's own.
+
+    A decoded share is plain data, but one of the wrong length (a crafted payload that happens
+    to be a whole number of field elements, an array of another shape) would otherwise fail
+    deep inside MPyC as an IndexError or broadcast error that names no one.
+    """
+    def recombine(field, points, *args, **kwargs):
+        own = runtime_module.mpc.pid + 1
+        shapes = {x: np.shape(s) if isinstance(s, np.ndarray) else (len(s),) for x, s in points}
+        want = shapes.get(own, next(iter(shapes.values())))
+        for x, shape in shapes.items():
+            if shape != want:
+                raise refuse(x - 1, f"a share of shape {shape} where {want} was expected",
+                             plain=False)
+        return orig(field, points, *args, **kwargs)
+
+    recombine.__wrapped__ = orig  # type: ignore[attr-defined]
+    return recombine
+
+
 def install(runtime_module, finfields_module) -> None:
-    """Make MPyC's runtime decode peers' pickles with :func:`loads` (idempotent)."""
+    """Make MPyC's runtime decode peers' pickles with :func:`loads` and check the shape of
+    peers' shares before recombining them (idempotent)."""
     runtime_module.pickle = safe_pickle
     base = finfields_module.FiniteFieldElement
     current = base.__dict__["from_bytes"]
     if not hasattr(current.__func__, "__wrapped__"):
         base.from_bytes = _checked_from_bytes(current)
+    thresha = runtime_module.thresha
+    for name in ("recombine", "np_recombine"):
+        fn = getattr(thresha, name)
+        if not hasattr(fn, "__wrapped__"):
+            setattr(thresha, name, _checked_recombine(fn, runtime_module))
 
 
 # --- framing of peers' messages ----------------------------------------------------------------
