@@ -17,6 +17,13 @@ from dialect.errors import (
     ProgrammingError,
 )
 from engine.client.embedded import LocalFederation, read_source
+from engine.client.notebook import (
+    Explanation,
+    arrow_table,
+    html_table,
+    markdown_table,
+    result_footer,
+)
 from engine.control import messages, wire
 from engine.control.messages import new_query_id
 from engine.deploy.config import KEY_BITS
@@ -181,11 +188,14 @@ class Connection:
             out.extend(self._request(name, messages.CatalogRequest())["tables"])
         return out
 
-    def explain(self, sql: str) -> str:
-        """The secure plan for ``sql``, what each party would learn, and each party's rules."""
+    def explain(self, sql: str) -> Explanation:
+        """The secure plan for ``sql``, what each party would learn, and each party's rules.
+
+        The text is an :class:`~engine.client.notebook.Explanation`, a ``str`` that renders
+        as a table in Jupyter (``.plan``, ``.learns``, ``.checks`` give its parts)."""
         self._check()
         req = messages.Explain(sql=sql, receivers=self.receivers)
-        return self._request(self.party, req)["text"]
+        return Explanation(self._request(self.party, req)["text"])
 
     def queries(self) -> list[dict[str, Any]]:
         """Recent queries at this connection's party, oldest first.
@@ -343,6 +353,30 @@ class Cursor:
 
         self._check_result()
         return pd.DataFrame(self.fetchall(), columns=[d[0] for d in self.description])
+
+    def fetch_arrow_table(self):
+        """The remaining rows as a ``pyarrow.Table`` (like ``df()``, it fetches them), each
+        column typed by its SQL type: BIGINT int64, DOUBLE float64, VARCHAR string, HUGEINT
+        decimal128(38, 0) as in DuckDB; NULLs are Arrow nulls.  Needs pyarrow (``[arrow]``)."""
+        self._check_result()
+        return arrow_table([d[0] for d in self.description],
+                           [d[1] for d in self.description], self.fetchall())
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter: the last result as an HTML table (every row, fetched or not)."""
+        if self.description is None:
+            return None
+        return html_table([d[0] for d in self.description], self._rows,
+                          types=[d[1] for d in self.description],
+                          caption=result_footer(len(self._rows)))
+
+    def _repr_markdown_(self) -> str | None:
+        """The last result as a Markdown table (every row, fetched or not)."""
+        if self.description is None:
+            return None
+        return (markdown_table([d[0] for d in self.description], self._rows,
+                               types=[d[1] for d in self.description])
+                + "\n\n" + result_footer(len(self._rows)))
 
     def cancel(self) -> None:
         """Cancel this cursor's running query (call from another thread)."""
