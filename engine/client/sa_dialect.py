@@ -353,6 +353,10 @@ class MpcsqlDialect(default.DefaultDialect):
             self.join_protocol = proto
         if url.host:
             tls = {_TLS_ARGS[k]: query.pop(k) for k in list(query) if k in _TLS_ARGS}
+            if tls and len(tls) != len(_TLS_ARGS):
+                raise InterfaceError("mpcsql URL: give all of tls_ca, tls_cert and tls_key "
+                                     "(PEM paths: the federation CA, your analyst certificate "
+                                     "and its key) or none")
             unknown = set(query) - set(_REMOTE_ARGS)
             if unknown:
                 raise InterfaceError(f"mpcsql URL: unknown option(s) {', '.join(sorted(unknown))}"
