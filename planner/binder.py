@@ -10,6 +10,7 @@ from dialect.errors import BindError, DataError, NotSupportedError, ProgrammingE
 from dialect.functions import MODEL_FUNCTIONS, function_name
 from planner.bind_agg import AggBinder, agg_kind, agg_type
 from planner.bind_expr import RowBinder, literal_value, sql_text, unparen
+from planner.bind_model import model_call
 from planner.catalog import DATA, Catalog, ColumnSchema, TableSchema
 from planner.groups import bind_keys
 from planner.logical import BOOLEAN, KeyRef, LogicalQuery, SelectItem, SortKey
@@ -121,11 +122,54 @@ class Binder:
 
     @staticmethod
     def check_model_clauses(select: exp.Select, func: str) -> None:
-        """A model query has no WHERE, GROUP BY, HAVING, ORDER BY or LIMIT (yet)."""
-        for key, clause in (("where", "WHERE"), ("group", "GROUP BY"), ("having", "HAVING"),
-                            ("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
+        """A model query has no HAVING, ORDER BY or LIMIT (its rows are the terms)."""
+        for key, clause in (("having", "HAVING"), ("order", "ORDER BY"), ("limit", "LIMIT"),
+                            ("offset", "OFFSET")):
             if select.args.get(key):
-                raise NotSupportedError(f"{func} with {clause} is not supported yet")
+                raise NotSupportedError(f"{func} with {clause} is not supported: a model's "
+                                        "rows are its terms; filter rows with WHERE")
+
+    @staticmethod
+    def is_filtered_model(select: exp.Select) -> bool:
+        """A model query with WHERE or GROUP BY: bound by :meth:`bind_logical_model` (and
+        fitted on sufficient statistics per group), the others by :meth:`bind`."""
+        return Binder.is_model_query(select) and bool(
+            select.args.get("where") or select.args.get("group"))
+
+    def bind_logical_model(self, select: exp.Select) -> LogicalQuery:
+        """The :class:`LogicalQuery` of a model query with WHERE or GROUP BY: its select items
+        are the model and any of the group keys."""
+        left = self.bind_table(select.args["from_"].this)
+        joins = select.args.get("joins") or []
+        right = self.bind_join(left, joins[0]) if joins else None
+        tables = (left,) if right is None else (left, right)
+        rows = RowBinder(self.resolve, self.is_key)
+        where = select.args.get("where")
+        pred = rows.predicate(where.this, "WHERE") if where is not None else None
+        namer = ExpressionNamer(self.sql, self.column_name)
+        keys = bind_keys(select, rows, self.catalog, namer)
+        agg = AggBinder(rows, keys)
+        items: list[SelectItem] = []
+        model = None
+        for item in select.expressions:
+            node = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(node, MODEL_FUNCTIONS):
+                func = function_name(node)
+                self.check_model_clauses(select, func)
+                if model is not None:
+                    raise NotSupportedError("one model aggregate per query")
+                model = model_call(agg, node, func)
+                continue
+            e = agg.bind(node, "SELECT")
+            if not isinstance(e, KeyRef):
+                raise NotSupportedError(
+                    f"{sql_text(node)} beside a model aggregate: a model query selects the "
+                    "model and, with GROUP BY, its group keys")
+            name = item.alias if isinstance(item, exp.Alias) else namer.name(node)
+            items.append(SelectItem(name, e, agg_type(e, keys)))
+        assert model is not None
+        items.append(SelectItem(model.func, model, "DOUBLE"))
+        return LogicalQuery(tables, pred, keys, tuple(items))
 
     def bind_logical(self, select: exp.Select) -> LogicalQuery:
         """The :class:`LogicalQuery` of a non-model aggregate query."""

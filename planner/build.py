@@ -1,8 +1,8 @@
 """Plan building: SQL -> Scan -> [PrivateJoin] -> SecretShare -> SecureAggregate -> Reveal.
 
-Model queries (LASSO, RIDGE, LINREG) are bound to a :class:`BoundQuery` and planned here
-(:func:`build_plan`); every other aggregate query is bound to a LogicalQuery and lowered to a
-physical Program (:func:`planner.lower.lower`).
+Model queries (LASSO, RIDGE, LINREG) without WHERE and GROUP BY are bound to a
+:class:`BoundQuery` and planned here (:func:`build_plan`); every other aggregate query is
+bound to a LogicalQuery and lowered to a physical Program (:func:`planner.lower.lower`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ def plan(
     query = parse_query(sql)
     binder = Binder(catalog, sql)
     protocol = query.setting("join_protocol", join_protocol or DEFAULTS["join_protocol"])
+    if Binder.is_filtered_model(query.select):
+        logical = binder.bind_logical_model(query.select)
+        return lower(logical, catalog, receivers=_receivers(catalog, receivers),
+                     join_protocol=protocol, sql=sql)
     if Binder.is_model_query(query.select):
         bound = binder.bind(query.select)
         return build_plan(sql, catalog, bound, receivers=receivers, join_protocol=protocol)

@@ -133,6 +133,20 @@ class AggCall(AggExpr):
 
 
 @dataclass(frozen=True)
+class ModelCall(AggCall):
+    """``LASSO | RIDGE | LINREG(target, feature, ..., option => literal)`` in a query with
+    WHERE or GROUP BY: fitted per group on the rows the WHERE leaves with no NULL in
+    ``args`` = (target, features...) (plain columns); ``terms`` are the features' names."""
+
+    terms: tuple[str, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(len(self.args) >= 2 and len(self.terms) == len(self.args) - 1,
+               "a model has a target and features")
+
+
+@dataclass(frozen=True)
 class KeyRef(AggExpr):
     """The value of GROUP BY key number ``index`` (public per group)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from itertools import combinations_with_replacement
 from typing import Any
 
 from dialect.errors import NotSupportedError, ProgrammingError
@@ -29,14 +30,16 @@ from planner.logical import (
     KeyRef,
     Lit,
     LogicalQuery,
+    ModelCall,
 )
 from planner.lower_aggs import INTEGER_DTYPES, Aggregates, Val
-from planner.lower_rows import Lowering, constant, expr_text
+from planner.lower_rows import ONE, Lowering, constant, expr_text, pmul
 from planner.physical import (
     MAX_BITS,
     MAX_GROUPS,
     FinishOp,
     Group,
+    Model,
     OrderKey,
     Output,
     Program,
@@ -86,24 +89,32 @@ def lower_program(lq: LogicalQuery) -> tuple[Program, Lowering]:
     if lq.where is not None:
         st = aggs.stat([aggs.where], 0, f"rows where {expr_text(lq.where)}", global_=True)
         filtered = st.terms[0][1].name
+    call = model_of(lq)
+    items = [i for i in lq.items if i.expr is not call]
     outputs = tuple(_output(aggs, i, item.name, item.dtype, item.expr)
-                    for i, item in enumerate(lq.items))
+                    for i, item in enumerate(items))
     outputs, order = _order(lq, outputs)
-    present, mgr = _presence(aggs, lq, having, bool(groups and key_having is not None
-                                                 and not _kept_any(lq.keys, key_having)))
-    local, row_ops, slots, finish = _prune(rows, aggs, groups, outputs, present, filtered)
+    model = None
+    if call is not None:
+        model, present, mgr = _model(aggs, lq, call)
+    else:
+        present, mgr = _presence(aggs, lq, having, bool(groups and key_having is not None
+                                                     and not _kept_any(lq.keys, key_having)))
+    local, row_ops, slots, finish = _prune(rows, aggs, groups, outputs, present, filtered,
+                                           model.refs if model else ())
     program = Program(
         local=local, rows=row_ops, slots=slots, groups=groups,
         finish=finish, outputs=outputs, present=present, filtered_count=filtered,
         order=order,
-        limit=lq.limit, offset=lq.offset, min_group_rows_const=mgr)
+        limit=lq.limit, offset=lq.offset, min_group_rows_const=mgr, model=model)
     check_size(program, 0)
     return program, rows
 
 
 def _prune(rows: Lowering, aggs: Aggregates, groups: tuple[Group, ...],
-           outputs: tuple[Output, ...], present: str | None, filtered: str | None):
-    """Keep only what the outputs, the presence bits and the WHERE's count need."""
+           outputs: tuple[Output, ...], present: str | None, filtered: str | None,
+           extra: tuple[str, ...] = ()):
+    """Keep only what the outputs, the presence bits, the WHERE's count and a model need."""
     deps: dict[str, tuple[Any, ...]] = {}
     for f in aggs.fin.ops:
         deps[f.out] = f.args
@@ -113,7 +124,7 @@ def _prune(rows: Lowering, aggs: Aggregates, groups: tuple[Group, ...],
         deps[r.out] = r.args
     need: set[str] = set()
     todo = [n for o in outputs for n in (o.value, o.null, o.nan, o.inf) if n]
-    todo += [n for n in (present, filtered) if n]
+    todo += [n for n in (present, filtered) if n] + list(extra)
     todo += [i for g in groups for i in g.indicators]
     while todo:
         n = todo.pop()
@@ -283,6 +294,68 @@ def _presence(aggs: Aggregates, lq: LogicalQuery, having_expr: AggExpr | None,
     return fin.and_(big, having), mgr
 
 
+# --- models --------------------------------------------------------------------------------
+
+
+def model_of(lq: LogicalQuery) -> ModelCall | None:
+    """The model aggregate of a model query with WHERE or GROUP BY (None for SQL aggregates)."""
+    calls = [i.expr for i in lq.items if isinstance(i.expr, ModelCall)]
+    return calls[0] if calls else None
+
+
+def _model(aggs: Aggregates, lq: LogicalQuery, call: ModelCall
+           ) -> tuple[Model, str, str | None]:
+    """The model's sufficient statistics as finish ops (:class:`planner.physical.Model`) and
+    its presence bit per group: the rows it fits number at least max(1, the largest
+    min_group_rows) with GROUP BY, at least 1 without.
+
+    The rows are those of the WHERE and the group with no NULL in the model's columns (weight
+    w); n = Σ w, mean_k = Σ w z_k / n, cov_kl = Σ w z_k z_l / n - mean_k mean_l.  Each party
+    shares each of its columns once (``Lowering.separate``): MPC forms the products.
+    """
+    rows, fin = aggs.rows, aggs.fin
+    zs = call.args
+    valid = ONE
+    for z in zs:
+        valid = pmul(valid, rows.Q(z))
+    rows.separate = True
+    try:
+        w = [aggs.where, valid]
+        n = aggs.norm(aggs.stat(w, 0, f"rows {call.func} fits"), f"rows {call.func} fits")
+        n1 = fin.op("add", (n, fin.bit("is_zero", n)), 0, 1)
+        vals = [rows.R(z) for z in zs]
+        texts = [expr_text(z) for z in zs]
+
+        def mean(parts: list, bits: int, text: str) -> str:
+            s = aggs.norm(aggs.stat(w + parts, bits, f"Σ {text}"), f"Σ {text}")
+            return fin.op("div", (s, n1), bits, 0, floor=0, text=f"mean of {text}")
+
+        means = [mean([v], z.bits, t) for v, z, t in zip(vals, zs, texts, strict=True)]
+        cov = []
+        for k, j in combinations_with_replacement(range(len(zs)), 2):
+            bits = zs[k].bits + zs[j].bits
+            text = f"{texts[k]} * {texts[j]}"
+            e = mean([vals[k], vals[j]], bits, text)
+            cov.append(fin.op("sub", (e, fin.op("mul", (means[k], means[j]), bits)), bits,
+                              text=f"covar_pop({texts[k]}, {texts[j]})"))
+    finally:
+        rows.separate = False
+    inv = None
+    if call.func == "RIDGE":
+        inv = fin.op("div", (fin.const(1.0), n1), 0, 0, floor=0, text="1 / rows")
+    model = Model(call.func, call.terms, tuple(z.bits for z in zs), n, tuple(means),
+                  tuple(cov), inv, call.options)
+    mgr = None
+    if lq.keys:
+        mgr = fin.op("const", (1.0,), 0, 1, name=MIN_GROUP_ROWS,
+                     text="max(1, min_group_rows), set at run time")
+        least = mgr
+    else:
+        least = fin.op("const", (1.0,), 0, 1, text="one row")
+    present = fin.op("le", (least, n), 0, text=f"{call.func} has rows to fit")
+    return model, present, mgr
+
+
 # --- run-time bounds ------------------------------------------------------------------------------
 
 
@@ -333,7 +406,10 @@ def assemble(lq: LogicalQuery, catalog: Catalog, program: Program, rows: Lowerin
     columns = tuple(ColumnRef(s.party, s.table, c.name, "DOUBLE", c.bits)
                     for s in scans for c in s.local)
     root = Reveal(SecureAggregate(SecretShare(source, columns), (), program), receivers)
-    output = tuple(OutputColumn(i.name, i.dtype) for i in lq.items)
+    output = tuple(OutputColumn(i.name, i.dtype) for i in lq.items
+                   if not isinstance(i.expr, ModelCall))
+    if program.model is not None:
+        output += (OutputColumn("term", "VARCHAR"), OutputColumn("coefficient", "DOUBLE"))
     return Plan(sql, root, output, tuple(p.name for p in catalog.parties), logical=lq)
 
 

@@ -74,6 +74,8 @@ def program_lines(p: Program) -> list[str]:
     lines += ["  " + _finish_line(f) for f in p.finish]
     if p.present:
         lines.append(f"presence bit per group (opened): {p.present}")
+    if p.model is not None:
+        lines += model_lines(p)
     lines.append("outputs (opened to the receivers, present groups only):")
     lines += ["  " + _output_line(o) for o in p.outputs]
     tail = []
@@ -87,6 +89,46 @@ def program_lines(p: Program) -> list[str]:
     if tail:
         lines.append("on the opened rows (plaintext): " + " ".join(tail))
     return lines
+
+
+def model_lines(p: Program) -> list[str]:
+    m = p.model
+    assert m is not None
+    opts = ", ".join(f"{k} => {v!r}" for k, v in m.options)
+    z = ", ".join(f"z{k} / 2^{b}" for k, b in enumerate(m.bits))
+    return [f"{m.func}({', '.join(('target',) + m.terms)}{', ' + opts if opts else ''}) per "
+            f"group in MPC, on ({z}): rows {m.count}, means {', '.join(m.means)}, covariances "
+            f"{', '.join(m.cov)}" + (f", 1/rows {m.inv_count}" if m.inv_count else ""),
+            "  (every group is fitted; the coefficients of absent groups are forced to 0)"]
+
+
+def _model_disclosures(p: Program, receivers: tuple[str, ...]) -> list[Any]:
+    from planner.plan import Disclosure  # noqa: PLC0415
+
+    m = p.model
+    assert m is not None
+    grouped = len(p.groups) > 1 or bool(p.groups[0].indicators)
+    where = "in some present group" if grouped else "on the rows it fits"
+    out = []
+    if grouped:
+        what = (f"one bit per group of the declared domain ({len(p.groups)} groups): whether "
+                f"its {m.func} model is output (the rows it fits, those with no NULL in its "
+                "columns, number >= max(1, the largest min_group_rows))")
+    else:
+        what = f"one bit: whether {m.func} has any row to fit (no NULL in its columns)"
+    out.append(Disclosure("group_present", what, receivers, "result"))
+    if m.func in ("RIDGE", "LINREG"):
+        when = ("only if alpha / rows may fall below the solver's pivot floor"
+                if m.func == "RIDGE" else "always")
+        out.append(Disclosure("constant-feature bit", f"one bit: whether a feature of {m.func} "
+                              f"is constant {where}", ("*",), "compute", when=when))
+        out.append(Disclosure("collinear bit", f"one bit: whether the features of {m.func} are "
+                              f"collinear {where}", ("*",), "compute"))
+    rows = "per present group" if grouped else ""
+    out.append(Disclosure("result", f"the {m.func} model {rows}: its intercept and one "
+                          f"coefficient per feature ({', '.join(m.terms)})".replace("  ", " "),
+                          receivers, "result"))
+    return out
 
 
 def result_text(p: Program, names: list[str], order_stats: list[str]) -> str:
@@ -113,6 +155,8 @@ def program_disclosures(p: Program, output: tuple[Any, ...], receivers: tuple[st
             "filter_too_small", "one bit: whether the rows the WHERE leaves are fewer than the "
             "largest min_intersection of the parties (the query is then refused)", ("*",),
             "compute"))
+    if p.model is not None:
+        return out + _model_disclosures(p, receivers)
     if p.present:
         if len(p.groups) > 1 or p.groups[0].indicators:
             what = (f"one bit per group of the declared domain ({len(p.groups)} groups): whether "

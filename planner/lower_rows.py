@@ -219,6 +219,9 @@ class Rows:
         self.row_keys: dict[tuple[Any, ...], str] = {}
         self.bit_rows: set[str] = set()  # row ops that are 0/1
         self.col_reads: dict[str, tuple[str, ...]] = {}  # local column -> raw columns
+        #: fuse no two values into one local column (a model's statistics: the parties share
+        #: each column once and MPC forms the products, instead of a column per product)
+        self.separate = False
         self._n = 0
 
     # --- local atoms --------------------------------------------------------------------------
@@ -353,6 +356,9 @@ class Rows:
         """
         bins: list[list[Atom]] = []
         for a in sorted((a for a in atoms if not a.indicator), key=lambda a: (-a.bits, a.key)):
+            if self.separate:  # one column per value, the 0/1 atoms in one more
+                bins.append([a])
+                continue
             for b in bins:
                 total = sum(x.bits for x in b) + a.bits
                 mixed = exact and not (a.integral and all(x.integral for x in b))
@@ -363,7 +369,7 @@ class Rows:
                 bins.append([a])
         bits = [a for a in atoms if a.indicator]
         if bits:
-            if bins:
+            if bins and not self.separate:
                 bins[0] += bits
             else:
                 bins.append(bits)

@@ -218,6 +218,41 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Model:
+    """A regression (LASSO, RIDGE, LINREG) per group, fitted on its sufficient statistics.
+
+    The rows a model uses are those the WHERE leaves, in the group, with no NULL in the
+    target or a feature.  ``count``, ``means`` (target first, then the features) and ``cov``
+    (the population covariances of z = (target, features...), upper triangle row by row) are
+    finish ops of those rows; ``inv_count`` (RIDGE only) is 1 / count.  ``bits`` are the
+    public bounds |z_k| <= 2**bits[k]: the solver works on z_k * 2**-bits[k] (|.| <= 1), as
+    the model path without WHERE does.  The engine fits every group obliviously, forces the
+    coefficients of absent groups to 0 and opens (intercept, coefficients) per present group.
+    """
+
+    func: str
+    terms: tuple[str, ...]  # the features' output names
+    bits: tuple[int, ...]  # target, then features
+    count: str
+    means: tuple[str, ...]
+    cov: tuple[str, ...]
+    inv_count: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        e = len(self.terms) + 1
+        _check(self.func in ("LASSO", "RIDGE", "LINREG"), f"unknown model {self.func!r}")
+        _check(len(self.bits) == e and len(self.means) == e, "one bound and mean per column")
+        _check(len(self.cov) == e * (e + 1) // 2, "the covariances' upper triangle")
+        _check((self.inv_count is not None) == (self.func == "RIDGE"), "1/count iff RIDGE")
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        return (self.count, *self.means, *self.cov,
+                *(() if self.inv_count is None else (self.inv_count,)))
+
+
+@dataclass(frozen=True)
 class OrderKey:
     """``ORDER BY`` one output column (by index into Program.outputs, hidden ones included) on
     the opened rows."""
@@ -250,6 +285,9 @@ class Program:
     #: max(1, largest min_group_rows of the parties), clipped to m + 1 (the presence test
     #: compares each group's count with it); None without GROUP BY
     min_group_rows_const: str | None = None
+    #: a model per group (then ``outputs`` holds only the selected group keys, and the
+    #: engine returns (keys..., term, coefficient) rows); None for SQL aggregates
+    model: Model | None = None
 
     def __post_init__(self) -> None:
         names = ([c.name for c in self.local] + [r.out for r in self.rows]
@@ -264,6 +302,10 @@ class Program:
             for ref in (o.value, o.null, o.nan, o.inf):
                 _check(ref is None or ref in known, f"output {o.name} refers to unknown {ref}")
         _check(self.present is None or self.present in known, "unknown presence bit")
+        if self.model is not None:
+            _check(all(r in known for r in self.model.refs), "a model refers to unknown ops")
+            _check(all(o.key is not None for o in self.outputs), "a model outputs only keys")
+            _check(not self.order and self.limit is None, "no ORDER BY / LIMIT with a model")
         consts = {f.out for f in self.finish if f.op == "const"}
         _check(self.min_group_rows_const is None or self.min_group_rows_const in consts,
                "min_group_rows_const is not a const finish op")

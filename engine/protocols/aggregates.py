@@ -70,7 +70,9 @@ async def _run_program(chan: Channel, plan: Plan, program, m: int, table, sf
 
     rows = await run_program(chan, plan, program, m, table, sf,
                              min_group_rows=group_minimum(chan.min_group_rows, m))
-    return None if rows is None else present(rows, program, plan.output)
+    if rows is None or program.model is not None:  # a model's rows are final
+        return rows
+    return present(rows, program, plan.output)
 
 
 class ScalarAggregates:

@@ -82,9 +82,35 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     launched = fin.run_finish(fc, program, vals, L, _consts(program, m, min_group_rows), exact)
     vals = {k: await fin.resolve(v) for k, v in launched.items()}  # every op (none left running)
     chan.phase("finish")
+    if program.model is not None:
+        return await _model_rows(chan, fc, s2, program, vals, m, receivers)
     rows = await _reveal(chan, fc, s2, program, vals, exact, receivers)
     chan.phase("reveal")
     return rows
+
+
+async def _model_rows(chan: Channel, fc: fin.FCtx, s2, program, vals, m: int,
+                      receivers: list[int]) -> list[tuple] | None:
+    """A model program: the presence bits, then the fit per group (:mod:`.program_models`);
+    rows (group keys..., term, coefficient) of the present groups at the receivers."""
+    from engine.protocols.program_models import fit_groups
+
+    pres_sh = _bit_shares(fc, vals, program.present)
+    opened = await chan.reveal("group_present", s2.array(fc.field.array(pres_sh)), receivers,
+                               raw=True)
+    coefs = await fit_groups(chan, fc, program, vals, pres_sh, m, receivers)
+    chan.phase("solve")
+    if coefs is None or opened is None:
+        return None
+    present = [int(b) for b in np.asarray(opened.value).reshape(-1)]
+    keys = [o.key for o in program.outputs]
+    terms = ("intercept", *program.model.terms)
+    out = []
+    for grp, here, coef in zip(program.groups, present, coefs, strict=True):
+        if here:
+            key = tuple(grp.key[k] for k in keys)
+            out += [(*key, t, float(c)) for t, c in zip(terms, coef, strict=True)]
+    return out
 
 
 def _consts(program, m: int, min_group_rows: int | None) -> dict[str, float]:

@@ -118,6 +118,7 @@ DISCLOSURES = (CONSTANT_BIT, COLLINEAR_BIT, COEFFICIENTS)
 Reveal = Callable[[str, Any, list[int] | None], Awaitable[Any]]
 
 __all__ = ["COEFFICIENTS", "COLLINEAR_BIT", "CONSTANT_BIT", "DISCLOSURES", "Reveal", "fit",
+           "solve", "check_bits",
            "admm_iterations", "choose_solver", "iterations", "solver_type"]
 
 
@@ -139,30 +140,69 @@ async def fit(X, y, m: int, kind: str, *, alpha: float = 1.0, fit_intercept: boo
     """
     rt = _rt()
     kind = _check_inputs(X, y, m, kind, sectype)
-    d = X.shape[1]
-    alpha, pen, solver, n_iter = _plan(kind, d, m, alpha, max_iter, tol, standardize, solver,
-                                       x_scale, y_scale)
-    t2 = solver_type()
     center = fit_intercept or standardize
     Gc, means = await _moments(X, y, m, center)
     if on_phase is not None:  # wait for our own shares of the Gram (no extra messages)
         await rt.gather(Gc)
         on_phase("gram")
+    coef, const_bit, bad_bit = await solve(
+        Gc, means, kind, rows=(m, m), alpha=alpha, fit_intercept=fit_intercept,
+        max_iter=max_iter, tol=tol, standardize=standardize, solver=solver, x_scale=x_scale,
+        y_scale=y_scale)
+    await check_bits(rt, reveal, kind, const_bit, bad_bit)
+    out = await _open(rt, reveal, COEFFICIENTS, coef,
+                      None if receivers is None else list(receivers))
+    if out is None:
+        return None
+    return [float(v) for v in np.asarray(out).reshape(-1)]
+
+
+async def solve(Gc, means, kind: str, *, rows: tuple[int, int], inv_rows=None,
+                alpha: float = 1.0, fit_intercept: bool = True, max_iter: int | None = None,
+                tol: float | None = None, standardize: bool = False, solver: str | None = None,
+                x_scale: Sequence[float] | None = None, y_scale: float = 1.0):
+    """``kind`` on the moments of MOMENTS (Gc (d+1) x (d+1) with G = Gc[:d, :d] and c =
+    Gc[:d, d]; ``means`` of the features, then the target; None if not centred), all secret.
+
+    ``rows`` = (n_min, n_max) are public bounds of the row count n; if they differ, RIDGE
+    needs ``inv_rows``, the secret 1/n (shape (1,)).  Returns the secret coefficients
+    [b', w'...] (scaled units) and the secret constant-feature and collinear bits (RIDGE,
+    LINREG; None where they do not apply); nothing is opened.
+    """
+    rt = _rt()
+    kind = kind.upper()
+    d = Gc.shape[0] - 1
+    n_min, n_max = rows
+    alpha, pen, solver, n_iter = _plan(kind, d, n_min, alpha, max_iter, tol, standardize, solver,
+                                       x_scale, y_scale)
+    t2 = solver_type()
+    center = fit_intercept or standardize
     G = Gc[:d, :d]
     c = Gc[:d, d]
     g = rt.np_diagonal(G)
     # secret bit per feature: (near) zero variance; 0 <= g <= 1 (+ rounding)
     const = rt.np_sgn(g - VAR_FLOOR, l=SOLVER_FRAC + 3, LT=True)
+    const_bit = bad = None
     if kind == "LASSO":
         w = await _lasso(G, c, g, const, pen, alpha, y_scale, standardize, solver, n_iter)
     else:
-        w = await _direct(rt, reveal, kind, t2, G, c, g, const, pen, alpha, m, standardize)
+        inv = np.full(d, 1 / n_min) if inv_rows is None else rt.np_concatenate([inv_rows] * d)
+        w, const_bit, bad = await _direct(rt, kind, t2, G, c, g, const, pen, alpha,
+                                          (n_min, n_max), inv, standardize)
     b = _intercept(rt, t2, means, w, d, center, fit_intercept)
-    out = await _open(rt, reveal, COEFFICIENTS, rt.np_concatenate((b, w)),
-                      None if receivers is None else list(receivers))
-    if out is None:
-        return None
-    return [float(v) for v in np.asarray(out).reshape(-1)]
+    return rt.np_concatenate((b, w)), const_bit, bad
+
+
+async def check_bits(rt, reveal: Reveal | None, kind: str, const_bit, bad_bit,
+                     where: str = "the joined rows") -> None:
+    """Open the constant-feature bit, then the collinear bit (each if given); DataError if set."""
+    if const_bit is not None and await _open(rt, reveal, CONSTANT_BIT, const_bit):
+        raise DataError(f"{kind}: a feature is constant (zero variance) in {where}; drop it, "
+                        "or use RIDGE or LASSO")
+    if bad_bit is not None and await _open(rt, reveal, COLLINEAR_BIT, bad_bit):
+        raise DataError(f"{kind}: the features are collinear in {where} (a feature is a "
+                        "linear combination of others, 1 - R^2 < 2^-32); drop one"
+                        + (", or increase alpha" if kind == "RIDGE" else ", or use RIDGE"))
 
 
 async def _open(rt, reveal: Reveal | None, label: str, x, receivers=None):
@@ -185,27 +225,33 @@ async def _lasso(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
     return fx.intmul(up + down, fx.mul(v, s))  # inactive coefficients exactly 0
 
 
-async def _direct(rt, reveal: Reveal | None, kind: str, t2, G, c, g, const, pen: np.ndarray,
-                  alpha: float, m: int, standardize: bool):
-    """RIDGE/LINREG: (G + Lambda) w = c by LDL-SOLVE; opens the constant and collinear bits."""
+async def _direct(rt, kind: str, t2, G, c, g, const, pen: np.ndarray, alpha: float,
+                  rows: tuple[int, int], inv, standardize: bool):
+    """RIDGE/LINREG: (G + Lambda) w = c by LDL-SOLVE, Lambda = penalty / n with ``inv`` = 1/n
+    per feature (secret, or public when n is); returns (w, constant bit or None, collinear
+    bit), all secret."""
     d = G.shape[0]
-    lam = alpha / m if standardize else float(pen.min()) / m
-    if lam < 2 * PIVOT_ABS:  # LINREG, tiny RIDGE penalty: a constant feature is fatal
-        if await _open(rt, reveal, CONSTANT_BIT, 1 - fx.all_bits(1 - const)[0]):
-            raise DataError(f"{kind}: a feature is constant (zero variance) in the joined "
-                            "rows; drop it, or use RIDGE or LASSO")
-    if standardize:  # sklearn's StandardScaler leaves zero-variance columns unscaled
-        A = G + (g + const) * (alpha / m) * np.eye(d, dtype=int)
-        bound = 2 * (1 + alpha / m)
+    n_min, n_max = rows
+    lam_lo = alpha / n_max if standardize else float(pen.min()) / n_max
+    const_bit = None
+    if lam_lo < 2 * PIVOT_ABS:  # LINREG, tiny RIDGE penalty: a constant feature is fatal
+        const_bit = 1 - fx.all_bits(1 - const)[0]
+    if kind == "LINREG":
+        A = G
+        bound = 2.0
+    elif isinstance(inv, np.ndarray):  # a public row count
+        if standardize:  # sklearn's StandardScaler leaves zero-variance columns unscaled
+            A = G + (g + const) * (alpha * inv[0]) * np.eye(d, dtype=int)
+        else:
+            A = G + t2.array(np.diag(pen * inv))
+    elif standardize:
+        A = G + fx.scale(fx.mul(g + const, inv), alpha) * np.eye(d, dtype=int)
     else:
-        A = G + t2.array(np.diag(pen / m))
-        bound = 2 + float(pen.max()) / m
+        A = G + fx.scale(inv, pen) * np.eye(d, dtype=int)
+    if kind != "LINREG":
+        bound = 2 * (1 + alpha / n_min) if standardize else 2 + float(pen.max()) / n_min
     w, bad = await _ldl_solve(A, c, bound)
-    if await _open(rt, reveal, COLLINEAR_BIT, bad):
-        raise DataError(f"{kind}: the features are collinear in the joined rows (a feature "
-                        "is a linear combination of others, 1 - R^2 < 2^-32); drop one"
-                        + (", or increase alpha" if kind == "RIDGE" else ", or use RIDGE"))
-    return w
+    return w, const_bit, bad
 
 
 def _intercept(rt, t2, means, w, d: int, center: bool, fit_intercept: bool):
