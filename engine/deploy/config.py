@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,43 @@ KEY_BITS = 2048  # Paillier modulus size used in production
 
 
 @dataclass
+class PostgresSource:
+    """Where a table's rows live in PostgreSQL (read at every query); never the password itself.
+
+    ``dsn`` is a libpq connection string or ``postgresql://`` URI without a password; the
+    password, if libpq's own means (``~/.pgpass``, ``passfile``) are not used, is the first line
+    of ``password_file`` or the value of the environment variable ``password_env``, read at each
+    connection and never shown.
+    """
+
+    dsn: str
+    table: str | None = None  # "schema.table" (or "table", found on the search_path)
+    query: str | None = None  # a SELECT (or WITH ... SELECT) instead of a table
+    password_file: str | None = None  # absolute path
+    password_env: str | None = None  # name of an environment variable
+
+    def safe_dsn(self) -> str:
+        """The DSN without any password (for start-up messages)."""
+        return safe_dsn(self.dsn)
+
+
+def safe_dsn(dsn: str) -> str:
+    """``dsn`` with its password and sslpassword removed (a URI becomes key=value form)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(dsn)
+    except Exception:  # no psycopg, or not a DSN: show nothing of it
+        return "<dsn not shown>"
+    for secret in ("password", "sslpassword"):
+        params.pop(secret, None)
+    return make_conninfo(**params)
+
+
+@dataclass
 class ExposedTable:
-    """A table of the party's DuckDB file that queries may use (only these columns)."""
+    """A table that queries may use (only these columns): in the party's DuckDB file, or read
+    from PostgreSQL at every query when ``postgres`` is set."""
 
     name: str
     key: str
@@ -23,6 +59,11 @@ class ExposedTable:
     bounds: dict[str, float] = field(default_factory=dict)
     #: public domains (planner.domains canonical form: categories, or {"min": a, "max": b})
     domains: dict[str, Any] = field(default_factory=dict)
+    postgres: PostgresSource | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.postgres, dict):  # from PartyConfig.from_dict
+            self.postgres = PostgresSource(**self.postgres)
 
 
 @dataclass
@@ -80,6 +121,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "audit": {"path"},
     "timeouts": {"connect", "peer", "query", "idle"},
     "crypto": {"paillier_key_bits", "paillier_pool"},
+    "pg": None,  # the PostgreSQL endpoint's settings: load_pg_config (mpcsql serve-pg)
 }
 
 
@@ -205,9 +247,11 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
                               f"(cert = \"certs/{peer}.crt\", {peer}'s certificate); to accept "
                               f"any {peer} certificate the CA signs, set [tls] pin_peers = false")
 
-    db = _section(raw, "database", required=role == "data")
+    tables = _tables(raw.get("tables", []), role, rel)
+    # a party whose every table is in PostgreSQL needs no DuckDB file
+    only_pg = bool(tables) and all(t.postgres is not None for t in tables)
+    db = _section(raw, "database", required=role == "data" and not only_pg)
     database = rel(_get(db, "path", str, "database")) if db else ":memory:"
-    tables = _tables(raw.get("tables", []), role)
 
     policy = _section(raw, "policy", required=False)
     from planner.policy import Policy  # config -> planner is the allowed direction
@@ -265,7 +309,7 @@ def _not_writable_by_others(what: str, path: str) -> None:
                           "who can make it writable; chown it to the server's user")
 
 
-def _tables(raw: Any, role: str) -> list[ExposedTable]:
+def _tables(raw: Any, role: str, rel: Any) -> list[ExposedTable]:
     if not isinstance(raw, list):
         raise ConfigError("[[tables]] must be an array of tables")
     if raw and role == "helper":
@@ -273,8 +317,9 @@ def _tables(raw: Any, role: str) -> list[ExposedTable]:
     out, seen = [], set()
     for i, t in enumerate(raw):
         where = f"tables[{i}]"
-        if not isinstance(t, dict) or set(t) - {"name", "key", "columns", "bounds", "domains"}:
-            raise ConfigError(f"{where} takes name, key, columns, bounds and domains")
+        if not isinstance(t, dict) or set(t) - {"name", "key", "columns", "bounds", "domains",
+                                                "postgres"}:
+            raise ConfigError(f"{where} takes name, key, columns, bounds, domains and postgres")
         name = _get(t, "name", str, where)
         if name.lower() in seen:
             raise ConfigError(f"table {name!r} is listed twice")
@@ -285,10 +330,72 @@ def _tables(raw: Any, role: str) -> list[ExposedTable]:
         bounds = _get(t, "bounds", dict, where, {})
         if not all(isinstance(v, (int, float)) and v > 0 for v in bounds.values()):
             raise ConfigError(f"{where}.bounds must map column names to positive numbers")
+        pg = _get(t, "postgres", dict, where, None)
         out.append(ExposedTable(name, _get(t, "key", str, where), cols,
                                 {k: float(v) for k, v in bounds.items()},
-                                _domains(_get(t, "domains", dict, where, {}), where)))
+                                _domains(_get(t, "domains", dict, where, {}), where),
+                                None if pg is None else _postgres(pg, f"{where}.postgres", rel)))
     return out
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SELECT = re.compile(r"^\s*(SELECT|WITH|VALUES|TABLE)\b", re.IGNORECASE)
+
+
+def _postgres(raw: dict[str, Any], where: str, rel: Any) -> PostgresSource:
+    """``[[tables]] postgres = { dsn, table | query, password_file | password_env }``."""
+    keys = {"dsn", "table", "query", "password_file", "password_env"}
+    unknown = set(raw) - keys
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(keys))}")
+    dsn = _get(raw, "dsn", str, where)
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise ConfigError(f"{where}: PostgreSQL sources need psycopg 3 "
+                          "(pip install 'mpcsql[postgres]')") from None
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # psycopg's message may quote the DSN, and so a password: not shown
+        raise ConfigError(f"{where}.dsn is not a libpq connection string ('host=... "
+                          "dbname=... user=...') or postgresql:// URI") from None
+    if params.get("password") or params.get("sslpassword"):
+        raise ConfigError(f"{where}.dsn contains a password; give it with password_file or "
+                          "password_env instead (neither is ever shown)")
+    table = _get(raw, "table", str, where, None)
+    query = _get(raw, "query", str, where, None)
+    if (table is None) == (query is None):
+        raise ConfigError(f"{where} takes exactly one of table = \"schema.table\" and "
+                          "query = \"SELECT ...\"")
+    if table is not None:
+        parts = table.split(".")
+        if len(parts) > 2 or not all(p.strip() for p in parts) or '"' in table:
+            raise ConfigError(f"{where}.table must be \"schema.table\" or \"table\" (names as "
+                              f"PostgreSQL stores them, without quotes), not {table!r}")
+    if query is not None:
+        query = query.strip().rstrip(";").strip()
+        if not _SELECT.match(query):
+            raise ConfigError(f"{where}.query must be a SELECT (or WITH ... SELECT)")
+    pfile = _get(raw, "password_file", str, where, None)
+    penv = _get(raw, "password_env", str, where, None)
+    if pfile is not None and penv is not None:
+        raise ConfigError(f"{where} takes password_file or password_env, not both")
+    if pfile is not None:
+        pfile = rel(pfile)
+        if not os.path.isfile(pfile):
+            raise ConfigError(f"{where}.password_file: file not found: {pfile}")
+        if os.stat(pfile).st_mode & 0o077:
+            raise ConfigError(f"{where}.password_file: {pfile} is readable by other users; "
+                              "chmod 600 it")
+    if penv is not None:
+        if not _ENV_NAME.match(penv):
+            raise ConfigError(f"{where}.password_env must name an environment variable, "
+                              f"not {penv!r}")
+        if penv not in os.environ:
+            raise ConfigError(f"{where}.password_env: the environment variable {penv} is not "
+                              "set")
+    return PostgresSource(dsn, table, query, pfile, penv)
 
 
 def _domains(raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -369,3 +476,193 @@ def _int(v: Any) -> bool:
 
 def _real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --- [pg]: the PostgreSQL wire endpoint (mpcsql serve-pg) ------------------------------------
+
+_PG_KEYS = {"listen", "server", "party", "ca", "cert", "key", "client_ca", "tls",
+            "trust_local", "max_connections", "query_timeout", "users"}
+_PG_USER_KEYS = {"password", "client_cert", "analyst_cert", "analyst_key"}
+
+
+@dataclass
+class PgUser:
+    """A PostgreSQL login of the endpoint and the analyst it acts as at the party server."""
+
+    name: str
+    analyst: str  # the analyst identity (CN of analyst_cert), e.g. alice@ac
+    analyst_cert: str
+    analyst_key: str
+    password: str | None = None  # a SCRAM-SHA-256 or md5 verifier, never a password
+    client_cert: str | None = None  # identity the client's certificate must name
+
+
+@dataclass
+class PgConfig:
+    """How ``mpcsql serve-pg`` listens, whom it lets in and which party server it uses."""
+
+    server: tuple[str, int]
+    server_ca: str  # verifies the party server's certificate
+    party: str | None = None  # the party the server must be (None: whichever it is)
+    host: str = "127.0.0.1"
+    port: int = 5432
+    tls: TLSFiles | None = None  # the endpoint's certificate and the CA of client certs
+    require_tls: bool = True
+    trust_local: bool = False
+    users: dict[str, PgUser] = field(default_factory=dict)
+    max_connections: int = 32
+    query_timeout: float = 600.0
+    config_path: str | None = None
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def load_pg_config(path: str) -> PgConfig:
+    """Read and check the ``[pg]`` section of a ``party.toml`` (or of a file holding only
+    ``[pg]``); paths are relative to the file.  In a party.toml, ``server``, ``party``, ``ca``,
+    ``cert`` and ``key`` default to the party's own ``[listen]`` and ``[tls]``."""
+    path = os.path.abspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    try:
+        cfg = _build_pg(raw, os.path.dirname(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.message}") from None
+    cfg.config_path = path
+    return cfg
+
+
+def _build_pg(raw: dict[str, Any], base: str) -> PgConfig:
+    def rel(p: str) -> str:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+
+    def existing(key: str, value: str, private: bool = False) -> str:
+        p = rel(value)
+        if not os.path.isfile(p):
+            raise ConfigError(f"pg.{key}: file not found: {p}")
+        if private and os.stat(p).st_mode & 0o077:
+            raise ConfigError(f"pg.{key}: {p} is readable by other users; chmod 600 it")
+        return p
+
+    pg = raw.get("pg")
+    if not isinstance(pg, dict):
+        raise ConfigError("missing section [pg] (the PostgreSQL endpoint's settings)")
+    unknown = set(pg) - _PG_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [pg]: {', '.join(sorted(unknown))}; known: "
+                          f"{', '.join(sorted(_PG_KEYS))}")
+    party_sec = raw.get("party") if isinstance(raw.get("party"), dict) else {}
+    listen_sec = raw.get("listen") if isinstance(raw.get("listen"), dict) else {}
+    tls_sec = raw.get("tls") if isinstance(raw.get("tls"), dict) else {}
+
+    listen = _get(pg, "listen", str, "pg", "127.0.0.1:5432")
+    if listen.endswith(":0"):  # any free port (tests); the endpoint logs the one it got
+        host, port = _address(listen[:-2] + ":1", "pg.listen")[0], 0
+    else:
+        host, port = _address(listen, "pg.listen")
+    if "server" in pg:
+        server = _address(_get(pg, "server", str, "pg").removeprefix("mpcsql://"), "pg.server")
+    elif "port" in listen_sec:
+        lhost = str(listen_sec.get("host", "127.0.0.1"))
+        server = ("127.0.0.1" if lhost in ("0.0.0.0", "::", "") else lhost,
+                  int(listen_sec["port"]))
+    else:
+        raise ConfigError("missing setting pg.server ('host:port' of your party's server; in "
+                          "a party.toml it defaults to [listen])")
+    party = _get(pg, "party", str, "pg", party_sec.get("name"))
+    ca_path = _get(pg, "ca", str, "pg", tls_sec.get("ca"))
+    if not isinstance(ca_path, str):
+        raise ConfigError("missing setting pg.ca (the federation CA that signed your party "
+                          "server's certificate; in a party.toml it defaults to [tls] ca)")
+    server_ca = existing("ca", ca_path)
+
+    mode = _get(pg, "tls", str, "pg", "require")
+    if mode not in ("require", "off"):
+        raise ConfigError(f"pg.tls must be 'require' or 'off', not {mode!r}")
+    tls = None
+    if mode == "require":
+        cert = _get(pg, "cert", str, "pg", tls_sec.get("cert"))
+        key = _get(pg, "key", str, "pg", tls_sec.get("key"))
+        if not isinstance(cert, str) or not isinstance(key, str):
+            raise ConfigError("pg.tls = 'require' needs pg.cert and pg.key (the endpoint's "
+                              "certificate and key; in a party.toml they default to [tls])")
+        client_ca = existing("client_ca", _get(pg, "client_ca", str, "pg", ca_path))
+        tls = TLSFiles(client_ca, existing("cert", cert), existing("key", key, private=True))
+    elif not _loopback(host):
+        raise ConfigError(f"pg.tls = 'off' is only for a loopback pg.listen address, not "
+                          f"{host!r}: clients elsewhere must use TLS")
+    trust = _get(pg, "trust_local", bool, "pg", False)
+    if trust and not _loopback(host):
+        raise ConfigError("pg.trust_local = true (logins without a password or certificate) "
+                          f"is only for a loopback pg.listen address, not {host!r}")
+    max_conn = _get(pg, "max_connections", int, "pg", 32)
+    if not 0 < max_conn <= 1024:
+        raise ConfigError("pg.max_connections must be in 1..1024")
+    timeout = float(_get(pg, "query_timeout", (int, float), "pg", 600.0))
+    if not 0 < timeout < float("inf"):
+        raise ConfigError("pg.query_timeout must be a positive number of seconds")
+    return PgConfig(server=server, server_ca=server_ca, party=party, host=host, port=port,
+                    tls=tls, require_tls=tls is not None, trust_local=trust,
+                    users=_pg_users(pg.get("users", {}), tls is not None, trust, party,
+                                    existing),
+                    max_connections=max_conn, query_timeout=timeout)
+
+
+#: PostgreSQL's verifier formats (pg_authid.rolpassword): SCRAM-SHA-256 and md5.
+PG_VERIFIER = re.compile(r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+"
+                         r"|md5[0-9a-f]{32}")
+
+
+def _pg_users(raw: Any, tls: bool, trust: bool, party: str | None,
+              existing: Any) -> dict[str, PgUser]:
+    from engine.deploy.certs import CertError, check_analyst_name, identity_of, load_cert
+
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("[pg.users.NAME] must list at least one PostgreSQL login, each with "
+                          "analyst_cert and analyst_key (and password and/or client_cert)")
+    out = {}
+    for name, sec in raw.items():
+        where = f"pg.users.{name}"
+        if not isinstance(sec, dict):
+            raise ConfigError(f"[{where}] must be a table")
+        unknown = set(sec) - _PG_USER_KEYS
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in [{where}]: {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(_PG_USER_KEYS))}")
+        password = _get(sec, "password", str, where, None)
+        if password is not None and not PG_VERIFIER.fullmatch(password):
+            raise ConfigError(f"{where}.password must be a SCRAM-SHA-256 verifier (mpcsql "
+                              "serve-pg --hash-password writes one) or an md5 verifier, never "
+                              "a plaintext password")
+        client_cert = _get(sec, "client_cert", str, where, None)
+        if client_cert is not None:
+            if not tls:
+                raise ConfigError(f"{where}.client_cert needs pg.tls = 'require'")
+            try:
+                check_analyst_name(client_cert)
+            except CertError as e:
+                raise ConfigError(f"{where}.client_cert: {e.message}") from None
+        if password is None and client_cert is None and not trust:
+            raise ConfigError(f"{where} has neither password nor client_cert: logins without "
+                              "either need pg.trust_local = true (loopback only)")
+        cert = existing(f"users.{name}.analyst_cert", _get(sec, "analyst_cert", str, where))
+        key = existing(f"users.{name}.analyst_key", _get(sec, "analyst_key", str, where),
+                       private=True)
+        try:
+            ident = identity_of(load_cert(cert).subject)
+        except (CertError, ValueError) as e:
+            raise ConfigError(f"{where}.analyst_cert: {e}") from None
+        if ident.kind != "analyst":
+            raise ConfigError(f"{where}.analyst_cert names {ident}, not an analyst")
+        if party and ident.party != party:
+            raise ConfigError(f"{where}.analyst_cert is {ident.name}, an analyst of "
+                              f"{ident.party}; this endpoint serves {party}")
+        out[str(name)] = PgUser(str(name), ident.name, cert, key, password, client_cert)
+    return out
