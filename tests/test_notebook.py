@@ -17,7 +17,7 @@ from dialect.errors import ProgrammingError
 from engine.client.notebook import Explanation, html_table, markdown_table
 from engine.data import demo
 
-pytestmark = pytest.mark.e2e
+e2e = pytest.mark.e2e  # the tests that use the module's federation
 
 SQL = ("SET join_protocol = 'masked'; SELECT region, COUNT(*) AS n, AVG(charges) AS avg_charges, "
        "SUM(children) AS kids FROM ac JOIN emc USING (id) GROUP BY region ORDER BY region")
@@ -90,6 +90,7 @@ def fed(con):
     return con
 
 
+@e2e
 def test_result_renders_as_an_html_table(fed):
     cur = fed.execute(SQL)
     assert cur.fetchone() is not None  # a fetched row is still shown
@@ -102,6 +103,7 @@ def test_result_renders_as_an_html_table(fed):
     assert page.captions == ["4 rows"]
 
 
+@e2e
 def test_result_renders_as_markdown(fed):
     cur = fed.execute(SQL)
     header, rule, *body = md_rows(cur._repr_markdown_())
@@ -112,11 +114,13 @@ def test_result_renders_as_markdown(fed):
     assert cur._repr_markdown_().endswith("4 rows")
 
 
+@e2e
 def test_a_cursor_without_a_result_has_no_table(fed):
     cur = fed.cursor()
     assert cur._repr_html_() is None and cur._repr_markdown_() is None
 
 
+@e2e
 def test_fetch_arrow_table_types_and_values(fed):
     cur = fed.execute(SQL)
     rows = list(cur._rows)
@@ -132,6 +136,7 @@ def test_fetch_arrow_table_types_and_values(fed):
         fed.cursor().fetch_arrow_table()
 
 
+@e2e
 def test_fetch_arrow_table_nulls(fed):
     cur = fed.execute("SET join_protocol = 'masked'; SELECT children, MIN(charges) "
                       "FILTER (WHERE age > 200) AS m FROM ac JOIN emc USING (id) "
@@ -141,6 +146,7 @@ def test_fetch_arrow_table_nulls(fed):
     assert table.column("children").to_pylist() == sorted(table.column("children").to_pylist())
 
 
+@e2e
 def test_explain_is_the_same_text_and_renders_as_a_table(fed):
     sql = "SELECT AVG(charges) FROM ac JOIN emc USING (id) WHERE bmi > 30"
     ex = fed.explain(sql)
