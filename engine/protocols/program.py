@@ -96,12 +96,15 @@ async def _model_rows(chan: Channel, fc: fin.FCtx, s2, program, vals, m: int,
     from engine.protocols.program_models import fit_groups
 
     pres_sh = _bit_shares(fc, vals, program.present)
+    masked, decode = await fit_groups(chan, fc, program, vals, pres_sh, m)
+    chan.phase("solve")
     opened = await chan.reveal("group_present", s2.array(fc.field.array(pres_sh)), receivers,
                                raw=True)
-    coefs = await fit_groups(chan, fc, program, vals, pres_sh, m, receivers)
-    chan.phase("solve")
-    if coefs is None or opened is None:
+    result = await chan.reveal("result", masked, receivers)
+    chan.phase("reveal")
+    if result is None or opened is None:
         return None
+    coefs = decode(result)
     present = [int(b) for b in np.asarray(opened.value).reshape(-1)]
     keys = [o.key for o in program.outputs]
     terms = ("intercept", *program.model.terms)

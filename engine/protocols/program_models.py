@@ -62,10 +62,10 @@ async def _statistics(fc: fin.FCtx, model, vals) -> tuple[np.ndarray, np.ndarray
     return M, means, inv
 
 
-async def fit_groups(chan: Channel, fc: fin.FCtx, program, vals, pres_sh: np.ndarray,
-                     m: int, receivers: list[int]) -> list[list[float]] | None:
-    """Fit the program's model for every group; open the coefficients [b, w...] (original
-    units) of the present groups to ``receivers`` (zeros for the absent ones)."""
+async def fit_groups(chan: Channel, fc: fin.FCtx, program, vals, pres_sh: np.ndarray, m: int):
+    """Fit the program's model for every group (and for RIDGE/LINREG open its two bits);
+    returns the secret coefficients [b', w'...] of every group, those of absent groups forced
+    to 0, flattened, and a decoder of their opened values (original units, per group)."""
     rt = chan.mpc
     model = program.model
     opts = dict(model.options)
@@ -85,27 +85,23 @@ async def fit_groups(chan: Channel, fc: fin.FCtx, program, vals, pres_sh: np.nda
         return t2.array(t2.field.array(np.asarray(raw, dtype=object)), integral=False)
 
     fits = []
-    for g in range(fc.G):
+    for g in range(fc.G):  # one after the other: every party creates the same coroutines
         fits.append(await regression.solve(
             arr(M[g]), arr(means[g]), model.func, rows=(1, max(m, 1)),
             inv_rows=None if inv is None else arr(inv[g:g + 1]), **kw))
-    one = 1 << SOLVER_FRAC
-    pres = arr(np.asarray(pres_sh, dtype=object) * one % fc.p)  # the bits as solver values
+    pres = arr(np.asarray(pres_sh, dtype=object) * (1 << SOLVER_FRAC) % fc.p)
     if model.func != "LASSO":
         await _check_bits(rt, chan, model.func, fits, pres, fc.G > 1)
     coef = rt.np_concatenate([c for c, _, _ in fits])
     d1 = len(model.bits)
     keep = rt.np_concatenate([pres[g:g + 1] * np.ones(d1, dtype=int) for g in range(fc.G)])
-    masked = fx.intmul(keep, coef)
-    opened = await chan.reveal("result", masked, receivers)
-    if opened is None:
-        return None
-    flat = np.asarray(opened, dtype=float).reshape(fc.G, d1)
-    out = []
-    for g in range(fc.G):
-        b = flat[g, 0] / y_scale
-        out.append([b] + [flat[g, j + 1] * x_scale[j] / y_scale for j in range(d1 - 1)])
-    return out
+
+    def decode(opened) -> list[list[float]]:
+        flat = np.asarray(opened, dtype=float).reshape(fc.G, d1)
+        return [[flat[g, 0] / y_scale] + [flat[g, j + 1] * x_scale[j] / y_scale
+                                          for j in range(d1 - 1)] for g in range(fc.G)]
+
+    return fx.intmul(keep, coef), decode
 
 
 async def _check_bits(rt, chan: Channel, kind: str, fits, pres, grouped: bool) -> None:
