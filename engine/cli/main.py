@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
     add_deploy_commands(sub)
     add_ops_commands(sub)
+    _add_serve_pg(sub)
     args = ap.parse_args(argv)
     if args.cmd is None:
         ap.print_help()
@@ -278,6 +279,55 @@ def _add_workdir(p: argparse.ArgumentParser) -> None:
                         "<party>.audit.jsonl, server logs <party>.log) in DIR, created if "
                         "missing and kept afterwards (default: a temporary directory, "
                         "removed at the end)")
+
+
+SERVE_PG_EPILOG = r"""examples:
+  mpcsql serve-pg --hash-password            # prompts; prints a SCRAM-SHA-256 verifier
+  mpcsql serve-pg --config ac/party.toml     # its [pg] section; until SIGTERM / Ctrl-C
+  psql "host=ac-host port=5432 user=alice dbname=mpcsql sslmode=verify-ca sslrootcert=ca.crt"
+
+Each [pg.users.NAME] login acts as the analyst of its analyst_cert at this party's server;
+see docs/pg.md."""
+
+
+def cmd_serve_pg(args) -> int:
+    """``mpcsql serve-pg``: the PostgreSQL wire endpoint (engine.pgwire), or a verifier."""
+    if args.hash_password:
+        import getpass
+
+        from engine.pgwire.auth import md5_verifier, scram_verifier
+
+        pw = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+        pw = pw.rstrip("\n")
+        print(md5_verifier(args.md5, pw) if args.md5 else scram_verifier(pw))
+        return 0
+    if not args.config:
+        from dialect.errors import InterfaceError
+
+        raise InterfaceError("serve-pg needs --config party.toml (with a [pg] section), or "
+                             "--hash-password")
+    import logging
+
+    from engine.deploy.config import load_pg_config
+    from engine.pgwire import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_pg_config(args.config)
+    serve(cfg, ready=lambda h, p: print(f"READY {h} {p}", flush=True))
+    return 0
+
+
+def _add_serve_pg(sub) -> None:
+    p = sub.add_parser("serve-pg", help="serve PostgreSQL clients (psql, BI tools) as this "
+                                        "party's analysts", epilog=SERVE_PG_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="party.toml (or a file) with a [pg] section")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (prompt or stdin) and print its verifier for "
+                        "[pg.users.NAME] password")
+    p.add_argument("--md5", metavar="USER", help="with --hash-password: an md5 verifier for "
+                                                 "USER instead of SCRAM-SHA-256")
+    p.set_defaults(func=cmd_serve_pg)
 
 
 if __name__ == "__main__":
