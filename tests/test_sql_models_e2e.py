@@ -27,6 +27,7 @@ from tests.test_sql_disclosures_e2e import (
     expect_opened,
     register,
 )
+from tests.test_sql_leakage import assert_same_views, recorded  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -154,3 +155,26 @@ def test_model_queries_refuse_what_they_cannot_do(fed, sql, match):
     con, _, _ = fed
     with pytest.raises(engine.NotSupportedError, match=match):
         con.cursor().execute(MASKED + sql)
+
+
+# --- leakage: what each party receives does not depend on the hidden data ------------------
+
+LEAKAGE = {
+    "lasso-where-group-by": "SELECT grp, LASSO(charges, age, bmi, alpha => 20.0) "
+                            f"{JOIN} WHERE age > 50 OR ac.charges > 1000 * emc.bmi GROUP BY grp",
+    "linreg-nulls-presence": f"SELECT kid, LINREG(charges, age, bmi) {JOIN} GROUP BY kid",
+}
+
+
+@pytest.mark.leakage
+@pytest.mark.parametrize("case", list(LEAKAGE))
+def test_model_views_do_not_depend_on_hidden_values(recorded, case):  # noqa: F811
+    """Two worlds with the same public metadata but different rows passing the WHERE, groups
+    present or suppressed and NULLs: the same labels, messages and bytes for every party."""
+    sql = MASKED + LEAKAGE[case]
+    rows_a, va, _ = recorded("A", sql)
+    rows_b, vb, _ = recorded("B", sql)
+    assert isinstance(rows_a, list) and isinstance(rows_b, list), (rows_a, rows_b)
+    assert rows_a != rows_b
+    assert_same_views(va, vb)
+    assert not {"result", "group_present"} & set(va["helper"]["opened"])
