@@ -342,7 +342,7 @@ class Session:
                              "connect with sslmode=require or stronger",
                              sqlstate.INVALID_AUTHORIZATION)
         user = self.ep.cfg.users.get(name)
-        verifier = user.password if user else self._dummy
+        verifier = user.password if user else self.ep._dummy
         if user is not None and user.client_cert is not None:
             der = self.writer.get_extra_info("ssl_object")
             der = der.getpeercert(binary_form=True) if der is not None else None
