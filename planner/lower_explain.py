@@ -110,13 +110,6 @@ def _model_disclosures(p: Program, receivers: tuple[str, ...]) -> list[Any]:
     grouped = len(p.groups) > 1 or bool(p.groups[0].indicators)
     where = "in some present group" if grouped else "on the rows it fits"
     out = []
-    if grouped:
-        what = (f"one bit per group of the declared domain ({len(p.groups)} groups): whether "
-                f"its {m.func} model is output (the rows it fits, those with no NULL in its "
-                "columns, number >= max(1, the largest min_group_rows))")
-    else:
-        what = f"one bit: whether {m.func} has any row to fit (no NULL in its columns)"
-    out.append(Disclosure("group_present", what, receivers, "result"))
     if m.func in ("RIDGE", "LINREG"):
         when = ("only if alpha / rows may fall below the solver's pivot floor"
                 if m.func == "RIDGE" else "always")
@@ -124,6 +117,13 @@ def _model_disclosures(p: Program, receivers: tuple[str, ...]) -> list[Any]:
                               f"is constant {where}", ("*",), "compute", when=when))
         out.append(Disclosure("collinear bit", f"one bit: whether the features of {m.func} are "
                               f"collinear {where}", ("*",), "compute"))
+    if grouped:
+        what = (f"one bit per group of the declared domain ({len(p.groups)} groups): whether "
+                f"its {m.func} model is output (the rows it fits, those with no NULL in its "
+                "columns, number >= max(1, the largest min_group_rows))")
+    else:
+        what = f"one bit: whether {m.func} has any row to fit (no NULL in its columns)"
+    out.append(Disclosure("group_present", what, receivers, "result"))
     rows = "per present group" if grouped else ""
     out.append(Disclosure("result", f"the {m.func} model {rows}: its intercept and one "
                           f"coefficient per feature ({', '.join(m.terms)})".replace("  ", " "),
