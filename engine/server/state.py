@@ -26,8 +26,8 @@ class PartyState:
         self.cfg = cfg
         self.store = PartyStore(cfg.database, cfg.name, read_only=cfg.tables is not None)
         if cfg.tables is not None:
-            self.store.expose([(t.name, t.key, t.columns, t.bounds, t.domains)
-                               for t in cfg.tables])
+            self.store.expose([(t.name, t.key, t.columns, t.bounds, t.domains,
+                                t.postgres) for t in cfg.tables])
         self.server_ssl = tls.server_context(cfg.tls) if cfg.tls else None
         self.client_ssl = tls.client_context(cfg.tls) if cfg.tls else None
         self.policy = Policy.from_dict(cfg.name, cfg.policy)

@@ -1,12 +1,18 @@
-"""One party's tables in its own DuckDB database file.
+"""One party's tables in its own DuckDB database file (or read from PostgreSQL).
 
 The party server is the only process that opens the file.  Registered tables remember their key
 column in a small metadata table; ``load`` reads exactly the columns a plan needs and checks
 them (NULLs, non-numeric values, duplicate keys, range) before anything leaves the party.
+
+A ``party.toml`` table with a ``postgres`` source has no copy in the file: at start-up and at
+every query its served columns are read afresh (:mod:`engine.server.pgsource`) into a
+temporary DuckDB table of the same name, the very same checks run on it, and it is dropped
+once the query's data is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import json
 import math
@@ -18,11 +24,13 @@ from collections.abc import Callable
 
 import duckdb
 import numpy as np
+import pandas as pd
 
 from dialect.errors import DataError, NotSupportedError, ProgrammingError
 from engine.protocols.channel import LocalData
 from engine.protocols.fixedpoint import check_range
 from engine.protocols.paillier import TypedId
+from engine.server.pgsource import PgTable
 from planner import domains as dom
 from planner.binder import check_key_type, key_base_type
 from planner.catalog import ColumnSchema, TableSchema
@@ -30,6 +38,7 @@ from planner.physical import LocalColumn
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META = "_mpcsql_tables"
+_PG_ROWS = "_mpcsql_pg_rows"  # the registered frame a PostgreSQL read passes through
 
 
 MIN_SCALE_BITS, MAX_SCALE_BITS = -16, 31
@@ -66,6 +75,8 @@ class PartyStore:
         self.path = path
         self.party = party
         self.exposed: dict[str, TableSchema] | None = None  # set by expose() (party.toml)
+        self.sources: dict[str, PgTable] = {}  # tables read from PostgreSQL (party.toml)
+        self._live: set[str] = set()  # PostgreSQL tables read for the operation under way
         if read_only and path != ":memory:":
             if not os.path.isfile(path):
                 raise ProgrammingError(f"database file not found: {path}", party=party)
@@ -81,14 +92,20 @@ class PartyStore:
         self.con.execute(f"ALTER TABLE {_META} ADD COLUMN IF NOT EXISTS domains VARCHAR")
 
     def expose(self, tables: list[tuple]) -> None:
-        """Serve exactly these (table, key, columns or None for all, bounds[, domains]) only.
+        """Serve exactly these (table, key, columns or None for all, bounds[, domains[,
+        postgres]]) only.
 
-        Used with ``party.toml``: the tables already live in the party's DuckDB file; names,
-        key and columns are checked here so that a bad configuration fails at start-up.
+        Used with ``party.toml``: the tables already live in the party's DuckDB file, or in
+        PostgreSQL (``postgres``: a :class:`engine.deploy.config.PostgresSource`); names, key,
+        columns, bounds and domains are checked here so that a bad configuration fails at
+        start-up.
         """
         exposed: dict[str, TableSchema] = {}
         for name, key, columns, bounds, *rest in tables:
-            full = self._schema(name, key, {}, drop_on_error=False)
+            if len(rest) > 1 and rest[1] is not None:
+                self.sources[name] = PgTable(self.party, name, rest[1])
+            with self._fresh(name, rows=False, detail=True):  # PostgreSQL: the columns only
+                full = self._schema(name, key, {}, drop_on_error=False)
             known = {c.name.lower(): c for c in full.columns}
             wanted = [c.name for c in full.columns if c.name != full.key] if columns is None \
                 else columns
@@ -102,14 +119,72 @@ class PartyStore:
                                            "as a value column", party=self.party)
             cols = (known[full.key.lower()],) + tuple(known[c.lower()] for c in wanted)
             schema = TableSchema(name, self.party, full.key, cols)
-            bits = self._declare_bounds(name, schema, bounds)
-            doms = self._declare_domains(name, schema, rest[0] if rest else {}, drop=False)
-            exposed[name] = TableSchema(name, self.party, full.key,
-                                        tuple(ColumnSchema(c.name, c.dtype, bits.get(c.name),
-                                                           _domain(doms, c.name))
-                                              for c in cols))
-            self._check_domain_values(name, exposed[name])
+            with self._fresh(name, [c.name for c in cols], detail=True):
+                bits = self._declare_bounds(name, schema, bounds)
+                doms = self._declare_domains(name, schema, rest[0] if rest else {}, drop=False)
+                exposed[name] = TableSchema(name, self.party, full.key,
+                                            tuple(ColumnSchema(c.name, c.dtype, bits.get(c.name),
+                                                               _domain(doms, c.name))
+                                                  for c in cols))
+                self._check_domain_values(name, exposed[name])
         self.exposed = exposed
+
+    # --- tables read from PostgreSQL -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _fresh(self, name: str, columns: list[str] | None = None, *, rows: bool = True,
+               detail: bool = False):
+        """For a PostgreSQL table: its rows, read now, as a temporary DuckDB table ``name``
+        while the block runs (nested uses share one read).  Nothing for other tables."""
+        pg = self.sources.get(name)
+        if pg is None or name in self._live:
+            yield
+            return
+        if columns is None and self.exposed is not None and name in self.exposed:
+            columns = [c.name for c in self.exposed[name].columns]
+        self._read_pg(pg, columns, rows=rows, detail=detail)
+        self._live.add(name)
+        try:
+            yield
+        finally:
+            self._live.discard(name)
+            self.con.execute(f"DROP TABLE IF EXISTS temp.main.{_quote(name)}")
+
+    def _read_pg(self, pg: PgTable, columns: list[str] | None, *, rows: bool,
+                 detail: bool) -> None:
+        """Read ``pg`` into the temporary table; refuse a schema that differs from the one
+        published at start-up (the catalog, and so every peer's plan, depends on it)."""
+        described, data = pg.read(columns, rows=rows, detail=detail)
+        grid = np.empty((len(data), len(described)), dtype=object)
+        if data:
+            grid[:] = data
+        frame = pd.DataFrame(grid, columns=[f"c{i}" for i in range(len(described))],
+                             dtype=object)
+        casts = []
+        for i, (col, dtype) in enumerate(described):
+            text = f"CAST(c{i} AS VARCHAR)"  # an empty frame's columns have no type
+            expr = f"unhex({text})" if dtype == "BLOB" else f"CAST({text} AS {dtype})"
+            casts.append(f"{expr} AS {_quote(col)}")
+        self.con.execute("SELECT 1").fetchall()  # DuckDB 2 registers nothing over an open result
+        self.con.register(_PG_ROWS, frame)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote(pg.name)} AS "
+                             f"SELECT {', '.join(casts)} FROM {_PG_ROWS}")
+        except duckdb.Error as e:  # the message may quote a value
+            raise DataError(f"cannot read {pg.where} as DuckDB types ({type(e).__name__}; the "
+                            "value is not shown)", party=self.party) from None
+        finally:
+            self.con.unregister(_PG_ROWS)
+        served = (self.exposed or {}).get(pg.name)
+        if served is not None:
+            now = dict(described)
+            for c in served.columns:
+                if now.get(c.name) != c.dtype:
+                    self.con.execute(f"DROP TABLE IF EXISTS temp.main.{_quote(pg.name)}")
+                    raise ProgrammingError(
+                        f"{pg.where} changed since {self.party}'s server started: column "
+                        f"{c.name} is now {now.get(c.name)}, was {c.dtype}; restart the server "
+                        "to publish the new schema", party=self.party)
 
     def close(self) -> None:
         self.con.close()
@@ -209,7 +284,9 @@ class PartyStore:
 
     def check_domains(self, table: str) -> None:
         """Refuse (DataError naming the column and a count) values outside a declared domain."""
-        self._check_domain_values(table, self.schema(table))
+        schema = self.schema(table)
+        with self._fresh(table):
+            self._check_domain_values(table, schema)
 
     def _check_domain_values(self, table: str, schema: TableSchema) -> None:
         cols = [c for c in schema.columns if c.domain is not None]
@@ -265,9 +342,12 @@ class PartyStore:
     def _schema(self, name: str, key: str | None, bits: dict[str, int],
                 domains: dict[str, dom.Spec] | None = None, *,
                 drop_on_error: bool = True) -> TableSchema:
+        where = ("table_catalog = 'temp'" if name in self.sources
+                 else "table_catalog = current_database()")
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [name]
+            f"WHERE table_schema = 'main' AND table_name = ? AND {where} "
+            "ORDER BY ordinal_position", [name]
         ).fetchall()
         if not rows:
             raise ProgrammingError(f"table {name} does not exist at {self.party}")
@@ -375,6 +455,11 @@ class PartyStore:
 
     def load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
         """Read and check the columns a plan needs; DataError names the cause, never a value."""
+        self.schema(table)  # an unknown (or unserved) table is refused before any read
+        with self._fresh(table):
+            return self._load(table, key, columns)
+
+    def _load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
         self.check_domains(table)
         t = _ident(table)
         where = f"{self.party}'s table {table}"
@@ -427,8 +512,14 @@ class PartyStore:
         refused naming the table and the column's text, never a value.  Values come back as
         float64 divided by ``2**bits`` (exact), so ``|v| <= 1``.
         """
+        self.schema(table)  # an unknown (or unserved) table is refused before any read
+        with self._fresh(table):
+            return self._load_local(table, key, local)
+
+    def _load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...]
+                    ) -> LocalData:
         where = f"{self.party}'s table {table}"
-        schema = self.schema(table)  # an unknown (or unserved) table is refused here
+        schema = self.schema(table)
         self.check_domains(table)  # group indicators assume every value is in its domain
         key_expr, key_value = self._checked_key(table, key, where)
         cols = ", ".join(_quote(c.name) for c in schema.columns)
