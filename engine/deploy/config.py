@@ -309,7 +309,8 @@ def _not_writable_by_others(what: str, path: str) -> None:
                           "who can make it writable; chown it to the server's user")
 
 
-def _tables(raw: Any, role: str, rel: Any) -> list[ExposedTable]:
+def _tables(raw: Any, role: str, rel: Any = os.path.abspath) -> list[ExposedTable]:
+    """``[[tables]]``; ``rel`` resolves a path in it (relative to the party.toml)."""
     if not isinstance(raw, list):
         raise ConfigError("[[tables]] must be an array of tables")
     if raw and role == "helper":
