@@ -482,3 +482,8 @@ def test_party_toml_refuses_a_password_in_the_dsn_or_a_readable_password_file(pg
         load_party_toml(path)
     cfg = load_party_toml(dep.config("ac"))  # the deployment's own: no [database] needed
     assert cfg.database == ":memory:" and cfg.tables[0].postgres.table == "ins.ac"
+    # the same as a [tables.postgres] sub-table (the form of mpcsql init's template)
+    sub = ("[[tables]]\nname = \"ac\"\nkey = \"id\"\n[tables.postgres]\n"
+           f'dsn = "{pg.dsn("ac_reader")}"\ntable = "ins.ac"\npassword_file = "pg.password"\n\n')
+    path = write_toml(dep, "ac", sub, duck=[], path=os.path.join(dep.dir("ac"), "sub.toml"))
+    assert load_party_toml(path).tables[0].postgres == cfg.tables[0].postgres

@@ -65,6 +65,17 @@ key = "id"
 # columns = ["age", "charges"]
 # bounds = {{ charges = 65536 }}  # public |x| bounds used to scale model aggregates
 # domains = {{ region = ["north", "south"], children = {{ min = 0, max = 5 }} }}  # GROUP BY keys
+
+# A table read from PostgreSQL at every query instead of the DuckDB file (docs/deploy.md);
+# the DSN holds no password: it is in password_file (mode 0600) or in password_env.
+# [[tables]]
+# name = "{name}_pg"
+# key = "id"
+# bounds = {{ charges = 65536 }}  # declare bounds: the data may change after start-up
+# [tables.postgres]
+# dsn = "host=db.internal port=5432 dbname=records user=mpcsql_reader"
+# table = "public.{name}"  # or: query = "SELECT id, age, charges FROM public.{name}"
+# password_file = "pg.password"  # or: password_env = "MPCSQL_PG_PASSWORD"
 """
 
 
