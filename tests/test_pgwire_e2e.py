@@ -268,3 +268,123 @@ def test_config_refuses_plaintext_passwords_and_open_listeners(tmp_path, endpoin
         p.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_pg_config(str(p))
+
+
+# --- the metadata queries BI tools' drivers send ---------------------------------------------
+
+#: As DBeaver (pgjdbc), Metabase (pgjdbc) and Power BI (Npgsql) send them on connect and when
+#: browsing a schema; each must be answered from the catalog (no refusal).
+TOOL_QUERIES = [
+    ("SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datname = %s", ("mpcsql",)),
+    ("SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n LEFT OUTER JOIN "
+     "pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 AND "
+     "d.classoid='pg_namespace'::regclass ORDER BY nspname", None),
+    ("SELECT c.oid,c.*,d.description,pg_catalog.pg_get_expr(c.relpartbound, c.oid) as "
+     "partition_expr, pg_catalog.pg_get_partkeydef(c.oid) as partition_key FROM "
+     "pg_catalog.pg_class c LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND "
+     "d.objsubid=0 AND d.classoid='pg_class'::regclass WHERE c.relnamespace=%s AND "
+     "c.relkind not in ('i','I','c')", (2200,)),
+    ("SELECT c.relname,a.*,pg_catalog.pg_get_expr(ad.adbin, ad.adrelid, true) as def_value,"
+     "dsc.description,dep.objid FROM pg_catalog.pg_attribute a INNER JOIN pg_catalog.pg_class c "
+     "ON (a.attrelid=c.oid) LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON (a.attrelid=ad.adrelid "
+     "AND a.attnum = ad.adnum) LEFT OUTER JOIN pg_catalog.pg_description dsc ON "
+     "(c.oid=dsc.objoid AND a.attnum = dsc.objsubid) LEFT OUTER JOIN pg_depend dep on "
+     "dep.refobjid = a.attrelid AND dep.deptype = 'i' and dep.refobjsubid = a.attnum and "
+     "dep.classid = dep.refclassid WHERE NOT a.attisdropped AND c.relkind not in ('i','I','c') "
+     "AND c.relname = %s ORDER BY a.attnum", ("ac",)),
+    ("SELECT r.oid,r.* FROM pg_catalog.pg_roles r", None),
+    ("SELECT current_schema(),session_user", None),
+    ("select string_agg(word, ',') from pg_catalog.pg_get_keywords() where word <> ALL "
+     "('{a,abs,absolute}'::text[])", None),
+    ("SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('information_schema', "
+     "'pg_catalog') AND has_schema_privilege(nspname, 'USAGE')", None),
+    ('SELECT TRUE AS _ FROM "public"."ac" WHERE 1 <> 1 LIMIT 0', None),  # Metabase's probe
+    ("SELECT ns.nspname, t.oid, t.typname, t.typtype, t.typnotnull, t.elemtypoid FROM ("
+     "SELECT typ.oid, typ.typnamespace, typ.typname, typ.typtype, typ.typrelid, typ.typnotnull,"
+     " typ.relkind, elemtyp.oid AS elemtypoid, elemtyp.typname AS elemtypname, elemcls.relkind "
+     "AS elemrelkind, CASE WHEN elemproc.proname='array_recv' THEN 'a' ELSE elemtyp.typtype END"
+     " AS elemtyptype FROM (SELECT typ.oid, typnamespace, typname, typrelid, typnotnull, "
+     "relkind, typelem AS elemoid, CASE WHEN proc.proname='array_recv' THEN 'a' ELSE "
+     "typ.typtype END AS typtype, CASE WHEN proc.proname='array_recv' THEN typ.typelem WHEN "
+     "typ.typtype='r' THEN rngsubtype WHEN typ.typtype='m' THEN (SELECT rngtypid FROM pg_range "
+     "WHERE rngmultitypid = typ.oid) WHEN typ.typtype='d' THEN typ.typbasetype END AS "
+     "elemtypoid FROM pg_type AS typ LEFT JOIN pg_class AS cls ON (cls.oid = typ.typrelid) "
+     "LEFT JOIN pg_proc AS proc ON proc.oid = typ.typreceive LEFT JOIN pg_range ON "
+     "(pg_range.rngtypid = typ.oid)) AS typ LEFT JOIN pg_type AS elemtyp ON elemtyp.oid = "
+     "elemtypoid LEFT JOIN pg_class AS elemcls ON (elemcls.oid = elemtyp.typrelid) LEFT JOIN "
+     "pg_proc AS elemproc ON elemproc.oid = elemtyp.typreceive) AS t JOIN pg_namespace AS ns "
+     "ON (ns.oid = typnamespace) WHERE typtype IN ('b', 'r', 'm', 'e', 'd') OR (typtype = 'c' "
+     "AND relkind='c') ORDER BY CASE WHEN typtype IN ('b', 'e', 'p') THEN 0 WHEN typtype = 'r' "
+     "THEN 1 ELSE 2 END", None),  # Npgsql's type loading (Power BI)
+]
+
+
+def test_bi_tool_catalog_queries(endpoint):
+    with psycopg.connect(dsn(endpoint), autocommit=True) as c:
+        for sql, params in TOOL_QUERIES:
+            c.execute(sql, params).fetchall()  # raises on any refusal
+        types = dict((name, oid) for _, oid, name, *_ in c.execute(TOOL_QUERIES[-1][0]))
+        assert types["int8"] == 20 and types["float8"] == 701 and types["varchar"] == 1043
+
+
+JDBC_PROBE = r"""
+import java.sql.*;
+import java.util.Properties;
+
+public class Probe {
+    public static void main(String[] a) throws Exception {
+        Properties p = new Properties();
+        p.setProperty("user", "alice"); p.setProperty("password", "alice-secret");
+        p.setProperty("sslmode", "verify-ca"); p.setProperty("sslrootcert", a[1]);
+        try (Connection c = DriverManager.getConnection(
+                "jdbc:postgresql://127.0.0.1:" + a[0] + "/mpcsql", p)) {
+            DatabaseMetaData md = c.getMetaData();
+            System.out.println("product " + md.getDatabaseProductName());
+            try (ResultSet rs = md.getTables(null, "public", "%", new String[]{"TABLE"})) {
+                while (rs.next()) System.out.println("table " + rs.getString("TABLE_NAME"));
+            }
+            try (ResultSet rs = md.getColumns(null, "public", "emc", "%")) {
+                while (rs.next()) System.out.println("column " + rs.getString("COLUMN_NAME") + " "
+                                                     + rs.getString("TYPE_NAME"));
+            }
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "ac")) { while (rs.next()) { } }
+            try (Statement s = c.createStatement()) { s.execute("SET join_protocol = 'masked'"); }
+            try (PreparedStatement ps = c.prepareStatement(a[2])) {
+                try (ResultSet rs = ps.executeQuery()) {
+                    while (rs.next()) System.out.println("row " + rs.getString(1) + "|"
+                        + rs.getDouble(2) + "|" + rs.getLong(3) + "|" + rs.getLong(4));
+                }
+            }
+            try (Statement s = c.createStatement()) {
+                s.executeQuery(a[3]);
+            } catch (SQLException e) { System.out.println("refused " + e.getSQLState()); }
+        }
+    }
+}
+"""
+
+
+def _pgjdbc() -> str | None:
+    import glob
+
+    jars = sorted(glob.glob(os.path.expanduser(
+        "~/.m2/repository/org/postgresql/postgresql/*/postgresql-*.jar")))
+    return jars[-1] if jars and shutil.which("java") else None
+
+
+@pytest.mark.skipif(_pgjdbc() is None, reason="needs java and the PostgreSQL JDBC driver "
+                    "(org.postgresql:postgresql in ~/.m2)")
+def test_jdbc_driver_metadata_and_query(endpoint, tmp_path):
+    """pgjdbc, the driver of DBeaver and Metabase: metadata, a prepared query, a refusal."""
+    src = tmp_path / "Probe.java"
+    src.write_text(JDBC_PROBE)
+    r = subprocess.run(["java", "-cp", _pgjdbc(), str(src), str(endpoint["port"]),
+                        f"{endpoint['dir']}/ca.crt", GROUP_SQL, REFUSED_SQL],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert "product PostgreSQL" in out and "table ac" in out and "table emc" in out
+    assert ["column id int8", "column bmi float8", "column children int8"] == [
+        x for x in out if x.startswith("column ")]
+    check_groups([x[4:].split("|") for x in out if x.startswith("row ")], reference(endpoint))
+    assert "refused 42501" in out

@@ -34,6 +34,7 @@ from dialect.errors import NotSupportedError, ProgrammingError
 from engine.pgwire import types as pgt
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
+log = logging.getLogger("mpcsql.pgwire")
 
 SERVER_VERSION = "15.0"
 PUBLIC_NS, CATALOG_NS, INFO_NS = 2200, 11, 13000
@@ -340,6 +341,7 @@ _MACROS = (
     "pg_get_keywords() AS TABLE SELECT NULL::VARCHAR AS word, NULL::VARCHAR AS catcode, "
     "NULL::VARCHAR AS catdesc WHERE false",
     "pg_relation_is_publishable(x) AS false",
+    "_pg_expandarray(a) AS struct_pack(x := NULL::SMALLINT, n := NULL::INTEGER)",
     "array_upper(a, d) AS len(a)",
     "array_lower(a, d) AS CASE WHEN len(a) > 0 THEN 1 END",
     "pg_relation_size(x) AS 0::BIGINT",
@@ -566,6 +568,7 @@ class Catalog:
             ) -> tuple[list[tuple[str, pgt.PgType]], list[tuple]]:
         """Answer a catalog query: (columns with their PostgreSQL types, rows)."""
         text = rewrite(sql, self.oids)
+        log.debug("catalog query %r as %r", sql, text)
         try:
             cur = self.db.execute(text, list(params)) if params else self.db.execute(text)
         except duckdb.Error as e:
@@ -631,7 +634,11 @@ def _transform(node: exp.Expression, oids: dict[str, int]) -> exp.Expression:
             node.set("db", exp.to_identifier("public"))
             node.set("catalog", None)
         return node
-    if isinstance(node, (exp.CurrentUser,)) or (
+    if isinstance(node, (exp.CurrentDatabase, exp.CurrentCatalog)):
+        return exp.Anonymous(this="current_database", expressions=[])
+    if isinstance(node, exp.CurrentSchema):
+        return exp.Anonymous(this="current_schema", expressions=[])
+    if isinstance(node, (exp.CurrentUser, exp.SessionUser)) or (
             isinstance(node, exp.Column) and not node.table
             and node.name.lower() in ("current_user", "session_user", "user",
                                       "current_role")):
@@ -654,7 +661,8 @@ def _transform(node: exp.Expression, oids: dict[str, int]) -> exp.Expression:
 def _unqualify(node: exp.Expression) -> exp.Expression:
     """``pg_catalog.f(...)`` -> ``f(...)`` (the catalog's macros live in the default schema)."""
     if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) \
-            and node.this.name.lower() == "pg_catalog" and isinstance(node.expression, exp.Func):
+            and node.this.name.lower() in ("pg_catalog", "information_schema") \
+            and isinstance(node.expression, exp.Func):
         return node.expression
     return node
 
@@ -663,7 +671,8 @@ def _pg_name(e: exp.Expression) -> str:
     """The column name PostgreSQL gives an unaliased select item."""
     if isinstance(e, exp.Column):
         return e.name
-    if isinstance(e, (exp.CurrentUser, exp.CurrentSchema)):
+    if isinstance(e, (exp.CurrentUser, exp.CurrentSchema, exp.SessionUser,
+                      exp.CurrentDatabase, exp.CurrentCatalog)):
         return e.sql("postgres").split("(")[0].lower()
     if isinstance(e, exp.Cast):
         inner = _pg_name(e.this)
@@ -672,8 +681,9 @@ def _pg_name(e: exp.Expression) -> str:
         to = e.args.get("to")
         return to.name.lower() if isinstance(to, exp.ObjectIdentifier) else (
             _type_name(to) or to.sql("postgres").lower()) if to is not None else "?column?"
-    if isinstance(e, exp.Func):
-        return e.sql("postgres").split("(")[0].strip().lower().split(".")[-1] or "?column?"
+    if isinstance(e, exp.Func) and not isinstance(e, (exp.Binary, exp.Connector)):
+        name = e.sql("postgres").split("(")[0].strip().lower().split(".")[-1]
+        return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else "?column?"
     if isinstance(e, exp.Case):
         return "case"
     return "?column?"
@@ -712,6 +722,8 @@ def _cast(value: exp.Expression, name: str, oids: dict[str, int]) -> exp.Express
                 return sqlglot.parse_one(
                     f"(SELECT first(oid) FROM pgc.pg_type_fmt WHERE typname = "
                     f"{_literal(bare)} OR fmt = {_literal(bare)})", read="duckdb")
+            if name in ("regproc", "regprocedure"):  # pg_type/pg_proc hold the names
+                return exp.Literal.string(bare.split("(")[0])
             if name == "regnamespace":
                 return sqlglot.parse_one(
                     f"(SELECT first(oid) FROM pgc.pg_namespace WHERE nspname = "

@@ -288,7 +288,14 @@ class Session:
             await _drain(self.writer)
             return
         try:
-            await self._ready(params)
+            try:
+                await self._ready(params)
+            except (Error, OSError):
+                raise
+            except Exception as e:  # noqa: BLE001 - the traceback stays in this log
+                log.exception("session set-up failed")
+                raise InternalError(f"session set-up failed ({type(e).__name__}; details in "
+                                    "the endpoint's log)") from None
         except Error as e:
             log.warning("client %s: upstream connection failed: %s", self.peer, e)
             self.writer.write(_error_bytes(
