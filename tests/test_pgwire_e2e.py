@@ -213,6 +213,17 @@ def test_psycopg_refusals_raise_the_sqlstate_class(endpoint, sql, error, code):
         assert c.execute("select 1").fetchone() == (1,)  # the session goes on
 
 
+def test_psycopg_cancel_stops_the_secure_query(endpoint):
+    """A client's cancel request (psql's Ctrl-C) cancels the query at every party: 57014."""
+    import threading
+
+    with psycopg.connect(dsn(endpoint), autocommit=True) as c:
+        threading.Timer(0.3, c.cancel).start()  # the Paillier join takes seconds
+        with pytest.raises(psycopg.errors.QueryCanceled, match="cancelled"):
+            c.execute("SELECT COUNT(*), AVG(charges) FROM ac JOIN emc USING (id)")
+        assert c.execute("select 1").fetchone() == (1,)
+
+
 def test_psycopg_catalog_queries(endpoint):
     with psycopg.connect(dsn(endpoint), autocommit=True) as c:
         cols = c.execute("SELECT column_name, data_type FROM information_schema.columns "
