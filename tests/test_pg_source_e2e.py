@@ -24,6 +24,7 @@ import tempfile
 
 import duckdb
 import pandas as pd
+import psycopg  # pyproject's [test] extra
 import pytest
 
 import engine
@@ -33,8 +34,6 @@ from engine.deploy.config import load_party_toml
 from tests.deployment import ROOT, Deployment, free_port, party_toml
 
 pytestmark = pytest.mark.e2e
-
-psycopg = pytest.importorskip("psycopg")  # a test dependency: pyproject's [test] extra
 
 JOIN = "ac JOIN emc USING (id)"
 MASKED = "SET join_protocol = 'masked'; "
