@@ -297,6 +297,17 @@ def _presence(aggs: Aggregates, lq: LogicalQuery, having_expr: AggExpr | None,
 # --- models --------------------------------------------------------------------------------
 
 
+def _fits(where: Expr | None, zs: tuple[Expr, ...]) -> Expr:
+    """The predicate of the rows a model fits: the WHERE and no NULL in its columns."""
+    pred = where
+    for z in zs:
+        ok = Call("not", (Call("is_null", (z,), BOOLEAN, nullable=False),), BOOLEAN,
+                  nullable=False)
+        pred = ok if pred is None else Call("and", (pred, ok), BOOLEAN, nullable=False)
+    assert pred is not None
+    return pred
+
+
 def model_of(lq: LogicalQuery) -> ModelCall | None:
     """The model aggregate of a model query with WHERE or GROUP BY (None for SQL aggregates)."""
     calls = [i.expr for i in lq.items if isinstance(i.expr, ModelCall)]
@@ -321,6 +332,9 @@ def _model(aggs: Aggregates, lq: LogicalQuery, call: ModelCall
     rows.separate = True
     try:
         w = [aggs.where, valid]
+        pred = _fits(lq.where, zs)
+        if len(pred.parties) > 1:  # one 0/1 row vector: every product shares it as a prefix
+            w = [rows.row_atom(rows.matT(pred), f"rows {call.func} fits")]
         n = aggs.norm(aggs.stat(w, 0, f"rows {call.func} fits"), f"rows {call.func} fits")
         n1 = fin.op("add", (n, fin.bit("is_zero", n)), 0, 1)
         vals = [rows.R(z) for z in zs]
