@@ -144,14 +144,57 @@ def _open(args):
                                  "its files where its party.toml says")
         return open_remote(args)
     specs = [_table_spec(spec) for spec in args.table or []]
+    domains = _column_specs(getattr(args, "domain", None) or [], "--domain", _domain_value)
+    bounds = _column_specs(getattr(args, "bound", None) or [], "--bound", float)
+    known = {name for name, _, _ in specs}
+    for table in set(domains) | set(bounds):
+        if table not in known:
+            from dialect.errors import ProgrammingError
+
+            raise ProgrammingError(f"--domain/--bound name table {table!r}, which no --table "
+                                   "registers")
     con = engine.connect(key_bits=args.key_bits, workdir=args.workdir)
     try:
         for name, party, path in specs:
-            con.register(name, path, party=party, key=args.key)
+            con.register(name, path, party=party, key=args.key,
+                         domains=domains.get(name) or None, bounds=bounds.get(name) or None)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _column_specs(specs: list[str], flag: str, parse) -> dict[str, dict[str, object]]:
+    """``TABLE.COLUMN=VALUE`` options -> {table: {column: parse(VALUE)}}."""
+    from dialect.errors import ProgrammingError
+
+    out: dict[str, dict[str, object]] = {}
+    for spec in specs:
+        target, eq, value = spec.partition("=")
+        table, dot, column = target.partition(".")
+        if not (eq and dot and table and column and value):
+            example = "ac.region=north,south" if flag == "--domain" else "ac.charges=65536"
+            raise ProgrammingError(f"{flag} {spec!r}: give TABLE.COLUMN=VALUE, e.g. {example}")
+        try:
+            out.setdefault(table, {})[column] = parse(value)
+        except ValueError as e:
+            raise ProgrammingError(f"{flag} {spec!r}: {e}") from None
+    return out
+
+
+def _domain_value(text: str) -> object:
+    """``LO..HI`` (an integer range) or a comma-separated list of categories (integers,
+    true/false, or strings)."""
+    lo, dots, hi = text.partition("..")
+    if dots:
+        return {"min": int(lo), "max": int(hi)}
+    items = [t.strip() for t in text.split(",")]
+    if all(t.lower() in ("true", "false") for t in items):
+        return [t.lower() == "true" for t in items]
+    try:
+        return [int(t) for t in items]
+    except ValueError:
+        return items
 
 
 def _table_spec(spec: str) -> tuple[str, str, str]:
@@ -242,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="register a CSV/Parquet file at a party (party defaults to NAME); "
                             "repeat for each table")
         p.add_argument("--key", default="id", help="join key column (default: id)")
+        p.add_argument("--domain", action="append", metavar="TABLE.COLUMN=VALUES",
+                       help="declare a column's public values, needed to GROUP BY it: "
+                            "'a,b,c' or an integer range 'LO..HI'; repeat per column")
+        p.add_argument("--bound", action="append", metavar="TABLE.COLUMN=N",
+                       help="declare a public bound |x| <= N of a column (models, "
+                            "precision); repeat per column")
         p.add_argument("--key-bits", type=int, default=2048, help=argparse.SUPPRESS)
         _add_workdir(p)
         add_server_options(p)
