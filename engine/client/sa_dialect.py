@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import pool
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import default, reflection
@@ -44,33 +45,40 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from dialect import AGGREGATE_NAMES, sql_literal
 from dialect.errors import InterfaceError, UnsupportedError
+from engine.client.derived import merge_derived
+
+#: SQLAlchemy 1.4 (what Apache Superset pins) or 2.
+SA2 = int(sqlalchemy.__version__.split(".")[0]) >= 2
+_DOUBLE = getattr(sqltypes, "Double", sqltypes.Float)  # sqltypes.Double is new in 2.0
 
 #: SQL function names the compiler lets through (the grammar's aggregates and row functions).
 FUNCTIONS = frozenset(n.lower() for n in AGGREGATE_NAMES.values()) | {
     "variance", "stddev", "abs", "coalesce"}
 
 #: Binary operators outside the grammar -> the name the refusal gives.
-REFUSED_OPERATORS: dict[Any, str] = {
-    operators.like_op: "LIKE", operators.not_like_op: "NOT LIKE",
-    operators.ilike_op: "ILIKE", operators.not_ilike_op: "NOT ILIKE",
-    operators.startswith_op: "startswith (LIKE)", operators.not_startswith_op: "startswith (LIKE)",
-    operators.endswith_op: "endswith (LIKE)", operators.not_endswith_op: "endswith (LIKE)",
-    operators.contains_op: "contains (LIKE)", operators.not_contains_op: "contains (LIKE)",
-    operators.icontains_op: "icontains (LIKE)", operators.not_icontains_op: "icontains (LIKE)",
-    operators.istartswith_op: "istartswith (LIKE)",
-    operators.not_istartswith_op: "istartswith (LIKE)",
-    operators.iendswith_op: "iendswith (LIKE)", operators.not_iendswith_op: "iendswith (LIKE)",
-    operators.regexp_match_op: "regular expression match",
-    operators.not_regexp_match_op: "regular expression match",
-    operators.regexp_replace_op: "regexp_replace", operators.match_op: "MATCH",
-    operators.not_match_op: "MATCH", operators.concat_op: "string concatenation (||)",
-    operators.mod: "modulo (%)", operators.floordiv: "floor division (//)",
-    operators.is_distinct_from: "IS DISTINCT FROM",
-    operators.is_not_distinct_from: "IS NOT DISTINCT FROM",
-    operators.bitwise_and_op: "bitwise AND", operators.bitwise_or_op: "bitwise OR",
-    operators.bitwise_xor_op: "bitwise XOR", operators.bitwise_lshift_op: "bit shift",
-    operators.bitwise_rshift_op: "bit shift", operators.any_op: "ANY", operators.all_op: "ALL",
+_REFUSED_OPERATOR_NAMES = {
+    "like_op": "LIKE", "not_like_op": "NOT LIKE", "ilike_op": "ILIKE", "not_ilike_op": "NOT ILIKE",
+    "startswith_op": "startswith (LIKE)", "not_startswith_op": "startswith (LIKE)",
+    "endswith_op": "endswith (LIKE)", "not_endswith_op": "endswith (LIKE)",
+    "contains_op": "contains (LIKE)", "not_contains_op": "contains (LIKE)",
+    "icontains_op": "icontains (LIKE)", "not_icontains_op": "icontains (LIKE)",
+    "istartswith_op": "istartswith (LIKE)", "not_istartswith_op": "istartswith (LIKE)",
+    "iendswith_op": "iendswith (LIKE)", "not_iendswith_op": "iendswith (LIKE)",
+    "regexp_match_op": "regular expression match",
+    "not_regexp_match_op": "regular expression match",
+    "regexp_replace_op": "regexp_replace", "match_op": "MATCH", "not_match_op": "MATCH",
+    "concat_op": "string concatenation (||)", "mod": "modulo (%)",
+    "floordiv": "floor division (//)", "is_distinct_from": "IS DISTINCT FROM",
+    "is_not_distinct_from": "IS NOT DISTINCT FROM", "bitwise_and_op": "bitwise AND",
+    "bitwise_or_op": "bitwise OR", "bitwise_xor_op": "bitwise XOR",
+    "bitwise_lshift_op": "bit shift", "bitwise_rshift_op": "bit shift", "any_op": "ANY",
+    "all_op": "ALL",
 }
+#: Binary operators outside the grammar -> the name the refusal gives (those this SQLAlchemy
+#: version has: the i*/bitwise operators are new in 2.0).
+REFUSED_OPERATORS: dict[Any, str] = {
+    getattr(operators, k): v for k, v in _REFUSED_OPERATOR_NAMES.items()
+    if hasattr(operators, k)}
 
 _EMBEDDED_ARGS = {"workdir": str, "party": str, "key_bits": int, "query_timeout": float,
                   "paillier_pool": int}
@@ -122,11 +130,40 @@ def linreg(target, *features, **options):
     return _model("linreg", target, features, options)
 
 
+_BIND = re.compile(r"%\((\w+)\)s")  # SQLAlchemy 2's positional binds while compiling
+_POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")  # expanding binds (IN), both versions
+_MARK = re.compile(r"[:$]mpcsql(bind|post)_(\w+)")
+
+
+def _derived_table(froms) -> Any:
+    """The derived table (a subquery of a SELECT or of a text() query) that is the whole FROM
+    list, or None."""
+    if len(froms) != 1:
+        return None
+    f = froms[0]
+    if f.__visit_name__ in ("subquery", "alias") and getattr(f, "element", None) is not None \
+            and f.element.__visit_name__ in ("select", "textual_select"):
+        return f
+    return None
+
+
 class MpcsqlCompiler(compiler.SQLCompiler):
-    """Writes the accepted grammar; refuses the rest while compiling, naming it."""
+    """Writes the accepted grammar; refuses the rest while compiling, naming it.
+
+    A SELECT whose whole FROM is a derived table (``select(...).select_from(sq)`` with
+    ``sq = select(...).subquery()`` or ``text(...).columns().subquery()``: how BI tools query a
+    saved query, e.g. Superset's ``FROM (<virtual dataset SQL>) AS virtual_table``) is written
+    as usual and then merged into one SELECT over the tables by
+    :func:`engine.client.derived.merge_derived`, which refuses what it cannot merge exactly.
+    """
+
+    def __init__(self, *args, **kw):
+        self._derived: set[int] = set()  # ids of the derived tables (and their SELECTs) allowed
+        super().__init__(*args, **kw)
 
     def visit_select(self, select_stmt, asfrom=False, lateral=False, **kw):
-        if self.stack or asfrom or lateral:
+        inside = id(select_stmt) in self._derived
+        if (self.stack or asfrom or lateral) and not inside:
             raise refuse("a subquery", "write one SELECT over a table or one JOIN of two")
         if select_stmt._distinct or select_stmt._distinct_on:
             raise refuse("DISTINCT")
@@ -134,23 +171,55 @@ class MpcsqlCompiler(compiler.SQLCompiler):
             raise refuse("FOR UPDATE")
         if select_stmt._fetch_clause is not None:
             raise refuse("FETCH FIRST", "use limit()")
-        if select_stmt._independent_ctes:
+        if getattr(select_stmt, "_independent_ctes", ()):
             raise refuse("WITH (a common table expression)")
         # the FROM list SQLAlchemy will write (get_final_froms() with this compiler)
         froms = select_stmt._compile_state_factory(select_stmt, self)._get_display_froms()
         if len(froms) > 1:
             raise refuse("a cross join (several tables in FROM)",
                          "join them with ac.join(emc, ac.c.id == emc.c.id)")
-        return super().visit_select(select_stmt, asfrom=asfrom, lateral=lateral, **kw)
+        derived = _derived_table(froms)
+        if derived is None:
+            return super().visit_select(select_stmt, asfrom=asfrom, lateral=lateral, **kw)
+        self._derived.update((id(derived), id(derived.element)))
+        if inside:  # a derived table inside the derived table: merged with it, from the top
+            return super().visit_select(select_stmt, asfrom=asfrom, lateral=lateral, **kw)
+        if not SA2:  # 1.4 writes "?" at once: write names, then order positiontup by them
+            before, self.bindtemplate = len(self.positiontup), "%%(%(name)s)s"
+        try:
+            text = super().visit_select(select_stmt, asfrom=asfrom, lateral=lateral, **kw)
+        finally:
+            if not SA2:
+                self.bindtemplate = compiler.BIND_TEMPLATES[self.dialect.paramstyle]
+        marked = _POSTCOMPILE.sub(r":mpcsqlpost_\1", _BIND.sub(r":mpcsqlbind_\1", text))
+        merged = merge_derived(marked)
+
+        def unmark(m: re.Match) -> str:
+            if m.group(1) == "post":
+                return f"__[POSTCOMPILE_{m.group(2)}]"
+            return f"%({m.group(2)})s" if SA2 else self.bindtemplate % {"name": m.group(2)}
+
+        if not SA2:
+            self.positiontup[before:] = [m.group(2) for m in _MARK.finditer(merged)]
+        return _MARK.sub(unmark, merged)
 
     def visit_compound_select(self, cs, **kw):
-        raise refuse(str(cs.keyword.value if hasattr(cs.keyword, "value") else cs.keyword))
+        keyword = cs.keyword  # an enum in 2.0, a symbol in 1.4
+        raise refuse(str(getattr(keyword, "value", None) or getattr(keyword, "name", keyword)))
 
     def visit_cte(self, cte, **kw):
         raise refuse("WITH (a common table expression)")
 
     def visit_subquery(self, subquery, **kw):
+        if id(subquery) in self._derived:
+            return super().visit_subquery(subquery, **kw)
         raise refuse("a subquery in FROM", "select from the tables themselves")
+
+    def visit_alias(self, alias, **kw):
+        if alias.__visit_name__ == "alias" and alias.element.__visit_name__ in (
+                "select", "textual_select") and id(alias) not in self._derived:
+            raise refuse("a subquery in FROM", "select from the tables themselves")
+        return super().visit_alias(alias, **kw)
 
     def visit_lateral(self, lateral_, **kw):
         raise refuse("LATERAL")
@@ -165,7 +234,7 @@ class MpcsqlCompiler(compiler.SQLCompiler):
         raise refuse("a table-valued function")
 
     def visit_textual_select(self, taf, **kw):
-        if self.stack:
+        if self.stack and id(taf) not in self._derived:
             raise refuse("a subquery")
         return super().visit_textual_select(taf, **kw)
 
@@ -196,12 +265,13 @@ class MpcsqlCompiler(compiler.SQLCompiler):
         if func.packagenames or name not in FUNCTIONS:
             raise refuse(f"function {'.'.join([*func.packagenames, func.name]).upper()}",
                          "the functions are the aggregates, ABS, COALESCE, CASE and CAST")
+        kw["mpcsql_in_function"] = True  # 1.4 does not say within_aggregate_function
         return super().visit_function(func, add_to_result_map=add_to_result_map, **kw)
 
     def visit_unary(self, unary, **kw):
         if unary.operator is operators.distinct_op:
-            raise refuse("DISTINCT inside an aggregate" if kw.get("within_aggregate_function")
-                         else "DISTINCT")
+            inside = kw.get("within_aggregate_function") or kw.get("mpcsql_in_function")
+            raise refuse("DISTINCT inside an aggregate" if inside else "DISTINCT")
         if unary.operator in (operators.exists,):
             raise refuse("EXISTS (a subquery)")
         return super().visit_unary(unary, **kw)
@@ -274,7 +344,7 @@ def sa_type(name: str) -> sqltypes.TypeEngine:
         "UTINYINT": sqltypes.SmallInteger, "USMALLINT": sqltypes.Integer,
         "UINTEGER": sqltypes.BigInteger, "UBIGINT": lambda: sqltypes.Numeric(20, 0),
         "HUGEINT": lambda: sqltypes.Numeric(38, 0), "UHUGEINT": lambda: sqltypes.Numeric(39, 0),
-        "DOUBLE": sqltypes.Double, "FLOAT8": sqltypes.Double, "REAL": sqltypes.REAL,
+        "DOUBLE": _DOUBLE, "FLOAT8": _DOUBLE, "REAL": sqltypes.REAL,
         "FLOAT": sqltypes.REAL, "FLOAT4": sqltypes.REAL, "DECIMAL": sqltypes.Numeric,
         "VARCHAR": sqltypes.String, "TEXT": sqltypes.String, "STRING": sqltypes.String,
         "BOOLEAN": sqltypes.Boolean, "BOOL": sqltypes.Boolean, "DATE": sqltypes.Date,
@@ -292,6 +362,57 @@ def _typed(args: dict[str, list[str]], spec: dict[str, type], where: str) -> dic
             raise InterfaceError(f"mpcsql URL: {k}={v!r} is not a valid {spec[k].__name__} "
                                  f"({where})") from None
     return out
+
+
+class _SettingsCursor:
+    """A DB-API cursor that writes the URL's settings (``SET join_protocol = ...;``) before
+    each statement: tools such as Superset execute on the DB-API cursor itself, past the
+    dialect's ``do_execute``.  Everything else is the wrapped cursor's."""
+
+    def __init__(self, cursor, with_settings):
+        object.__setattr__(self, "_cursor", cursor)
+        object.__setattr__(self, "_with_settings", with_settings)
+
+    def execute(self, sql, parameters=None):
+        self._cursor.execute(self._with_settings(sql) if isinstance(sql, str) else sql,
+                             parameters)
+        return self
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._cursor, name, value)
+
+
+class _SettingsConnection:
+    """A DB-API connection whose cursors are :class:`_SettingsCursor` s (``join_protocol=``
+    in the URL); everything else is the wrapped :class:`engine.Connection`'s."""
+
+    def __init__(self, connection, with_settings):
+        object.__setattr__(self, "_connection", connection)
+        object.__setattr__(self, "_with_settings", with_settings)
+
+    def cursor(self):
+        return _SettingsCursor(self._connection.cursor(), self._with_settings)
+
+    def execute(self, sql, parameters=None):
+        return self.cursor().execute(sql, parameters)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._connection.close()
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._connection, name, value)
 
 
 class MpcsqlDialect(default.DefaultDialect):
@@ -333,6 +454,10 @@ class MpcsqlDialect(default.DefaultDialect):
         import engine
 
         return engine  # connect(), paramstyle and the PEP 249 exceptions
+
+    if not SA2:  # SQLAlchemy 1.4 asks the class for dbapi() and type_compiler
+        dbapi = import_dbapi
+        type_compiler = MpcsqlTypeCompiler
 
     @classmethod
     def get_pool_class(cls, url):
@@ -394,7 +519,7 @@ class MpcsqlDialect(default.DefaultDialect):
             except BaseException:
                 con.close()
                 raise
-        return con
+        return _SettingsConnection(con, self._with_settings) if self.join_protocol else con
 
     # --- execution ------------------------------------------------------------------------
 
@@ -404,10 +529,10 @@ class MpcsqlDialect(default.DefaultDialect):
         return statement
 
     def do_execute(self, cursor, statement, parameters, context=None):
-        cursor.execute(self._with_settings(statement), parameters)
+        cursor.execute(statement, parameters)  # the settings: _SettingsCursor
 
     def do_execute_no_params(self, cursor, statement, context=None):
-        cursor.execute(self._with_settings(statement))
+        cursor.execute(statement)
 
     def do_executemany(self, cursor, statement, parameters, context=None):
         raise refuse("executemany", "mpcsql is read-only")
@@ -445,7 +570,7 @@ class MpcsqlDialect(default.DefaultDialect):
     # --- reflection: the federated catalog ------------------------------------------------
 
     @reflection.cache
-    def _catalog(self, connection, **kw) -> dict[str, dict[str, Any]]:
+    def _catalog(self, connection, **kw):  # no annotation: 1.4's decorator re-parses it
         con = connection.connection.dbapi_connection
         return {t["name"]: t for t in con.tables()}
 
