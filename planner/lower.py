@@ -298,12 +298,19 @@ def _presence(aggs: Aggregates, lq: LogicalQuery, having_expr: AggExpr | None,
 
 
 def _fits(where: Expr | None, zs: tuple[Expr, ...]) -> Expr:
-    """The predicate of the rows a model fits: the WHERE and no NULL in its columns."""
-    pred = where
+    """The predicate of the rows a model fits: the WHERE and no NULL in its columns, the
+    columns' conditions grouped by party (each party's conjunction is one local column)."""
+    def both(a: Expr | None, b: Expr) -> Expr:
+        return b if a is None else Call("and", (a, b), BOOLEAN, nullable=False)
+
+    by_party: dict[frozenset[str], Expr] = {}
     for z in zs:
         ok = Call("not", (Call("is_null", (z,), BOOLEAN, nullable=False),), BOOLEAN,
                   nullable=False)
-        pred = ok if pred is None else Call("and", (pred, ok), BOOLEAN, nullable=False)
+        by_party[z.parties] = both(by_party.get(z.parties), ok)
+    pred = where
+    for part in by_party.values():
+        pred = both(pred, part)
     assert pred is not None
     return pred
 
