@@ -8,7 +8,7 @@ from dialect.errors import ProgrammingError
 from engine.control import messages as M
 
 REQUIRED = {"explain": {"sql": "SELECT 1"}, "query": {"sql": "SELECT 1"},
-            "cancel": {"query_id": "q1"},
+            "cancel": {"query_id": "q1"}, "progress": {"query_id": "q1"},
             "prepare": {"sql": "SELECT 1", "catalog": {"tables": []}, "query_id": "q1"},
             "run": {"query_id": "q1", "addresses": [["h", 1]]},
             "configure": {"peers": {"emc": ["h", 1]}}, "register": {"table": "t"},

@@ -66,6 +66,7 @@ def _phases(stats: dict) -> str:
 
 def cmd_demo(args) -> int:
     import engine
+    from engine.cli.progress import progress_bar
     from engine.data.demo import plaintext, register, split
 
     ac, emc = split()
@@ -77,11 +78,13 @@ def cmd_demo(args) -> int:
         workdir = con.workdir
         register(con, ac, emc)  # key id, with the declared domains
         print(f"\n{con.explain(DEMO_SQL)}\n")
-        cur = con.execute(DEMO_SQL)
+        with progress_bar() as bar:  # on a terminal only
+            cur = con.execute(DEMO_SQL, on_progress=bar)
         cols = [d[0] for d in cur.description]
         secure = cur.fetchall()
         stats = cur.stats
-        lasso = con.execute(DEMO_LASSO)
+        with progress_bar() as bar:
+            lasso = con.execute(DEMO_LASSO, on_progress=bar)
         model = lasso.fetchall()
         model_stats = lasso.stats
     _, plain = plaintext(DEMO_SQL, {"ac": ac, "emc": emc})
@@ -219,8 +222,10 @@ def _table_spec(spec: str) -> tuple[str, str, str]:
 
 
 def cmd_query(args) -> int:
-    with _open(args) as con:
-        cur = con.execute(args.sql)
+    from engine.cli.progress import progress_bar
+
+    with _open(args) as con, progress_bar() as bar:  # a bar on a terminal only
+        cur = con.execute(args.sql, on_progress=bar)
         cols = [d[0] for d in cur.description]
         rows = cur.fetchall()
     if args.format == "json":

@@ -80,7 +80,16 @@ def cmd_status(args) -> int:
         print(f"{q['query_id']}  {q['state']:<9} {q['role']:<11} analyst={q['analyst']} "
               f"coordinator={q['coordinator']} {times}")
         print(f"    {q['sql']}" + (f"\n    error: {q['error']}" if q["error"] else ""))
+        if q.get("progress"):  # a running query of yours (or any, for the administrator)
+            print(f"    progress: {_progress_text(q['progress'])}")
     return 0
+
+
+def _progress_text(p: dict) -> str:
+    """``encrypting 3,200 / 5,000 rows (64%), 12.3 s``; ``helper re-randomising, 40.0 s``."""
+    from engine.client.progress import Progress
+
+    return f"{Progress.from_reply(p)}, {float(p.get('elapsed') or 0):.1f} s"
 
 
 def cmd_cancel(args) -> int:
@@ -111,7 +120,8 @@ def add_commands(sub) -> None:
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=cmd_audit_show)
 
-    st = sub.add_parser("status", help="recent queries at your party's server and their state")
+    st = sub.add_parser("status", help="recent queries at your party's server, their state and "
+                                       "the progress of your running ones")
     st.add_argument("--json", action="store_true")
     add_server_options(st)
     st.set_defaults(func=cmd_status)

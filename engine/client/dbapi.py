@@ -5,16 +5,20 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import socket
 import ssl
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dialect.errors import (
+    Error,
     InterfaceError,
     NotSupportedError,
     ProgrammingError,
+    error_from_dict,
 )
 from engine.client.embedded import LocalFederation, read_source
 from engine.client.notebook import (
@@ -24,6 +28,7 @@ from engine.client.notebook import (
     markdown_table,
     result_footer,
 )
+from engine.client.progress import Progress
 from engine.control import messages, wire
 from engine.control.messages import new_query_id
 from engine.deploy.config import KEY_BITS
@@ -98,6 +103,8 @@ class Connection:
         #: parties that receive query results (None: every data party); each party's
         #: ``receivers`` policy rule must allow all of them
         self.receivers: list[str] | None = None
+        #: seconds between two progress requests while a query with ``on_progress`` runs
+        self.progress_interval = 0.5
         self._closed = False
         if party not in federation.addresses:
             federation.stop()
@@ -128,9 +135,10 @@ class Connection:
 
     # --- extensions -----------------------------------------------------------------------
 
-    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        """Shortcut: a new cursor that has executed ``sql``."""
-        return self.cursor().execute(sql, parameters)
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None, *,
+                on_progress: Callable[[Progress], None] | None = None) -> Cursor:
+        """Shortcut: a new cursor that has executed ``sql`` (see :meth:`Cursor.execute`)."""
+        return self.cursor().execute(sql, parameters, on_progress=on_progress)
 
     @property
     def workdir(self) -> str | None:
@@ -242,6 +250,16 @@ class Connection:
         return wire.call(host, port, msg, blob, party=party, timeout=timeout,
                          ssl_context=self.federation.ssl_context_for(party))
 
+    def _client(self, party: str) -> wire.BlockingClient:
+        """A connection to ``party``'s server for one long request (the caller closes it)."""
+        if self.remote:
+            s = self.federation
+            return wire.BlockingClient(s.host, s.port, party=s.party, timeout=s.timeout,
+                                       ssl_context=s.ssl)
+        host, port = self.federation.addresses[party]
+        return wire.BlockingClient(host, port, party=party,
+                                   ssl_context=self.federation.ssl_context_for(party))
+
 
 def _domains(table: str, domains: dict[str, Any] | None) -> dict[str, Any] | None:
     """Declared domains in their JSON form (a ``range`` becomes ``{"min", "max"}``)."""
@@ -299,13 +317,24 @@ class Cursor:
         self.rowcount = -1
         self.stats: dict[str, Any] | None = None
         self.query_id: str | None = None  # id of the last query executed (set when it starts)
+        self._progress: Progress | None = None
+        self._running = False
+        self._polled = 0.0
         self._sent_at = 0.0
         self._rows: list[tuple] = []
         self._pos = 0
         self._closed = False
 
-    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        """Run ``sql`` securely across the parties; results are fetched from this cursor."""
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None, *,
+                on_progress: Callable[[Progress], None] | None = None) -> Cursor:
+        """Run ``sql`` securely across the parties; results are fetched from this cursor.
+
+        ``on_progress`` (extension): called in this thread with a
+        :class:`~engine.client.progress.Progress` about twice a second while the query runs
+        (``Connection.progress_interval``), and once more with phase ``"done"`` when it has
+        succeeded.  If it raises, the query is cancelled at every party and the exception
+        propagates.  Without it, :attr:`progress` can be read from another thread.
+        """
         self._check()
         if parameters:
             from dialect import bind_parameters
@@ -314,15 +343,92 @@ class Cursor:
         con = self.connection
         self.query_id = new_query_id()
         self._sent_at = time.monotonic()
-        reply = con._request(con.party, messages.Query(sql=sql, query_id=self.query_id,
-                                                       receivers=con.receivers),
-                             timeout=con.query_timeout)
+        query = messages.Query(sql=sql, query_id=self.query_id, receivers=con.receivers)
+        self._progress, self._running = None, True
+        try:
+            if on_progress is None:
+                reply = con._request(con.party, query, timeout=con.query_timeout)
+            else:
+                reply = self._watched(query, on_progress)
+        finally:
+            self._running = False
+        self._progress = Progress("done", state="done", party=con.party, query_id=self.query_id,
+                                  elapsed=round(time.monotonic() - self._sent_at, 3))
+        if on_progress is not None:
+            on_progress(self._progress)
         self.description = [(n, t, None, None, None, None, True) for n, t in reply["columns"]]
         self._rows = [tuple(r) for r in reply["rows"]]
         self._pos = 0
         self.rowcount = len(self._rows)
         self.stats = reply.get("stats")
         return self
+
+    @property
+    def progress(self) -> Progress | None:
+        """The running query's progress at your party (extension; read it from another thread
+        while :meth:`execute` runs, or use its ``on_progress``), asked of your party's server
+        at most every 0.2 s; after the query, its last progress (phase ``"done"`` on
+        success); None before the server has seen the query."""
+        if self._running and time.monotonic() - self._polled >= 0.2:
+            self._poll()
+        return self._progress
+
+    def _poll(self) -> Progress | None:
+        """Ask the analyst's party server for this cursor's query progress (None: not there
+        yet, or the server cannot say); never raises."""
+        self._polled = time.monotonic()
+        con = self.connection
+        try:
+            reply = con._request(con.party, messages.QueryProgress(query_id=self.query_id),
+                                 timeout=10)
+        except Error:  # not registered yet (the query is on its way), or an older server
+            return None
+        p = Progress.from_reply(reply)
+        if self._running:  # never overwrite the final progress of a finished query
+            self._progress = p
+        return p
+
+    def _watched(self, query: messages.Query, on_progress: Callable[[Progress], None]
+                 ) -> dict[str, Any]:
+        """Send ``query`` from a worker thread; meanwhile poll its progress here and call
+        ``on_progress``.  Anything raised here (the callback, KeyboardInterrupt) hangs up the
+        query's connection, which cancels the query at every party."""
+        con = self.connection
+        client = con._client(con.party)
+        msg = dataclasses.replace(query, user=_os_user()).to_wire()
+        box: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def work() -> None:
+            try:
+                box["reply"], _ = client.request(msg, timeout=con.query_timeout)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                box["error"] = e
+            finally:
+                finished.set()
+
+        threading.Thread(target=work, name=f"mpcsql-query-{self.query_id}", daemon=True).start()
+        try:
+            while not finished.wait(con.progress_interval):
+                p = self._poll()
+                if p is not None and not finished.is_set():
+                    on_progress(p)
+        except BaseException:
+            try:
+                client.sock.shutdown(socket.SHUT_RDWR)  # the server cancels the query
+            except OSError:
+                pass
+            finished.wait(10)
+            raise
+        finally:
+            if finished.is_set():
+                client.close()
+        if "error" in box:
+            raise box["error"]
+        reply = box["reply"]
+        if not reply.get("ok"):
+            raise error_from_dict(reply["error"])
+        return reply
 
     def executemany(self, sql: str, seq_of_parameters) -> None:
         raise NotSupportedError("executemany is not supported: queries are read-only aggregates")

@@ -176,6 +176,14 @@ class Cancel(Request):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueryProgress(Request):
+    """The latest progress of one query at this party (its analyst or the party's admin)."""
+
+    op: ClassVar[str] = "progress"
+    query_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Prepare(Request):
     """Coordinator -> every party: plan ``sql``, check policy, reserve a slot and a port."""
 
@@ -237,8 +245,8 @@ class Drop(Request):
 
 
 REQUESTS: dict[str, type[Request]] = {c.op: c for c in (
-    Hello, CatalogRequest, Tables, Explain, Query, Status, Cancel, Prepare, Run, PaillierKey,
-    Configure, Shutdown, Register, Drop)}
+    Hello, CatalogRequest, Tables, Explain, Query, Status, Cancel, QueryProgress, Prepare, Run,
+    PaillierKey, Configure, Shutdown, Register, Drop)}
 
 def parse_request(msg: Any) -> Request:
     """The typed request in ``msg`` (a decoded JSON object), or a ProgrammingError naming what
@@ -294,6 +302,22 @@ class RunReply(Reply):
     op: ClassVar[str] = "run"
     rows: list[list[Any]] | None = None  # None at parties that do not receive the result
     stats: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProgressReply(Reply):
+    """One query's progress at one party (engine.session.progress: public counts only)."""
+
+    op: ClassVar[str] = "progress"
+    query_id: str = ""
+    party: str = ""
+    state: str = ""  # queued, running, done, failed, cancelled
+    phase: str = ""  # the step its session is in ("encrypting", "solver iteration", ...)
+    done: int | None = None  # units done of a counted step
+    total: int | None = None  # units of a counted step (a public quantity)
+    unit: str | None = None  # rows, ciphertexts, iterations or None
+    fraction: float | None = None  # done / total
+    elapsed: float = 0.0  # seconds since the query was submitted at this party
 
 
 @dataclass(frozen=True)

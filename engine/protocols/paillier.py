@@ -15,6 +15,10 @@ who only has the public key, computes r**n mod n**2 directly (standard Paillier,
 Z_n^*).  Batches of at least ``MIN_PARALLEL`` ciphertexts are split over forked worker
 processes (``workers``, default ``os.cpu_count()``); each worker draws its randomness from
 ``os.urandom`` (via ``secrets``), so no random state is shared between workers.
+
+Progress: the batch functions take ``progress``, called with the number of rows (or items)
+done so far, counted over all worker processes (a shared counter per process); the session
+turns it into its public progress reports (engine/session/progress.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import gc
 import hashlib
 import hmac
 import math
+import mmap
 import multiprocessing
 import os
 import secrets
@@ -41,6 +46,9 @@ from gmpy2 import mpz
 from phe import paillier
 
 from dialect.errors import DataError
+
+#: ``progress(done)``: how many rows (or items) of a batch are done so far (monotone).
+Progress = Callable[[int], None]
 
 SIGMA = 40  # statistical security of the helper's masks, in bits
 OFFSET_BITS = 64
@@ -187,9 +195,9 @@ def _claims(fd: int, count: int, chunk: int) -> Iterable[range]:
 
 
 def _run_worker(item: Callable[[int], int], fd: int, count: int, chunk: int, conn,
-                parent: int, nice: int = 0) -> None:
+                parent: int, nice: int = 0, done=None, slot: int = 0) -> None:
     """Body of a forked worker: compute claimed chunks, send ``[(start, values), ...]`` and the
-    worker's CPU seconds."""
+    worker's CPU seconds; ``done[slot]`` counts the items computed (shared with the parent)."""
     if nice:
         os.nice(nice)
     gc.disable()  # a collection would touch (and copy) the parent's whole heap; refcounts suffice
@@ -208,6 +216,8 @@ def _run_worker(item: Callable[[int], int], fd: int, count: int, chunk: int, con
                 if os.getppid() != parent:  # the session process died: never outlive it
                     os._exit(3)
                 vals.append(int(item(i)))
+                if done is not None:
+                    done[slot] += 1
             out.append((todo.start, vals))
         t = os.times()
         conn.send(("ok", out, t.user + t.system))
@@ -222,6 +232,7 @@ class _Forked:
 
     ``item`` may be a closure over keys and data: the workers inherit them by fork and only the
     results are pickled back.  The caller may take chunks itself (:meth:`work_here`) meanwhile.
+    Every process counts the items it computed in a shared page (:meth:`items_done`).
     """
 
     def __init__(self, item: Callable[[int], int], count: int, procs: int, nice: int = 0):
@@ -232,6 +243,8 @@ class _Forked:
         self.procs: list = []
         self.conns: list = []
         self.collected = False
+        self._page = mmap.mmap(-1, 8 * (procs + 1))  # shared with the forked workers
+        self._done = memoryview(self._page).cast("q")
         self.fd, wfd = os.pipe()
         try:
             tokens = b"".join(s.to_bytes(4, "little") for s in range(0, count, self.chunk))
@@ -245,7 +258,8 @@ class _Forked:
                 recv_end, send_end = ctx.Pipe(duplex=False)
                 self.conns.append(recv_end)
                 proc = ctx.Process(target=_run_worker, daemon=True, args=(
-                    item, self.fd, count, self.chunk, send_end, os.getpid(), nice))
+                    item, self.fd, count, self.chunk, send_end, os.getpid(), nice, self._done,
+                    len(self.procs)))
                 proc.start()
                 send_end.close()  # a dead worker shows as EOF; later workers don't inherit it
                 self.procs.append(proc)
@@ -253,17 +267,31 @@ class _Forked:
             self.close()
             raise
 
-    def work_here(self) -> None:
+    def items_done(self) -> int:
+        """Items computed so far by all the processes."""
+        return sum(self._done) if self._done is not None else self.count
+
+    def work_here(self, progress: Progress | None = None) -> None:
+        me = len(self._done) - 1
         for todo in _claims(self.fd, self.count, self.chunk):
-            self.results[todo.start] = [int(self.item(i)) for i in todo]
+            vals = []
+            for i in todo:
+                vals.append(int(self.item(i)))
+                self._done[me] += 1
+                if progress is not None:
+                    progress(self.items_done())
+            self.results[todo.start] = vals
 
     def done(self) -> bool:
         return all(conn.poll() for conn in self.conns)
 
-    def collect(self) -> list[int]:
-        """Wait for the workers; all values in index order."""
+    def collect(self, progress: Progress | None = None) -> list[int]:
+        """Wait for the workers (reporting their progress meanwhile); all values in index
+        order."""
         try:
             for conn, proc in zip(self.conns, self.procs, strict=True):
+                while progress is not None and not conn.poll(0.05):
+                    progress(self.items_done())
                 try:
                     status, payload, cpu = conn.recv()
                 except EOFError:
@@ -295,21 +323,42 @@ class _Forked:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self._done is not None:
+            self._done.release()
+            self._done = None
+            self._page.close()
 
 
-def _fork_map(item: Callable[[int], int], count: int, workers: int) -> list[int]:
+def _fork_map(item: Callable[[int], int], count: int, workers: int,
+              progress: Progress | None = None) -> list[int]:
     """``[item(i) for i in range(count)]`` on this process and ``workers - 1`` forked ones.
 
     All of them take chunks from a shared queue; results keep the original order.
+    ``progress(done)`` is called as items are done, the last time with ``count``.
     """
     if workers <= 1 or count <= 1:
-        return [int(item(i)) for i in range(count)]
+        out = []
+        for i in range(count):
+            out.append(int(item(i)))
+            if progress is not None:
+                progress(i + 1)
+        return out
     forked = _Forked(item, count, workers - 1)
     try:
-        forked.work_here()
-        return forked.collect()
+        forked.work_here(progress)
+        out = forked.collect(progress)
     finally:
         forked.close()
+    if progress is not None:
+        progress(count)
+    return out
+
+
+def _per_row(progress: Progress | None, items_per_row: int) -> Progress | None:
+    """``progress`` in rows of ``items_per_row`` items each."""
+    if progress is None or items_per_row <= 1:
+        return progress
+    return lambda done: progress(done // items_per_row)
 
 
 # --- fast Paillier primitives ----------------------------------------------------------------
@@ -442,21 +491,24 @@ class RandomizerJob:
 
 
 def draw_randomizers(ctx: _PublicCtx, count: int, pool: list[int] | None,
-                     workers: int | None) -> list[int]:
+                     workers: int | None, progress: Progress | None = None) -> list[int]:
     """``count`` randomisers: taken off the end of ``pool`` (removed, so never used twice) as
-    far as it reaches, the rest computed now."""
+    far as it reaches, the rest computed now (``progress``: how many are ready)."""
     take = min(count, len(pool)) if pool else 0
     got: list[int] = []
     if take:
         got = pool[len(pool) - take:]
         del pool[len(pool) - take:]
     rest = count - take
-    return got + _fork_map(ctx.randomizer, rest, effective_workers(workers, rest))
+    if progress is not None:
+        progress(take)
+    return got + _fork_map(ctx.randomizer, rest, effective_workers(workers, rest),
+                           None if progress is None else (lambda k: progress(take + k)))
 
 
 def encrypt_many(
     public_key, plaintexts: Sequence[int], *, private_key=None, workers: int | None = None,
-    randomizers: list[int] | None = None,
+    randomizers: list[int] | None = None, progress: Progress | None = None,
 ) -> list[int]:
     """Raw Paillier encryptions (g = n + 1) of integers in [0, n), fresh randomness each.
 
@@ -469,16 +521,17 @@ def encrypt_many(
     for m in plaintexts:
         if not 0 <= m < n:
             raise ValueError("Paillier plaintext out of range [0, n)")
-    rn = draw_randomizers(ctx, len(plaintexts), randomizers, workers)
+    rn = draw_randomizers(ctx, len(plaintexts), randomizers, workers, progress)
     return [int((n * m + 1) * x % nsq) for m, x in zip(plaintexts, rn, strict=True)]
 
 
-def decrypt_many(private_key, ciphertexts: Sequence[int], *, workers: int | None = None
-                 ) -> list[int]:
-    """Raw Paillier decryptions by CRT, in order."""
+def decrypt_many(private_key, ciphertexts: Sequence[int], *, workers: int | None = None,
+                 progress: Progress | None = None) -> list[int]:
+    """Raw Paillier decryptions by CRT, in order (``progress``: how many are done)."""
     ctx = _PrivateCtx(private_key)
     cts = [mpz(c) for c in ciphertexts]
-    return _fork_map(lambda i: ctx.decrypt(cts[i]), len(cts), effective_workers(workers, len(cts)))
+    return _fork_map(lambda i: ctx.decrypt(cts[i]), len(cts), effective_workers(workers, len(cts)),
+                     progress)
 
 
 def _regroup(flat: list[int], lengths: Sequence[int]) -> list[list[int]]:
@@ -494,23 +547,26 @@ def _regroup(flat: list[int], lengths: Sequence[int]) -> list[list[int]]:
 
 def encrypt_rows(
     public_key, rows: Sequence[Sequence[int]], *, private_key=None, workers: int | None = None,
-    randomizers: list[int] | None = None,
+    randomizers: list[int] | None = None, progress: Progress | None = None,
 ) -> list[list[int]]:
     """Encrypt each row's packed encodings; returns raw ciphertext integers per row.
 
     The owner should pass its ``private_key``: encryption is then several times faster (CRT).
     ``randomizers``: a precomputed pool for this key (used up from its end, never reused).
+    ``progress(rows done)`` is called as the rows are encrypted.
     """
     slots = slots_per_ciphertext(public_key.n.bit_length())
     packed = [pack_row(r, slots) for r in rows]
     flat = encrypt_many(public_key, [p for row in packed for p in row],
-                        private_key=private_key, workers=workers, randomizers=randomizers)
+                        private_key=private_key, workers=workers, randomizers=randomizers,
+                        progress=_per_row(progress, len(packed[0]) if packed else 1))
     return _regroup(flat, [len(row) for row in packed])
 
 
 def helper_mask(
     public_key, rows: Sequence[Sequence[int]], d: int, modulus: int, *,
     workers: int | None = None, randomizers: list[int] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Helper: add fresh slot masks to each ciphertext and re-randomise it.
 
@@ -518,13 +574,15 @@ def helper_mask(
     (-r mod ``modulus``, one per value) in the same row order.  Re-randomisers r**n mod n**2
     (r uniform in Z_n^*) are taken off the end of ``randomizers`` (removed, so never reused;
     made for this key by :func:`precompute_randomizers` or :class:`RandomizerJob`) as far as
-    it reaches, the rest computed now on ``workers`` processes.
+    it reaches, the rest computed now on ``workers`` processes.  ``progress(rows done)`` is
+    called as their re-randomisers are ready.
     """
     ctx = _PublicCtx(public_key)
     n, nsq = ctx.n, ctx.nsq
     slots = slots_per_ciphertext(public_key.n.bit_length())
     count = sum(len(row) for row in rows)
-    rn = draw_randomizers(ctx, count, randomizers, workers)
+    rn = draw_randomizers(ctx, count, randomizers, workers,
+                          _per_row(progress, len(rows[0]) if rows else 1))
     low = (1 << MASK_BITS) - 1
     masked_rows, shares = [], []
     pos = 0
@@ -550,12 +608,14 @@ def helper_mask(
 
 def decrypt_shares(
     private_key, rows: Sequence[Sequence[int]], d: int, modulus: int, *,
-    workers: int | None = None,
+    workers: int | None = None, progress: Progress | None = None,
 ) -> list[list[int]]:
-    """Owner: decrypt masked ciphertexts and unpack its additive shares (v + r mod modulus)."""
+    """Owner: decrypt masked ciphertexts and unpack its additive shares (v + r mod modulus);
+    ``progress(rows done)`` is called as the rows are decrypted."""
     slots = slots_per_ciphertext(private_key.public_key.n.bit_length())
     mask = (1 << SLOT_BITS) - 1
-    plain = decrypt_many(private_key, [c for row in rows for c in row], workers=workers)
+    plain = decrypt_many(private_key, [c for row in rows for c in row], workers=workers,
+                         progress=_per_row(progress, len(rows[0]) if rows else 1))
     out = []
     pos = 0
     for row in rows:

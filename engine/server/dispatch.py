@@ -24,7 +24,7 @@ from dialect.errors import (
 from engine.control import wire
 from engine.control.messages import Register, Request, parse_request
 from engine.deploy import tls
-from engine.deploy.certs import CertError, Identity, identity_of_der
+from engine.deploy.certs import CertError, Identity, identity_of_der, same_certificate
 from engine.server.state import PartyState
 
 log = logging.getLogger("mpcsql.server")
@@ -32,7 +32,11 @@ log = logging.getLogger("mpcsql.server")
 #: Operations a peer party server may ask for (coordinator -> participant).
 PEER_OPS = frozenset({"hello", "catalog", "prepare", "run", "paillier_key"})
 #: Operations this party's own analysts may ask for.
-ANALYST_OPS = frozenset({"hello", "query", "explain", "tables", "status", "cancel"})
+ANALYST_OPS = frozenset({"hello", "query", "explain", "tables", "status", "cancel",
+                         "progress"})
+#: Operations this party's administrator may ask for: whoever connects with this server's own
+#: certificate (and so holds its key), e.g. ``mpcsql status`` run by its operator.
+ADMIN_OPS = frozenset({"hello", "status", "progress"})
 #: Operations only the embedded federation's owner may ask for (the program that started it).
 LOCAL_OPS = frozenset({"configure", "shutdown", "register", "drop"})
 #: Everything the embedded owner (analyst ``owner@<party>`` of its private CA) may ask for.
@@ -48,6 +52,7 @@ class Caller:
 
     analyst: str | None = None  # the analyst the request is served for
     from_party: str | None = None  # the authenticated peer party (TLS only)
+    admin: bool = False  # this party's administrator (or the embedded federation's owner)
 
 
 Handler = Callable[[Request, Caller, "bytes | None", asyncio.StreamReader],
@@ -71,7 +76,10 @@ def identify(server: PartyState, writer: asyncio.StreamWriter) -> Identity:
         ident = identity_of_der(der)
     except (CertError, ValueError) as e:
         raise AuthorizationError(f"certificate refused: {e}") from None
-    if ident.kind == "party":
+    if ident.kind == "party" and ident.name == cfg.name:  # this server's own certificate
+        if not same_certificate(der, cfg.tls.cert):
+            raise AuthorizationError(f"{ident} is not the certificate of {cfg.name}'s server")
+    elif ident.kind == "party":
         if ident.name not in cfg.peers:
             raise AuthorizationError(f"{ident} is not a peer of {cfg.name}")
         try:
@@ -86,6 +94,11 @@ def authorize(server: PartyState, req: Request, ident: Identity | None) -> Calle
     op, name = req.op, server.cfg.name
     if ident is None:
         raise AuthorizationError(f"{name} serves only mutually authenticated TLS connections")
+    if ident.kind == "party" and ident.name == name:
+        if op not in ADMIN_OPS:
+            raise AuthorizationError(f"{name}'s administrator may not ask for {op!r} (only "
+                                     f"{', '.join(sorted(ADMIN_OPS))})")
+        return Caller(admin=True)
     if ident.kind == "party":
         if op not in PEER_OPS:
             raise AuthorizationError(f"party {ident.name} may not ask {name} for {op!r}")
@@ -108,7 +121,7 @@ def authorize(server: PartyState, req: Request, ident: Identity | None) -> Calle
             raise AuthorizationError(f"{ident} may not ask {name} for {op!r}: only the program "
                                      "that started the embedded federation may")
         # the owner's OS user, as its client reports it: shown as local:<user>
-        return Caller(analyst=f"local:{req.user or 'unknown'}")
+        return Caller(analyst=f"local:{req.user or 'unknown'}", admin=True)
     if op not in ANALYST_OPS:
         why = ("tables are exposed in party.toml" if op in ("register", "drop")
                else "it is not an analyst operation")

@@ -4,6 +4,9 @@ prepare  -> plan the SQL itself, check this party's own policy, reserve its slot
             its columns, reserve an MPyC session port, answer with the plan's fingerprint
 run      -> fork the session process (one MPyC session) and answer with its outcome; the
             coordinator closing the connection meanwhile aborts it
+
+The session process sends ``("progress", report)`` messages (engine.session.progress) on the
+pipe before its outcome; the latest is kept in the query's record for ``progress``/``status``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from engine.server.dispatch import Caller
 from engine.server.queries import QueryRecord, stop
 from engine.server.state import PartyState
 from engine.session.job import Job
+from engine.session.progress import Report
 from engine.session.runner import run_job
 from engine.session.tls import SessionTLS
 from planner.plan import Plan, PrivateJoin
@@ -71,7 +75,8 @@ def free_port(host: str, ports: tuple[int, int] | None = None) -> int:
 
 
 def child_main(job: Job, conn) -> None:
-    """Entry point of the forked session process: run the job, send back the outcome."""
+    """Entry point of the forked session process: run the job, send its progress reports and
+    then the outcome."""
     parent = os.getppid()
 
     def watchdog() -> None:  # never outlive the server that forked us
@@ -85,7 +90,7 @@ def child_main(job: Job, conn) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        res = run_job(job)
+        res = run_job(job, lambda r: conn.send(("progress", r.to_wire(), None)))
         conn.send(("ok", res.rows, res.stats))
     except Error as e:
         if e.party is None:
@@ -262,20 +267,26 @@ class Participant:
             send_end.close()
             self.server.children.add(proc)
             deadline = time.monotonic() + self.cfg.query_timeout
+            rec = self.book.get(job.query_id)
             try:
-                while not recv_end.poll():
-                    if time.monotonic() > deadline:
+                while True:
+                    while not recv_end.poll():
+                        if time.monotonic() > deadline:
+                            raise OperationalError(
+                                f"query timed out after {self.cfg.query_timeout:.0f} s at "
+                                f"{self.cfg.name}", party=self.cfg.name)
+                        await asyncio.sleep(0.02)
+                    try:
+                        status, payload, stats = recv_end.recv()
+                    except EOFError:
+                        proc.join(timeout=1)
                         raise OperationalError(
-                            f"query timed out after {self.cfg.query_timeout:.0f} s at "
-                            f"{self.cfg.name}", party=self.cfg.name)
-                    await asyncio.sleep(0.02)
-                try:
-                    status, payload, stats = recv_end.recv()
-                except EOFError:
-                    proc.join(timeout=1)
-                    raise OperationalError(
-                        f"the session process of party {self.cfg.name} died "
-                        f"(exit code {proc.exitcode})", party=self.cfg.name) from None
+                            f"the session process of party {self.cfg.name} died "
+                            f"(exit code {proc.exitcode})", party=self.cfg.name) from None
+                    if status != "progress":
+                        break
+                    if rec is not None:
+                        rec.report(Report.from_wire(payload))
             finally:
                 if proc.is_alive():
                     proc.kill()

@@ -22,12 +22,13 @@ import sys
 import tempfile
 from typing import Any
 
-from dialect.errors import Error, ProgrammingError
+from dialect.errors import AuthorizationError, Error, ProgrammingError
 from engine.control import messages
 from engine.control.messages import (
     CatalogReply,
     HelloReply,
     PaillierKeyReply,
+    ProgressReply,
     check_query_id,
 )
 from engine.deploy import tls
@@ -37,7 +38,7 @@ from engine.server.coordinator import Coordinator, analyst_of
 from engine.server.dispatch import Caller, handle_connection
 from engine.server.participant import Participant
 from engine.server.peers import peer_paillier_keys
-from engine.server.queries import stop
+from engine.server.queries import QueryRecord, stop
 from engine.server.state import PartyState
 
 log = logging.getLogger("mpcsql.server")
@@ -54,7 +55,8 @@ class PartyServer(PartyState):
         self.handlers.update({
             messages.Hello: self.hello, messages.PaillierKey: self.paillier_key,
             messages.CatalogRequest: self.catalog, messages.Status: self.status,
-            messages.Cancel: self.cancel, messages.Configure: self.configure,
+            messages.Cancel: self.cancel, messages.QueryProgress: self.progress,
+            messages.Configure: self.configure,
             messages.Shutdown: self.shutdown, messages.Register: self.register,
             messages.Drop: self.drop, messages.Tables: self.coordinator.tables,
             messages.Explain: self.coordinator.explain, messages.Query: self.coordinator.query,
@@ -162,9 +164,29 @@ class PartyServer(PartyState):
         return {"ok": True}
 
     async def status(self, req: messages.Status, caller: Caller, blob, reader) -> dict[str, Any]:
-        """Recent queries at this party (coordinated here or taken part in), oldest first."""
-        return {"ok": True, "party": self.cfg.name, "queries": self.book.list(),
+        """Recent queries at this party (coordinated here or taken part in), oldest first;
+        a running query's progress only to its analyst and this party's administrator."""
+        queries = []
+        for rec in self.book.records.values():
+            q = rec.to_dict()
+            q["progress"] = (rec.progress_dict() if rec.state == "running"
+                             and may_watch(rec, caller) else None)
+            queries.append(q)
+        return {"ok": True, "party": self.cfg.name, "queries": queries,
                 "paillier_pool": self.pools.describe() if self.pools.enabled else None}
+
+    async def progress(self, req: messages.QueryProgress, caller: Caller, blob, reader
+                       ) -> dict[str, Any]:
+        """One query's progress at this party (engine.session.progress): for the analyst who
+        submitted it and for this party's administrator only."""
+        qid = check_query_id(req.query_id)
+        rec = self.book.get(qid)
+        if rec is None:
+            raise ProgrammingError(f"no query {qid} at {self.cfg.name}")
+        if not may_watch(rec, caller):
+            raise AuthorizationError(f"query {qid} belongs to another analyst: only its analyst "
+                                     f"and {self.cfg.name}'s administrator may see its progress")
+        return ProgressReply(party=self.cfg.name, **rec.progress_dict()).to_wire()
 
     async def cancel(self, req: messages.Cancel, caller: Caller, blob, reader) -> dict[str, Any]:
         """Cancel a queued or running query coordinated here (its own analyst only)."""
@@ -185,6 +207,12 @@ class PartyServer(PartyState):
             await asyncio.wait({rec.task})
         return {"ok": True, "query_id": qid, "was": state, "state": rec.state}
 
+
+
+def may_watch(rec: QueryRecord, caller: Caller) -> bool:
+    """Whether ``caller`` may see the progress of query ``rec``: the analyst who submitted it
+    (as this party knows them) or this party's administrator."""
+    return caller.admin or (caller.analyst is not None and rec.analyst == analyst_of(caller))
 
 
 def _quiet_tls_errors(loop, context: dict[str, Any]) -> None:

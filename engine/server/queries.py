@@ -17,6 +17,7 @@ from typing import Any
 
 from dialect.errors import OperationalError, ProgrammingError
 from engine.control.messages import check_query_id, new_query_id  # noqa: F401 (re-exported)
+from engine.session.progress import Report
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 def _iso(t: float | None) -> str | None:
@@ -40,9 +41,28 @@ class QueryRecord:
     finished: float | None = None
     error: str | None = None
     task: asyncio.Task | None = field(default=None, repr=False)
+    #: the latest progress report of this party's session (engine.session.progress)
+    progress: Report | None = None
 
     def start(self) -> None:
         self.state, self.started = "running", time.time()
+
+    def report(self, report: Report) -> None:
+        self.progress = report
+
+    def progress_dict(self) -> dict[str, Any]:
+        """The query's progress here: its state, the session's latest report (or the state
+        before the session reports: ``queued``, ``starting``), seconds since it was
+        submitted here."""
+        rep = self.progress
+        if self.state == "done":
+            rep = Report("done")
+        elif rep is None:
+            rep = Report("queued" if self.state == "queued" else
+                         "starting" if self.active else self.state)
+        end = self.finished if self.finished is not None else time.time()
+        return {"query_id": self.query_id, "state": self.state, **rep.to_wire(),
+                "fraction": rep.fraction, "elapsed": round(max(0.0, end - self.submitted), 3)}
 
     def finish(self, state: str, error: str | None = None) -> None:
         if self.finished is None:

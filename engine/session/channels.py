@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.protocols import codec, runtime
 from engine.session.job import Job
+from engine.session.progress import Report, Reporter, after_for
 from engine.session.transcript import Transcript
 
 
 class Session:
     """Point-to-point messages, openings and phase timing on top of one MPyC runtime.
 
-    Implements :class:`engine.protocols.channel.Channel` for the protocols.
+    Implements :class:`engine.protocols.channel.Channel` for the protocols, and
+    :meth:`step` for their progress reports (engine.session.progress), sent to ``report``.
     """
 
-    def __init__(self, job: Job, mpc):
+    def __init__(self, job: Job, mpc, report: Callable[[Report], None] | None = None):
         self.job = job
         self.mpc = mpc
         self.party = job.party
@@ -32,12 +35,29 @@ class Session:
         self.recording = self.transcript.path is not None
         self.phases: dict[str, float] = {}
         self._t = time.perf_counter()
+        self.progress = Reporter(report, after_for(job.plan))
+        self.transcript.progress = self.progress.sent
 
     def phase(self, name: str) -> None:
         """Close the running phase under ``name``."""
         now = time.perf_counter()
         self.phases[name] = self.phases.get(name, 0.0) + now - self._t
         self._t = now
+        self.progress.closed(name)
+
+    def step(self, phase: str, total: int | None = None, unit: str | None = None
+             ) -> Callable[[int], None]:
+        """Report that this party starts step ``phase`` (of ``total`` public ``unit``s);
+        returns the function to call with the units done (see engine.session.progress)."""
+        return self.progress.step(phase, total, unit)
+
+    def solver_progress(self, phase: str, done: int | None, total: int | None) -> None:
+        """The solver's progress hook (engine.protocols.regression.lasso.PROGRESS): a loop's
+        ``done`` of ``total`` public iterations, or a step without counts."""
+        if total is None:
+            self.progress.step(phase)
+        else:
+            self.progress.iteration(phase, done or 0, total)
 
     async def send(self, label: str, obj: Any, sender: str, receivers: list[str]) -> Any:
         """Send ``obj`` from ``sender`` to ``receivers``; returns it at the receivers."""

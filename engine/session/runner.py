@@ -10,6 +10,7 @@ secret-shared table, then the aggregate nodes are evaluated on it
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,11 @@ from engine.protocols.joins.masked import masked_join
 from engine.protocols.joins.paillier import paillier_join
 from engine.protocols.owner_input import share_table
 from engine.protocols.paillier import key_id
+from engine.protocols.regression import lasso
 from engine.session import tls as session_tls
 from engine.session.channels import Session, listen_only_on, patch_connection_loss
 from engine.session.job import Job, SessionResult
+from engine.session.progress import Report, first_stage
 from planner.plan import Node, PrivateJoin, Scan
 
 
@@ -53,8 +56,11 @@ def _lost(state: dict[str, Any], peer: str) -> OperationalError:
     return OperationalError(f"lost connection to party {peer} during the query", party=peer)
 
 
-def run_job(job: Job) -> SessionResult:
-    """Run this party's side of ``job`` to completion (blocking; call in a fresh process)."""
+def run_job(job: Job, report: Callable[[Report], None] | None = None) -> SessionResult:
+    """Run this party's side of ``job`` to completion (blocking; call in a fresh process).
+
+    ``report`` gets the session's progress reports (engine.session.progress) as they happen.
+    """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     addrs = [runtime.Address(h, p) for h, p in job.addresses]
@@ -66,7 +72,9 @@ def run_job(job: Job) -> SessionResult:
     if job.tls is not None:
         session_tls.install(loop, job.tls, job.pids[job.party],
                             {i: n for n, i in job.pids.items()}, list(job.addresses), state)
-    sess = Session(job, mpc)
+    sess = Session(job, mpc, report)
+    # the solver loops report their public iteration counts (in every task of this session)
+    lasso.PROGRESS.set(sess.solver_progress)
     try:
         return loop.run_until_complete(_run(sess, state))
     except RuntimeError as e:  # MPyC stops the loop when one of its coroutines fails
@@ -104,10 +112,12 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
                 f"{', '.join(missing)}", party=missing[0])
         raise OperationalError(f"timed out after {timeout:g} s waiting for the other parties")
 
+    sess.step("connecting")
     await guarded(mpc.start(), timeout=sess.job.connect_timeout)
     sess.phase("connect")
     try:
         rows = await guarded(_compute(sess))
+        sess.step("closing")
         state["closing"] = True
         await guarded(mpc.shutdown(), timeout=30)
     except BaseException:
@@ -166,11 +176,13 @@ class SourceRunner:
                                    keypair=job.paillier_key, randomizers=job.randomizers)
 
     async def visit_Scan(self, scan: Scan) -> tuple[int, Any]:
+        self.sess.step("sharing input")
         return await share_table(self.sess, scan, self.sf)
 
 
 async def _compute(sess: Session) -> list[tuple] | None:
     plan = sess.job.plan
+    sess.step("agreeing on the query")
     agreed = await agree(sess, sess.job.binding, sess.job.own_min, sess.job.own_group_min)
     sess.min_rows, sess.min_rows_by = agreed.min_rows, agreed.min_rows_by
     sess.min_group_rows = agreed.min_group_rows
@@ -179,4 +191,5 @@ async def _compute(sess: Session) -> list[tuple] | None:
     _scale_for_models(sess.job)
     sf = runtime.secfxp()
     m, table = await SourceRunner(sess, sf).visit(plan.source)
+    sess.step(first_stage(plan))
     return await aggregates.evaluate(sess, plan, m, table, sf)

@@ -17,6 +17,7 @@ class Transcript:
                      if job.transcript_dir else None)
         self.items: list[dict[str, Any]] = []
         self.opened: list[str] = []  # labels of the plan's disclosures, in the order reached
+        self.progress: list = []  # the progress reports sent (engine.session.progress)
 
     def record(self, label: str, sender: str, obj: Any, nbytes: int) -> None:
         self.items.append({"label": label, "from": sender, "nbytes": nbytes,
@@ -26,4 +27,5 @@ class Transcript:
         if self.path:
             with open(self.path, "wb") as f:
                 pickle.dump({"messages": self.items, "mpc_bytes_received": mpc_bytes_received,
-                             "opened": self.opened}, f)
+                             "opened": self.opened,
+                             "progress": [r.to_wire() for r in self.progress]}, f)

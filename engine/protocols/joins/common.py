@@ -9,6 +9,9 @@
 
 What each party learns here: L and R learn m (or the bit); H learns |L|, |R| (the number of
 hashes it receives) and m, never an id or a value.
+
+Progress (:func:`step`): every party reports the steps above as it starts them, with counts
+it already knows (its own row count, m once announced); see engine/session/progress.py.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ from engine.protocols.channel import Channel, announce_size
 from planner.plan import PrivateJoin
 
 KEY_BYTES = 32
+
+
+def step(chan: Channel, phase: str, total: int | None = None, unit: str | None = None
+         ) -> Callable[[int], None] | None:
+    """Report that this party starts ``phase`` (of ``total`` public units, counted by the
+    returned function); None, and nothing reported, on a channel without progress reports.
+
+    Counts must be public quantities this party knows (its own table size, the announced
+    intersection size, constants of the plan), never anything that depends on a secret.
+    """
+    start = getattr(chan, "step", None)
+    return start(phase, total, unit) if start is not None else None
 
 
 @dataclass
@@ -54,13 +69,18 @@ async def hash_and_match(
     outbox = None
     if me in (left, right):
         data = chan.local
+        step(chan, "hashing ids")
         order = paillier.random_permutation(len(data.ids))
         hashes = paillier.keyed_hashes(hash_key(key), (data.ids[i] for i in order))
         chan.phase("hash")
         outbox = {"hashes": hashes, **payload(key, order)}
+        step(chan, "sending rows to the helper")
+    else:
+        step(chan, "waiting for the data parties' rows")
     inbox_l = await chan.send(rows_label, outbox if me == left else None, left, [helper])
     inbox_r = await chan.send(rows_label, outbox if me == right else None, right, [helper])
     pairs = None
+    step(chan, "matching ids" if me == helper else "helper matching ids")
     if me == helper:
         chan.opened("table_sizes", (len(inbox_l["hashes"]) // paillier.HASH_BYTES,
                                     len(inbox_r["hashes"]) // paillier.HASH_BYTES))

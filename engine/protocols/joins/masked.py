@@ -35,7 +35,7 @@ from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join'
     words_to_ints,
 )
 from engine.protocols.fixedpoint import encode_int64
-from engine.protocols.joins.common import hash_and_match
+from engine.protocols.joins.common import hash_and_match, step
 from engine.protocols.prf import SIGMA, prf_ints, sample_bytes  # noqa: F401  (re-exported)
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
@@ -155,6 +155,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
     d = {left: len(join.left.columns), right: len(join.right.columns)}
 
     def masked_rows(key: bytes, order: np.ndarray) -> dict[str, Any]:
+        step(chan, "masking values")
         values = np.asarray(chan.local.values, dtype=np.float64).reshape(len(order), d[me])
         out = {"masked": mask_rows(key, me, values[order], p)}
         chan.phase("mask")
@@ -169,6 +170,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
         return m, None
 
     # 4. H tells each data party where the matches lie in the *other* party's shuffled list.
+    step(chan, "exchanging positions")
     positions: dict[str, np.ndarray | None] = {left: None, right: None}
     if me == helper:
         pos = np.array(pairs, dtype=np.int64).reshape(m, 2)
@@ -188,6 +190,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
     # 6. They become Shamir shares by protocol A2S (engine/protocols/shares.py), as words.
     inboxes = matched.inboxes
     matched.inboxes = None
+    step(chan, "converting shares")
     blocks = []
     for owner in (left, right):
         if not d[owner]:

@@ -13,6 +13,9 @@ docs/protocols.md.  After the shared skeleton (:mod:`engine.protocols.joins.comm
 
 What each party learns: the owners learn m and, per matched row, their own values plus a mask
 they cannot remove; H learns |L|, |R| and m.  Nobody learns which rows matched.
+
+Progress: an owner counts the rows it encrypts (its own table size) and decrypts (m); H counts
+each owner's m rows it re-randomises; the owners report "helper re-randomising" meanwhile.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from engine.protocols import paillier
 from engine.protocols.channel import Channel
 from engine.protocols.fieldwords import ints_to_words
 from engine.protocols.fixedpoint import encode
-from engine.protocols.joins.common import hash_and_match
+from engine.protocols.joins.common import hash_and_match, step
 from engine.protocols.shares import SharedTable, additive_to_shamir
 from planner.plan import PrivateJoin
 
@@ -47,11 +50,16 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
     keys: dict[str, Any] = {}
 
     def encrypted_rows(key: bytes, order: np.ndarray) -> dict[str, Any]:
+        if keypair is None:
+            step(chan, "generating a Paillier key")
         pub, priv = keypair or paillier.generate_keypair(key_bits)
         keys["priv"] = priv
         enc = encode(chan.local.values[order]) if d[me] else None
-        cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv,
-                                    randomizers=randomizers.get(int(pub.n))) if d[me] else []
+        cts = []
+        if d[me]:
+            count = step(chan, "encrypting", len(order), "rows")
+            cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv,
+                                        randomizers=randomizers.get(int(pub.n)), progress=count)
         chan.phase("encrypt")
         return {"n": int(pub.n), "cts": cts}
 
@@ -61,6 +69,8 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
     m = matched.m
     if m == 0:
         return 0, None
+    if me != helper:
+        step(chan, "helper re-randomising")
 
     boxes: dict[str, Any] = {left: None, right: None}
     hshares: dict[str, Any] = {}
@@ -70,9 +80,12 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
             if d[party]:
                 pub = phe_paillier.PaillierPublicKey(int(inbox["n"]))
                 rows = [inbox["cts"][pair[idx]] for pair in matched.pairs]
+                count = step(chan, f"re-randomising {party}'s rows", m, "rows")
                 boxes[party], hshares[party] = paillier.helper_mask(
-                    pub, rows, d[party], p, randomizers=randomizers.get(int(pub.n)))
+                    pub, rows, d[party], p, randomizers=randomizers.get(int(pub.n)),
+                    progress=count)
         chan.phase("mask")
+        step(chan, "sending masked rows")
     got = {}
     for party in (left, right):
         if d[party]:
@@ -80,10 +93,12 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
 
     share = None
     if me in (left, right) and d[me]:
-        share = paillier.decrypt_shares(keys["priv"], got[me], d[me], p)
+        count = step(chan, "decrypting", m, "rows")
+        share = paillier.decrypt_shares(keys["priv"], got[me], d[me], p, progress=count)
         chan.observe("decrypted_shares", share)  # what the owner now knows
         chan.phase("decrypt")
 
+    step(chan, "converting shares")
     blocks = []
     for party in (left, right):
         if not d[party]:

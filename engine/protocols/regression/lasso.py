@@ -40,6 +40,11 @@ fixed number of iterations follows (:mod:`~engine.protocols.regression.options`)
   (diabetes raw/standardised, alpha 0.01..1, insurance, synthetic d = 10, 30) one chain with
   rho = 0.1 needs up to 41 iterations before POLISH is exact, the better of the two at most 18.
 
+Progress: both loops call ``on_progress("solver iteration", done, total)`` (or, when it is
+None, the hook in :data:`PROGRESS`, which the session sets) with the public iteration count
+before the first and after every iteration, then ``on_progress("polishing", None, None)``
+(POLISH follows both); nothing else is reported.
+
 What each party sees: only masked openings inside the one-round products
 (:mod:`engine.protocols.fastfxp`) and inside MPyC's comparisons. Nothing is opened: the scales
 s_j, the iterates and the sign/support bits stay secret-shared, and a (near-)constant feature
@@ -50,6 +55,8 @@ from __future__ import annotations
 
 import math
 from asyncio import Future
+from collections.abc import Callable
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -67,6 +74,18 @@ from engine.protocols.regression.options import (
     _rt,
     coroutine,
 )
+
+#: ``on_progress(phase, done, total)``: the solver's progress (public counts only: sweeps or
+#: iterations, fixed by the plan's options).
+OnProgress = Callable[[str, int | None, int | None], None]
+
+#: The hook used when a loop is given no ``on_progress``; None (the default) reports nothing.
+#: The session process sets it to its progress reporter (engine.session.runner).
+PROGRESS: ContextVar[OnProgress | None] = ContextVar("lasso_progress", default=None)
+
+
+def _progress(on_progress: OnProgress | None) -> OnProgress | None:
+    return on_progress if on_progress is not None else PROGRESS.get()
 
 
 def _standardize(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
@@ -111,7 +130,7 @@ async def _soft_threshold(a, theta, cmp=None, bits: int | None = None):
 
 
 @coroutine
-async def _cd(G, c, t, sweeps: int, bound: float):
+async def _cd(G, c, t, sweeps: int, bound: float, on_progress: OnProgress | None = None):
     """Protocol LASSO-CD: cyclic coordinate descent (unit diagonal G), batched soft-thresholding."""
     # Every CD step lowers the objective, so the iterates keep sum t|w| <= 1/2 and each input
     # to SOFT stays below ``bound`` (|c_j| <= 1 plus d times the largest |w|).
@@ -124,7 +143,10 @@ async def _cd(G, c, t, sweeps: int, bound: float):
     rows = [Gh[j:j + 1] for j in range(d)]
     bits = _cmp_bits(SOLVER_FRAC, bound)
     w = up = down = t2.array(np.zeros(d))
-    for _ in range(sweeps):
+    report = _progress(on_progress)
+    for sweep in range(sweeps):
+        if report is not None:
+            report("solver iteration", sweep, sweeps)
         for j in range(d):
             a = c[j:j + 1] - rt.np_reshape(fx.matmul(rows[j], w), (1,))
             z, b1, b2 = await _soft_threshold(a, t[j:j + 1], bits=bits)
@@ -132,11 +154,14 @@ async def _cd(G, c, t, sweeps: int, bound: float):
             w = w + (z - w[j:j + 1]) * eye[j]
             up = up + (b1 - up[j:j + 1]) * eye[j]
             down = down + (b2 - down[j:j + 1]) * eye[j]
+    if report is not None:
+        report("solver iteration", sweeps, sweeps)
+        report("polishing", None, None)
     return w, up, down
 
 
 @coroutine
-async def _admm(G, c, t, iters: int, v_max: float):
+async def _admm(G, c, t, iters: int, v_max: float, on_progress: OnProgress | None = None):
     """Protocol LASSO-ADMM: two ADMM chains (rho I, unit diagonal G), NS-INVERSE, batched SOFT."""
     # The chains (penalties ADMM_RHOS) run side by side as stacked arrays: one product and one
     # comparison call per iteration for both. At the end the iterate with the lower objective
@@ -147,7 +172,10 @@ async def _admm(G, c, t, iters: int, v_max: float):
     n = len(ADMM_RHOS)
     K, K0, theta, low = _admm_system(rt, G, c, t, v_max)
     z = u = up = down = type(G).sectype.array(np.zeros(n * d))
+    report = _progress(on_progress)
     for i in range(iters):
+        if report is not None:
+            report("solver iteration", i, iters)
         drop, theta_c, K0_c, bits = low[CMP_FRAC if i < iters - CMP_LAST else CMP_FRAC_LAST]
         zu = rt.np_concatenate((rt.np_reshape(z, (n, d, 1)), rt.np_reshape(u, (n, d, 1))), axis=1)
         a, a_c = fx.matmul(K, zu, extra=drop)
@@ -155,6 +183,9 @@ async def _admm(G, c, t, iters: int, v_max: float):
         a_c = rt.np_reshape(a_c, (n * d,)) + K0_c
         z, up, down = await _soft_threshold(a, theta, (a_c, theta_c), bits)
         u = a - z
+    if report is not None:
+        report("solver iteration", iters, iters)
+        report("polishing", None, None)
     return _best_chain(rt, G, c, t, z, up, down)
 
 
