@@ -292,6 +292,9 @@ async def multiply(ctx: Ctx, a: Vec, b: Vec, bits: int | None = None, name: str 
         return await _scale(ctx, b if a.is_public else a, a if a.is_public else b, bits, name)
     a, b = canonical_bit(ctx, a), canonical_bit(ctx, b)
     if a.bit and b.bit:
+        if fast_field(ctx.p) and ctx.rt.threshold > 0:  # on words: no conversion to ints
+            w = await reshare_words(ctx, _product_words(ctx, a, b))
+            return Vec(0, 1, 0, bit=True, words=w, name=name)
         raw = await reshare(ctx, ints_of(ctx, a) * ints_of(ctx, b))
         return _secret(ctx, raw, 0, 1, 0, bit=True, name=name)
     e = _capped(prod_e(a, b), bits, a.g + b.g)
