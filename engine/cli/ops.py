@@ -82,6 +82,9 @@ def cmd_status(args) -> int:
         print(f"    {q['sql']}" + (f"\n    error: {q['error']}" if q["error"] else ""))
         if q.get("progress"):  # a running query of yours (or any, for the administrator)
             print(f"    progress: {_progress_text(q['progress'])}")
+            for party, p in (q["progress"].get("parties") or {}).items():
+                if party != q["progress"].get("party") and p is not None:
+                    print(f"      {party}: {_progress_text({**p, 'parties': None})}")
     return 0
 
 
@@ -89,7 +92,7 @@ def _progress_text(p: dict) -> str:
     """``encrypting 3,200 / 5,000 rows (64%), 12.3 s``; ``helper re-randomising, 40.0 s``."""
     from engine.client.progress import Progress
 
-    return f"{Progress.from_reply(p)}, {float(p.get('elapsed') or 0):.1f} s"
+    return f"{Progress.from_reply({**p, 'parties': None})}, {float(p.get('elapsed') or 0):.1f} s"
 
 
 def cmd_cancel(args) -> int:

@@ -14,10 +14,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-#: A counted step: "ac: encrypting 3,200 / 5,000 rows |#####     |  64% 12 s"
-COUNTED = "{desc} |{bar}| {percentage:3.0f}% {postfix}"
-#: A step without counts: "ac: helper re-randomising  40 s"
-PLAIN = "{desc}  {postfix}"
+#: A counted step: "ac: encrypting 3,200 / 5,000 rows |██████▍   |  64%, 12 s" (tqdm puts
+#: the ", " before the postfix, the seconds since the party received the query)
+COUNTED = "{desc} |{bar}| {percentage:3.0f}%{postfix}"
+#: A step without counts: "ac: helper re-randomising, 40 s"
+PLAIN = "{desc}{postfix}"
 
 
 def wanted(out: TextIO | None = None, err: TextIO | None = None) -> bool:
@@ -36,7 +37,11 @@ class Bar:
     def __init__(self, file: TextIO):
         from tqdm import tqdm  # only when a bar is drawn
 
-        self.bar = tqdm(total=None, file=file, leave=False, dynamic_ncols=True,
+        # a terminal that reports no size (0 x 0, e.g. a fresh pseudo-terminal) gets 80 x 24:
+        # tqdm draws nothing in 0 columns or rows
+        sized = min(_size(file)) > 0
+        self.bar = tqdm(total=None, file=file, leave=False, dynamic_ncols=sized,
+                        ncols=None if sized else 80, nrows=None if sized else 24,
                         bar_format=PLAIN, mininterval=0, ascii=False)
         self.step: tuple[Any, ...] | None = None
 
@@ -47,15 +52,17 @@ class Bar:
         if p.phase == "done":
             self.close()
             return
-        if p.step != self.step:  # a new step: new total, new bar
-            self.step = p.step
-            self.bar.bar_format = COUNTED if p.total else PLAIN
-            self.bar.reset(total=p.total or None)
         where = f"{p.party}: " if p.party else ""
-        self.bar.set_description_str(where + _text(p), refresh=False)
-        if p.total:
-            self.bar.n = p.done or 0
+        detail = p.detail  # this party's count, or another party's while it waits for it
+        self.bar.set_description_str(where + _text(p, detail), refresh=False)
         self.bar.set_postfix_str(f"{p.elapsed:.0f} s", refresh=False)
+        step = (p.step, detail.party if detail else None, detail.step if detail else None)
+        if step != self.step:  # a new step: its own format and total
+            self.step = step
+            self.bar.bar_format = COUNTED if detail and detail.total else PLAIN
+            self.bar.reset(total=detail.total if detail and detail.total else None)  # redraws
+        if detail and detail.total:
+            self.bar.n = detail.done or 0
         self.bar.refresh()
 
     def close(self) -> None:
@@ -64,11 +71,21 @@ class Bar:
             self.bar = None
 
 
-def _text(p: Any) -> str:
-    if p.total is None:
+def _size(file: TextIO) -> tuple[int, int]:
+    try:
+        return tuple(os.get_terminal_size(file.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return (0, 0)
+
+
+def _text(p: Any, detail: Any) -> str:
+    """``encrypting 3,200 / 5,000 rows``; ``waits for helper: re-randomising ac's rows 1,200
+    / 4,000 rows`` (this party is at ``helper re-randomising``)."""
+    if detail is None:
         return p.phase
-    unit = f" {p.unit}" if p.unit else ""
-    return f"{p.phase} {p.done:,} / {p.total:,}{unit}"
+    unit = f" {detail.unit}" if detail.unit else ""
+    count = f"{detail.phase} {detail.done:,} / {detail.total:,}{unit}"
+    return count if detail is p else f"waits for {detail.party}: {count}"
 
 
 @contextlib.contextmanager

@@ -318,6 +318,8 @@ class ProgressReply(Reply):
     unit: str | None = None  # rows, ciphertexts, iterations or None
     fraction: float | None = None  # done / total
     elapsed: float = 0.0  # seconds since the query was submitted at this party
+    #: at the coordinator: every party's progress (the others' public steps only), by name
+    parties: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from engine.server.state import PartyState
 log = logging.getLogger("mpcsql.server")
 
 #: Operations a peer party server may ask for (coordinator -> participant).
-PEER_OPS = frozenset({"hello", "catalog", "prepare", "run", "paillier_key"})
+PEER_OPS = frozenset({"hello", "catalog", "prepare", "run", "paillier_key", "progress"})
 #: Operations this party's own analysts may ask for.
 ANALYST_OPS = frozenset({"hello", "query", "explain", "tables", "status", "cancel",
                          "progress"})

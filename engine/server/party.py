@@ -20,6 +20,7 @@ import signal
 import ssl
 import sys
 import tempfile
+import time
 from typing import Any
 
 from dialect.errors import AuthorizationError, Error, ProgrammingError
@@ -37,7 +38,7 @@ from engine.deploy.config import ConfigError, PartyConfig, load_party_toml
 from engine.server.coordinator import Coordinator, analyst_of
 from engine.server.dispatch import Caller, handle_connection
 from engine.server.participant import Participant
-from engine.server.peers import peer_paillier_keys
+from engine.server.peers import peer_paillier_keys, peer_progress
 from engine.server.queries import QueryRecord, stop
 from engine.server.state import PartyState
 
@@ -167,10 +168,10 @@ class PartyServer(PartyState):
         """Recent queries at this party (coordinated here or taken part in), oldest first;
         a running query's progress only to its analyst and this party's administrator."""
         queries = []
-        for rec in self.book.records.values():
+        for rec in list(self.book.records.values()):
             q = rec.to_dict()
-            q["progress"] = (rec.progress_dict() if rec.state == "running"
-                             and may_watch(rec, caller) else None)
+            q["progress"] = ({"party": self.cfg.name, **await self.progress_of(rec, caller)}
+                             if rec.state == "running" and may_watch(rec, caller) else None)
             queries.append(q)
         return {"ok": True, "party": self.cfg.name, "queries": queries,
                 "paillier_pool": self.pools.describe() if self.pools.enabled else None}
@@ -186,7 +187,22 @@ class PartyServer(PartyState):
         if not may_watch(rec, caller):
             raise AuthorizationError(f"query {qid} belongs to another analyst: only its analyst "
                                      f"and {self.cfg.name}'s administrator may see its progress")
-        return ProgressReply(party=self.cfg.name, **rec.progress_dict()).to_wire()
+        return ProgressReply(party=self.cfg.name, **await self.progress_of(rec, caller)
+                             ).to_wire()
+
+    async def progress_of(self, rec: QueryRecord, caller: Caller) -> dict[str, Any]:
+        """``rec``'s progress for ``caller``: the coordinating party sees a participant's public
+        steps only; at the coordinator, a running query's progress at every party too (the
+        others asked at most once a second)."""
+        if caller.from_party is not None:
+            return rec.progress_dict(for_peer=True)
+        out = rec.progress_dict()
+        if rec.role == "coordinator" and rec.state == "running":
+            if time.monotonic() - rec.peers_at >= PEER_PROGRESS_EVERY:
+                rec.peers_at = time.monotonic()
+                rec.peers = await peer_progress(self, rec.query_id)
+            out["parties"] = {self.cfg.name: rec.progress_dict(), **(rec.peers or {})}
+        return out
 
     async def cancel(self, req: messages.Cancel, caller: Caller, blob, reader) -> dict[str, Any]:
         """Cancel a queued or running query coordinated here (its own analyst only)."""
@@ -209,9 +225,16 @@ class PartyServer(PartyState):
 
 
 
+#: Seconds between two requests of the peers' progress for one query (at the coordinator).
+PEER_PROGRESS_EVERY = 1.0
+
+
 def may_watch(rec: QueryRecord, caller: Caller) -> bool:
-    """Whether ``caller`` may see the progress of query ``rec``: the analyst who submitted it
-    (as this party knows them) or this party's administrator."""
+    """Whether ``caller`` may see the progress of query ``rec``: this party's administrator,
+    the analyst who submitted it (as this party knows them), or, at a participant, the party
+    coordinating it (which is shown the public steps only)."""
+    if caller.from_party is not None:
+        return rec.role == "participant" and rec.coordinator == caller.from_party
     return caller.admin or (caller.analyst is not None and rec.analyst == analyst_of(caller))
 
 

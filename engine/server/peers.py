@@ -17,7 +17,13 @@ from dialect.errors import (
     error_from_dict,
 )
 from engine.control import wire
-from engine.control.messages import Hello, HelloReply, PaillierKey, parse_request
+from engine.control.messages import (
+    Hello,
+    HelloReply,
+    PaillierKey,
+    QueryProgress,
+    parse_request,
+)
 from engine.deploy import tls
 from engine.server.dispatch import ANALYST, Caller
 from engine.server.state import PartyState
@@ -204,3 +210,35 @@ async def peer_paillier_keys(server: PartyState) -> dict[str, int | None]:
     finally:
         await peers.__aexit__(None, None, None)
     return out
+
+
+async def peer_progress(server: PartyState, query_id: str, timeout: float = 5.0
+                        ) -> dict[str, dict[str, Any] | None]:
+    """The coordinated query's progress at every peer (public steps only: each peer decides
+    what it shows, QueryRecord.progress_dict); None for a peer that did not answer within
+    ``timeout`` seconds."""
+    msg = QueryProgress(query_id=query_id, coordinator=server.cfg.name).to_wire()
+    peers = Peers(server)
+
+    async def ask(name: str) -> dict[str, Any] | None:
+        try:
+            peers.conns[name] = await peers.connect(name)
+            reply = await peers.one(name, msg)
+        except Error as e:
+            log.info("no progress of %s from %s: %s", query_id, name, e)
+            return None
+        reply.pop("ok", None)
+        reply.pop("parties", None)
+        return reply
+
+    names = [n for n, _ in server.cfg.parties if n != server.cfg.name and n in server.cfg.peers]
+    try:
+        tasks = [asyncio.ensure_future(ask(n)) for n in names]
+        done, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return {n: (t.result() if t in done else None) for n, t in zip(names, tasks,
+                                                                        strict=True)}
+    finally:
+        await peers.__aexit__(None, None, None)

@@ -20,6 +20,10 @@ from engine.control.messages import check_query_id, new_query_id  # noqa: F401 (
 from engine.session.progress import Report
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+#: What the coordinating party is shown of a participant's steps that are not public.
+LOCAL_STEPS = "local steps"
+
+
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
@@ -43,6 +47,9 @@ class QueryRecord:
     task: asyncio.Task | None = field(default=None, repr=False)
     #: the latest progress report of this party's session (engine.session.progress)
     progress: Report | None = None
+    #: at the coordinator: the other parties' latest public progress and when it was asked
+    peers: dict[str, Any] | None = field(default=None, repr=False)
+    peers_at: float = 0.0
 
     def start(self) -> None:
         self.state, self.started = "running", time.time()
@@ -50,19 +57,25 @@ class QueryRecord:
     def report(self, report: Report) -> None:
         self.progress = report
 
-    def progress_dict(self) -> dict[str, Any]:
+    def progress_dict(self, *, for_peer: bool = False) -> dict[str, Any]:
         """The query's progress here: its state, the session's latest report (or the state
         before the session reports: ``queued``, ``starting``), seconds since it was
-        submitted here."""
+        submitted here.  ``for_peer`` (the coordinating party asks): a report that is not
+        public (a join's local steps before m is announced) shows as ``local steps``, no
+        counts."""
         rep = self.progress
         if self.state == "done":
             rep = Report("done")
         elif rep is None:
             rep = Report("queued" if self.state == "queued" else
                          "starting" if self.active else self.state)
+        elif for_peer and not rep.public:
+            rep = Report(LOCAL_STEPS)
         end = self.finished if self.finished is not None else time.time()
-        return {"query_id": self.query_id, "state": self.state, **rep.to_wire(),
-                "fraction": rep.fraction, "elapsed": round(max(0.0, end - self.submitted), 3)}
+        out = {"query_id": self.query_id, "state": self.state, **rep.to_wire(),
+               "fraction": rep.fraction, "elapsed": round(max(0.0, end - self.submitted), 3)}
+        del out["public"]
+        return out
 
     def finish(self, state: str, error: str | None = None) -> None:
         if self.finished is None:

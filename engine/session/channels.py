@@ -51,6 +51,11 @@ class Session:
         returns the function to call with the units done (see engine.session.progress)."""
         return self.progress.step(phase, total, unit)
 
+    def public_steps(self, public: bool) -> None:
+        """Whether the steps this party starts from now on are public (engine.session.progress):
+        False for a join's local steps before the intersection size is announced."""
+        self.progress.public = public
+
     def solver_progress(self, phase: str, done: int | None, total: int | None) -> None:
         """The solver's progress hook (engine.protocols.regression.lasso.PROGRESS): a loop's
         ``done`` of ``total`` public iterations, or a step without counts."""

@@ -15,6 +15,12 @@ Why a report carries nothing secret:
   intersection size m once it has been announced to it, a number of ciphertexts (m times a
   constant of the plan), an iteration count fixed by the plan's public options.  Nothing that
   depends on a secret (rows passing a WHERE, present groups) is ever counted.
+* A report is ``public`` when its phase, counts and timing depend only on what every party
+  of the query knows (e.g. everything after the join has announced m, and the MPC steps all
+  parties take part in); the joins' local steps before that (a data party hashing and
+  encrypting its own rows, the helper matching) are not.  Only public reports are shown to
+  the coordinating party (:meth:`engine.server.queries.QueryRecord.progress_dict`): a data
+  party's table size stays hidden from the other data party, its encryption time too.
 * Counted steps report at most :data:`STEPS` thresholds ``ceil(k total / STEPS)``, each once,
   in order, and the first at 0: the sequence of reports is a function of the public sizes
   alone, identical in two runs whose hidden data differ (tests/test_progress_e2e.py).  Only
@@ -49,16 +55,20 @@ class Report:
     done: int | None = None
     total: int | None = None
     unit: str | None = None
+    public: bool = True  # may be shown to the other parties of the query (module docstring)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"phase": self.phase, "done": self.done, "total": self.total, "unit": self.unit}
+        return {"phase": self.phase, "done": self.done, "total": self.total, "unit": self.unit,
+                "public": self.public}
 
     @classmethod
     def from_wire(cls, msg: Any) -> Report:
         """A report from its dict (what the session process sends), checked field by field."""
-        if not isinstance(msg, dict) or set(msg) != {"phase", "done", "total", "unit"}:
+        if not isinstance(msg, dict) or set(msg) != {"phase", "done", "total", "unit", "public"}:
             raise ValueError("malformed progress report")
         phase, done, total, unit = msg["phase"], msg["done"], msg["total"], msg["unit"]
+        if not isinstance(msg["public"], bool):
+            raise ValueError("malformed progress report: public")
         if not isinstance(phase, str) or not 0 < len(phase) <= 80:
             raise ValueError("malformed progress report: phase")
         for v in (done, total):
@@ -68,7 +78,7 @@ class Report:
             raise ValueError("malformed progress report: done/total")
         if unit is not None and unit not in UNITS:
             raise ValueError("malformed progress report: unit")
-        return cls(phase, done, total, unit)
+        return cls(phase, done, total, unit, msg["public"])
 
     @property
     def fraction(self) -> float | None:
@@ -106,6 +116,7 @@ class Reporter:
         self._step: Report | None = None
         self._todo: list[int] = []  # thresholds of the running counted step not yet reported
         self._done = 0  # the highest count of the running step
+        self.public = True  # whether the steps started now are public (module docstring)
 
     def _emit(self, report: Report) -> None:
         if self.sent and self.sent[-1] == report:
@@ -122,7 +133,8 @@ class Reporter:
              ) -> Callable[[int], None]:
         """Start step ``phase`` (of ``total`` public units, if counted); returns the function
         to call with the units done so far (monotone; calls beyond total are capped)."""
-        step = self._step = Report(phase, 0 if total is not None else None, total, unit)
+        step = self._step = Report(phase, 0 if total is not None else None, total, unit,
+                                   self.public)
         self._todo = thresholds(total) if total else []
         self._done = 0
         self._emit(step)
@@ -138,7 +150,7 @@ class Reporter:
         self._done = max(self._done, done)
         while self._todo and done >= self._todo[0]:
             t = self._todo.pop(0)
-            self._emit(Report(step.phase, t, step.total, step.unit))
+            self._emit(Report(step.phase, t, step.total, step.unit, step.public))
 
     def iteration(self, phase: str, done: int, total: int) -> None:
         """A loop of ``total`` public iterations has finished ``done`` (0 at its start); a

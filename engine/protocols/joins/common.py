@@ -11,7 +11,8 @@ What each party learns here: L and R learn m (or the bit); H learns |L|, |R| (th
 hashes it receives) and m, never an id or a value.
 
 Progress (:func:`step`): every party reports the steps above as it starts them, with counts
-it already knows (its own row count, m once announced); see engine/session/progress.py.
+it already knows (its own row count, m once announced); the steps before m is announced are
+not public (:func:`public_steps`): see engine/session/progress.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def step(chan: Channel, phase: str, total: int | None = None, unit: str | None =
     return start(phase, total, unit) if start is not None else None
 
 
+def public_steps(chan: Channel, public: bool) -> None:
+    """Mark the steps this party starts from now on as public or not (their phases, counts and
+    timing depend only on what every party knows, e.g. after m is announced)."""
+    mark = getattr(chan, "public_steps", None)
+    if mark is not None:
+        mark(public)
+
+
 @dataclass
 class Matched:
     """One party's view after the match: m, and what the rest of the join needs."""
@@ -67,6 +76,7 @@ async def hash_and_match(
     key = await chan.send(key_label, os.urandom(KEY_BYTES) if me == left else None, left,
                           [right])
     outbox = None
+    public_steps(chan, False)  # a party's own sizes and timing, until m is announced
     if me in (left, right):
         data = chan.local
         step(chan, "hashing ids")
@@ -89,5 +99,6 @@ async def hash_and_match(
         chan.phase("match")
     m = await announce_size(chan, "intersection_size", len(pairs) if me == helper else None,
                             helper, [left, right], "the intersection")
+    public_steps(chan, True)  # from here on everything depends on m and the plan only
     inboxes = {left: inbox_l, right: inbox_r} if me == helper else None
     return Matched(m, key if me != helper else None, inboxes, pairs)
