@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 
 import engine
+from dialect.errors import AuthorizationError
 from tests.conftest import OPEN_POLICY, make_tables
 
 pytestmark = pytest.mark.e2e
@@ -371,13 +372,13 @@ def test_status_shows_a_running_query_s_phase_to_its_analyst_and_the_administrat
             with engine.connect(dep.dsn("ac"), tls=dep.bob) as bob:
                 from engine.control.messages import QueryProgress
 
-                with pytest.raises(engine.AuthorizationError, match="another analyst"):
+                with pytest.raises(AuthorizationError, match="another analyst"):
                     bob._request("ac", QueryProgress(query_id=cur.query_id))
             # ac's administrator (the server's own certificate) sees it, and may only watch
             admin = _status(capsys, dep.dsn("ac"), _admin(dep, "ac"))
             assert cur.query_id in admin and "    progress: " in admin
             with engine.connect(dep.dsn("ac"), tls=_admin(dep, "ac")) as adm, \
-                    pytest.raises(engine.AuthorizationError, match="administrator may not"):
+                    pytest.raises(AuthorizationError, match="administrator may not"):
                 adm.execute(SQL)
             # at emc, the participant's record: its administrator sees emc's own progress
             theirs = _status(capsys, dep.dsn("emc"), _admin(dep, "emc"))
