@@ -24,7 +24,10 @@ foreign keys (joins name their ``ON`` clause).  The compiler writes the accepted
 and refuses, while compiling and with an :class:`~dialect.errors.UnsupportedError` (a PEP 249
 ``NotSupportedError``) naming the construct, what the grammar does not have: subqueries,
 UNION/INTERSECT/EXCEPT, WITH, DISTINCT, window functions, outer and cross joins, LIKE and
-other functions, INSERT/UPDATE/DELETE and DDL.  Bound parameters stay parameters: they go to
+other functions, INSERT/UPDATE/DELETE and DDL.  One exception: a SELECT whose whole FROM is a
+derived table (how Superset queries a virtual dataset) is merged into one SELECT over the
+tables when the result is the same (:mod:`engine.client.derived`).  Works with SQLAlchemy 1.4
+(which Apache Superset pins) and 2.  Bound parameters stay parameters: they go to
 the DB-API in its ``qmark`` style, which writes each as a SQL literal token by token
 (:func:`dialect.bind_parameters`), never by pasting text.
 """
