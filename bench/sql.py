@@ -92,8 +92,11 @@ def dataset(rows: int, seed: int = 0) -> Dataset:
 
 
 def register(con, ds: Dataset) -> None:
-    con.register("ac", ds.ac, party="ac", key="id", domains={"grp": GROUPS})
-    con.register("emc", ds.emc, party="emc", key="id")
+    # the owners declare their columns NOT NULL (the synthetic data has none): no validity bits
+    con.register("ac", ds.ac, party="ac", key="id", domains={"grp": GROUPS},
+                 not_null=[c for c in ds.ac.columns if c != "id"])
+    con.register("emc", ds.emc, party="emc", key="id",
+                 not_null=[c for c in ds.emc.columns if c != "id"])
 
 
 def uptime() -> str:

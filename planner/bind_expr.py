@@ -163,7 +163,8 @@ class RowBinder:
                         column.scale_bits)
         bits = 0 if kind == TEXT else column_bits(column.dtype, column.scale_bits)
         return Col(ref, kind, bits=bits,
-                   integral=kind == BOOLEAN or is_integer_type(column.dtype), nullable=True)
+                   integral=kind == BOOLEAN or is_integer_type(column.dtype),
+                   nullable=column.nullable)
 
     # --- numbers ------------------------------------------------------------------------------
 

@@ -45,13 +45,16 @@ class ColumnSchema:
 
     ``domain`` is the owner's public declaration of the values the column takes (categories of
     a string or boolean column, or every integer of a range), needed to GROUP BY it; None if
-    undeclared.  NULL is not listed: a nullable key always has a NULL group.
+    undeclared.  NULL is not listed: a nullable key always has a NULL group.  ``nullable`` is
+    False for a column its owner declared NOT NULL (a constraint of its DuckDB table): then no
+    validity bit is computed for it.
     """
 
     name: str
     dtype: str
     scale_bits: int | None = None
     domain: tuple[Any, ...] | None = None
+    nullable: bool = True
 
     @property
     def numeric(self) -> bool:
@@ -127,7 +130,9 @@ class Catalog:
                     "party": t.party,
                     "key": t.key,
                     "columns": [[c.name, c.dtype, c.scale_bits]
-                                + ([list(c.domain)] if c.domain is not None else [])
+                                + ([list(c.domain) if c.domain is not None else None]
+                                   if c.domain is not None or not c.nullable else [])
+                                + ([False] if not c.nullable else [])
                                 for c in t.columns],
                 }
                 for t in self.tables
@@ -141,7 +146,8 @@ class Catalog:
             tuple(
                 TableSchema(
                     t["name"], t["party"], t["key"],
-                    tuple(ColumnSchema(*c[:3], tuple(c[3]) if len(c) > 3 else None)
+                    tuple(ColumnSchema(*c[:3], tuple(c[3]) if len(c) > 3 and c[3] is not None
+                                       else None, bool(c[4]) if len(c) > 4 else True)
                           for c in t["columns"]),
                 )
                 for t in d["tables"]

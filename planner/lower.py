@@ -304,15 +304,14 @@ def _fits(where: Expr | None, zs: tuple[Expr, ...]) -> Expr:
         return b if a is None else Call("and", (a, b), BOOLEAN, nullable=False)
 
     by_party: dict[frozenset[str], Expr] = {}
-    for z in zs:
+    for z in (z for z in zs if z.nullable):
         ok = Call("not", (Call("is_null", (z,), BOOLEAN, nullable=False),), BOOLEAN,
                   nullable=False)
         by_party[z.parties] = both(by_party.get(z.parties), ok)
     pred = where
     for part in by_party.values():
         pred = both(pred, part)
-    assert pred is not None
-    return pred
+    return pred if pred is not None else Lit(True, BOOLEAN, nullable=False)
 
 
 def model_of(lq: LogicalQuery) -> ModelCall | None:

@@ -356,7 +356,7 @@ class Rows:
         """
         bins: list[list[Atom]] = []
         for a in sorted((a for a in atoms if not a.indicator), key=lambda a: (-a.bits, a.key)):
-            if self.separate:  # one column per value, the 0/1 atoms in one more
+            if self.separate:  # one column per value, each carrying the party's 0/1 atoms
                 bins.append([a])
                 continue
             for b in bins:
@@ -368,8 +368,11 @@ class Rows:
             else:
                 bins.append([a])
         bits = [a for a in atoms if a.indicator]
-        if bits:
-            if bins and not self.separate:
+        if bits and self.separate and bins:  # w * z_k: a 0/1 weight is its own square
+            for b in bins:
+                b += bits
+        elif bits:
+            if bins:
                 bins[0] += bits
             else:
                 bins.append(bits)

@@ -178,3 +178,27 @@ def test_model_views_do_not_depend_on_hidden_values(recorded, case):  # noqa: F8
     assert rows_a != rows_b
     assert_same_views(va, vb)
     assert not {"result", "group_present"} & set(va["helper"]["opened"])
+
+
+def test_not_null_columns_need_no_validity_bits_and_give_the_same_model(fed):
+    """Columns declared NOT NULL at registration: the rows' weight is the WHERE's own column
+    (no MPC AND), each of ac's columns carries it, and the model equals scikit-learn's."""
+    con, tdir, tables = fed
+    ac, emc = tables["ac"], tables["emc"]
+    con.register("acn", ac, party="ac", key="id", bounds={"age": 128, "charges": 65536},
+                 not_null=["age", "charges"])
+    con.register("emcn", emc, party="emc", key="id", bounds={"bmi": 64, "children": 8},
+                 not_null=["bmi", "children"])
+    sql = (MASKED + "SELECT LINREG(charges, age, bmi, children) FROM acn JOIN emcn USING (id) "
+           "WHERE age > 30")
+    plan = con.explain(sql)
+    assert "IS NULL" not in plan and "row program" not in plan, plan
+    rows = con.cursor().execute(sql).fetchall()
+    d = rows_of(tables, "age > 30", ["charges", "age", "bmi", "children"])
+    ref = LinearRegression().fit(d[["age", "bmi", "children"]], d["charges"])
+    close(coefs(rows), np.r_[ref.intercept_, ref.coef_], 1e-6)
+    cols = {c[0]: c for t in con.tables() if t["name"] == "emcn" for c in t["columns"]}
+    assert cols["bmi"][-1] is False and len(cols["id"]) == 3  # declared, and published
+    bad = emc.assign(bmi=emc["bmi"].where(emc.index != 0))
+    with pytest.raises(engine.DataError, match="emcx.bmi holds NULL values"):
+        con.register("emcx", bad, party="emc", key="id", not_null=["bmi"])

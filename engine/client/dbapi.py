@@ -155,7 +155,8 @@ class Connection:
 
     def register(self, name: str, source: Any, *, party: str, key: str | None = None,
                  table: str | None = None, bounds: dict[str, float] | None = None,
-                 domains: dict[str, Any] | None = None) -> None:
+                 domains: dict[str, Any] | None = None,
+                 not_null: list[str] | None = None) -> None:
         """Load ``source`` into ``party``'s own DuckDB file as table ``name`` with join ``key``.
 
         ``source`` is a pandas DataFrame, a DuckDB relation, or a path to a CSV, Parquet or
@@ -169,6 +170,10 @@ class Connection:
         "northwest", "southeast", "southwest"]}``) or an integer range, both ends included,
         written ``{"min": 0, "max": 5}`` or ``range(0, 6)``.  At most 256 values; every
         non-NULL value of the column must be in its domain (checked now and at every query).
+
+        ``not_null`` declares columns NOT NULL (a constraint of the party's DuckDB table, public
+        in the catalog, refused if a column holds a NULL): no secret validity bit is then
+        computed for them, which makes WHERE, GROUP BY and models over them cheaper.
         """
         self._check()
         if self.remote:
@@ -179,10 +184,12 @@ class Connection:
         if isinstance(source, (str, os.PathLike)):  # read here: the server opens no path
             blob, fmt = read_source(os.path.abspath(os.fspath(source)), table)
             msg = messages.Register(table=name, key=key, bounds=bounds, format=fmt,
-                                    source_table=table, domains=_domains(name, domains))
+                                    source_table=table, domains=_domains(name, domains),
+                                    not_null=list(not_null) if not_null else None)
         else:
             msg = messages.Register(table=name, key=key, bounds=bounds,
-                                    domains=_domains(name, domains))
+                                    domains=_domains(name, domains),
+                                    not_null=list(not_null) if not_null else None)
             blob = _to_parquet(source)
         self._request(party, msg, blob)
 

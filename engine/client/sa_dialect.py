@@ -630,7 +630,8 @@ class MpcsqlDialect(default.DefaultDialect):
                 comment = "public domain (GROUP BY): " + ", ".join(map(str, domain))
             else:
                 comment = None
-            out.append({"name": name, "type": sa_type(dtype), "nullable": not is_key,
+            nullable = not is_key and (bool(col[4]) if len(col) > 4 else True)
+            out.append({"name": name, "type": sa_type(dtype), "nullable": nullable,
                         "default": None, "autoincrement": False, "comment": comment})
         return out
 

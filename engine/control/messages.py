@@ -233,6 +233,7 @@ class Register(Request):
     key: str | None = None
     bounds: dict[str, float] | None = None
     domains: dict[str, Any] | None = None  # planner.domains canonical form per column
+    not_null: list[str] | None = None  # columns declared NOT NULL
     path: str | None = None
     source_table: str | None = None
     format: str | None = None

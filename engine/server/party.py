@@ -148,7 +148,7 @@ class PartyServer(PartyState):
         fmt = (req.format or "parquet").lower()
         if fmt == "parquet" and not req.source_table:
             schema = self.store.register(req.table, key=req.key, blob=blob, bounds=req.bounds,
-                                         domains=req.domains)
+                                         domains=req.domains, not_null=req.not_null)
         else:  # CSV or DuckDB bytes: read back from a private temporary file
             with tempfile.TemporaryDirectory(prefix="mpcsql-register-") as tmp:
                 path = os.path.join(tmp, "source." + fmt.replace("/", "_"))
@@ -156,7 +156,7 @@ class PartyServer(PartyState):
                     f.write(blob)
                 schema = self.store.register(req.table, key=req.key, path=path, fmt=fmt,
                                              table=req.source_table, bounds=req.bounds,
-                                             domains=req.domains)
+                                             domains=req.domains, not_null=req.not_null)
         return {"ok": True, "columns": [[c.name, c.dtype] for c in schema.columns],
                 "key": schema.key}
 

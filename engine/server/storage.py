@@ -124,7 +124,8 @@ class PartyStore:
                 doms = self._declare_domains(name, schema, rest[0] if rest else {}, drop=False)
                 exposed[name] = TableSchema(name, self.party, full.key,
                                             tuple(ColumnSchema(c.name, c.dtype, bits.get(c.name),
-                                                               _domain(doms, c.name))
+                                                               _domain(doms, c.name),
+                                                               nullable=c.nullable)
                                                   for c in cols))
                 self._check_domain_values(name, exposed[name])
         self.exposed = exposed
@@ -194,7 +195,8 @@ class PartyStore:
     def register(self, name: str, *, key: str | None, path: str | None = None,
                  blob: bytes | None = None, fmt: str | None = None,
                  table: str | None = None, bounds: dict[str, float] | None = None,
-                 domains: dict[str, object] | None = None) -> TableSchema:
+                 domains: dict[str, object] | None = None,
+                 not_null: list[str] | None = None) -> TableSchema:
         """Create or replace table ``name`` from a CSV/Parquet/DuckDB source or a Parquet blob.
 
         ``bounds`` declares public bounds |x| <= bound per column; columns without one get the
@@ -244,6 +246,8 @@ class PartyStore:
             if tmp:
                 os.unlink(tmp)
         schema = self._schema(name, key, {})
+        self._declare_not_null(name, schema, not_null or [])
+        schema = self._schema(name, key, {})
         bits = self._declare_bounds(name, schema, bounds or {})
         doms = self._declare_domains(name, schema, domains or {})
         declared = self._schema(name, schema.key, bits, doms)
@@ -256,6 +260,24 @@ class PartyStore:
                          " VALUES (?, ?, ?, ?)",
                          [name, schema.key, json.dumps(bits), json.dumps(doms)])
         return declared
+
+    def _declare_not_null(self, name: str, schema: TableSchema, columns: list[str]) -> None:
+        """Declare ``columns`` NOT NULL (a DuckDB constraint: public, kept for later loads);
+        a column holding a NULL is refused (DataError naming it, no count), the table dropped."""
+        known = {c.name.lower(): c.name for c in schema.columns}
+        for col in columns:
+            c = known.get(str(col).lower())
+            if c is None:
+                self.drop(name)
+                raise ProgrammingError(f"not_null names unknown column {col!r} of {name}",
+                                       party=self.party)
+            try:
+                self.con.execute(f"ALTER TABLE {_ident(name)} ALTER COLUMN {_ident(c)} "
+                                 "SET NOT NULL")
+            except duckdb.ConstraintException:
+                self.drop(name)
+                raise DataError(f"column {name}.{c} holds NULL values; it cannot be declared "
+                                "NOT NULL", party=self.party) from None
 
     def _declare_domains(self, name: str, schema: TableSchema, domains: dict[str, object], *,
                          drop: bool = True) -> dict[str, dom.Spec]:
@@ -345,13 +367,14 @@ class PartyStore:
         where = ("table_catalog = 'temp'" if name in self.sources
                  else "table_catalog = current_database()")
         rows = self.con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
             f"WHERE table_schema = 'main' AND table_name = ? AND {where} "
             "ORDER BY ordinal_position", [name]
         ).fetchall()
         if not rows:
             raise ProgrammingError(f"table {name} does not exist at {self.party}")
-        cols = tuple(ColumnSchema(c, t, bits.get(c), _domain(domains, c)) for c, t in rows)
+        cols = tuple(ColumnSchema(c, t, bits.get(c), _domain(domains, c), nullable=n != "NO")
+                     for c, t, n in rows)
         if key is not None:
             match = [c.name for c in cols if c.name.lower() == key.lower()]
             if not match:
