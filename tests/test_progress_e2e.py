@@ -159,6 +159,29 @@ def test_cursor_progress_read_from_another_thread(fed):
     assert_advances(seen, ac)
 
 
+def test_a_callback_that_raises_cancels_the_query_at_every_party(fed):
+    con, _ = fed
+
+    class Enough(Exception):
+        pass
+
+    def stop_when_running(p):
+        if p.state == "running":
+            raise Enough(str(p))
+
+    cur = con.cursor()
+    with pytest.raises(Enough):
+        cur.execute(SQL, on_progress=stop_when_running)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = {q["state"] for q in con.queries() if q["query_id"] == cur.query_id}
+        if states == {"cancelled"}:
+            break
+        time.sleep(0.1)
+    assert states == {"cancelled"}
+    assert cur.execute("SELECT COUNT(*) FROM ac JOIN emc USING (id)").fetchall() == [(OVERLAP,)]
+
+
 # --- the same reports whatever the hidden data -----------------------------------------------
 
 BOUNDS_AC = {"age": 128, "charges": 65536}
