@@ -103,7 +103,11 @@ class Binder:
         models = [n for item in select.expressions for n in item.walk()
                   if isinstance(n, MODEL_FUNCTIONS)]
         if models:
-            self.check_model_clauses(select, function_name(models[0]))
+            func = function_name(models[0])
+            if self.is_filtered_model(select):  # the fast path has no rows to filter or group
+                raise NotSupportedError(f"{func} with WHERE or GROUP BY is bound by "
+                                        "bind_logical_model (planner.build.plan routes it)")
+            self.check_model_clauses(select, func)
         aggregates = tuple(self.bind_item(item) for item in select.expressions)
         models = [a for a in aggregates if a.is_model]
         if models and len(aggregates) > 1:

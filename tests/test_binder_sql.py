@@ -492,10 +492,10 @@ def test_refusals_never_quote_data():
 
 
 @pytest.mark.parametrize("clause, words", [
-    ("WHERE age > 3", "LASSO with WHERE is not supported yet"),
-    ("GROUP BY smoker", "LASSO with GROUP BY is not supported yet"),
-    ("HAVING COUNT(*) > 3", "LASSO with HAVING is not supported yet"),
-    ("ORDER BY 1", "LASSO with ORDER BY is not supported yet"),
+    ("WHERE age > 3", "LASSO with WHERE or GROUP BY is bound by bind_logical_model"),
+    ("GROUP BY smoker", "LASSO with WHERE or GROUP BY is bound by bind_logical_model"),
+    ("HAVING COUNT(*) > 3", "LASSO with HAVING is not supported: a model's rows are its terms"),
+    ("ORDER BY 1", "LASSO with ORDER BY is not supported: a model's rows are its terms"),
 ])
 def test_models_keep_bind_and_refuse_clauses(clause, words):
     sql = f"SELECT LASSO(charges, age, alpha => 0.1) FROM ac {clause}"
