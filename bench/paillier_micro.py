@@ -3,9 +3,13 @@
 Prints throughput in operations per second (median of ``--reps`` runs of ``--batch`` ops each)
 for the phe baseline and the fast paths of :mod:`engine.protocols.paillier`, then projects the
 crypto cost of a join of 5000 rows x 15 values per side (one packed ciphertext per row, full
-overlap).  Worker timings include forking the workers on every call.  Usage::
+overlap), with classic randomness (r**n) and with DJN randomness (h**a, short a; the same key
+with and without its published h).  Worker timings include forking the workers on every call.
+``--windows`` also times the fixed-base table (build time, size, ms per h**a) per window size.
+Usage::
 
     python -m bench.paillier_micro [--reps 3] [--batch 256] [--workers N] [--key-bits 2048]
+                                   [--windows 4,6,8,10]
 """
 
 from __future__ import annotations
@@ -56,10 +60,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--key-bits", type=int, default=P.KEY_BITS)
     ap.add_argument("--rows", type=int, default=5000, help="rows per side for the projection")
     ap.add_argument("--values", type=int, default=15, help="values per row for the projection")
+    ap.add_argument("--windows", default="", help="window sizes to time, e.g. 4,6,8,10")
     a = ap.parse_args(argv)
     b, w, reps = a.batch, a.workers, a.reps
 
-    pub, priv = P.generate_keypair(a.key_bits)
+    pub, priv = P.generate_keypair(a.key_bits, "djn")
+    djn = pub  # carries h: DJN randomness
+    pub = P.public_key(pub.n)  # the same key without h: classic randomness
+    ebits = P.djn_exponent_bits(a.key_bits)
+    t0 = time.perf_counter()
+    P._PublicCtx(djn)  # builds (and caches) the fixed-base table of h
+    table_s = time.perf_counter() - t0
+    if a.windows:
+        nsq = pub.n * pub.n
+        print(f"fixed-base h**a mod n**2, {ebits}-bit a, {a.key_bits}-bit n, load average "
+              f"{os.getloadavg()[0]:.2f}")
+        print(f"{'window':>6} {'build s':>8} {'MB':>7} {'ms/op':>7}")
+        for win in (int(x) for x in a.windows.split(",")):
+            t0 = time.perf_counter()
+            fb = P.FixedBase(P.djn_h(djn), nsq, ebits, win)
+            build = time.perf_counter() - t0
+            mb = len(fb.rows) * len(fb.rows[0]) * (nsq.bit_length() // 8 + 24) / 1e6
+            es = [secrets.randbits(ebits) for _ in range(b)]
+            t0 = time.perf_counter()
+            for e in es:
+                fb.pow(e)
+            print(f"{win:6d} {build:8.2f} {mb:7.1f} {1e3 * (time.perf_counter() - t0) / b:7.3f}")
+            del fb
     slots = P.slots_per_ciphertext(pub.n.bit_length())
     d = min(a.values, slots)
     plain = [secrets.randbelow(1 << (slots * P.SLOT_BITS - 1)) for _ in range(b)]
@@ -67,9 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     cts = P.encrypt_rows(pub, rows, private_key=priv)
     flat = [r[0] for r in cts]
     print(f"{a.key_bits}-bit key, batch {b}, median of {reps}, workers = {w}, "
-          f"os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+          f"os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; "
+          f"DJN: {ebits}-bit exponents, window {P.DJN_WINDOW}, table built in {table_s:.2f} s "
+          f"(once per key and process; forked workers inherit it)")
 
     pools = [P.precompute_randomizers(pub, b, workers=w) for _ in range(reps)]
+    djn_pools = [P.precompute_randomizers(djn, b, workers=w) for _ in range(reps)]
     cases: dict[str, tuple[Callable[[], object], int]] = {
         "enc phe": (lambda: [pub.raw_encrypt(m) for m in plain], b),
         "enc public gmpy2 x1": (lambda: P.encrypt_many(pub, plain, workers=1), b),
@@ -85,6 +115,14 @@ def main(argv: list[str] | None = None) -> None:
             lambda: P.RandomizerJob(pub, b, workers=w).result(), b),
         "mask online, pool given": (
             lambda: P.helper_mask(pub, cts, d, FIELD, randomizers=pools.pop()), b),
+        "enc owner DJN x1": (lambda: P.encrypt_many(djn, plain, private_key=priv, workers=1), b),
+        f"enc owner DJN x{w}": (
+            lambda: P.encrypt_many(djn, plain, private_key=priv, workers=w), b),
+        "mask helper_mask DJN x1": (lambda: P.helper_mask(djn, cts, d, FIELD, workers=1), b),
+        f"mask helper_mask DJN x{w}": (lambda: P.helper_mask(djn, cts, d, FIELD, workers=w), b),
+        f"mask pool fill DJN x{w}": (lambda: P.RandomizerJob(djn, b, workers=w).result(), b),
+        "mask online, DJN pool given": (
+            lambda: P.helper_mask(djn, cts, d, FIELD, randomizers=djn_pools.pop()), b),
         "dec phe": (lambda: [priv.raw_decrypt(c) for c in flat], b),
         "dec CRT gmpy2 x1": (lambda: P.decrypt_many(priv, flat, workers=1), b),
         f"dec CRT gmpy2 x{w}": (lambda: P.decrypt_many(priv, flat, workers=w), b),
@@ -111,9 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label:26} {e:8.1f} {m:8.1f} {dd:8.1f} {e + m + dd:8.1f}")
 
     line("phe, 1 process", r["enc phe"], r["mask phe (old helper_mask)"], r["dec phe"])
-    line("fast, 1 process", r["enc owner CRT x1"], r["mask helper_mask x1"],
+    line("classic, 1 process", r["enc owner CRT x1"], r["mask helper_mask x1"],
          r["dec CRT gmpy2 x1"])
-    line(f"fast, {w} workers", r[f"enc owner CRT x{w}"], r[f"mask helper_mask x{w}"],
+    line(f"classic, {w} workers", r[f"enc owner CRT x{w}"], r[f"mask helper_mask x{w}"],
+         r[f"dec CRT gmpy2 x{w}"])
+    line("DJN, 1 process", r["enc owner DJN x1"], r["mask helper_mask DJN x1"],
+         r["dec CRT gmpy2 x1"])
+    line(f"DJN, {w} workers", r[f"enc owner DJN x{w}"], r[f"mask helper_mask DJN x{w}"],
          r[f"dec CRT gmpy2 x{w}"])
     print(f"load average now {os.getloadavg()[0]:.2f}")
     print("(wall-clock per phase with each party on its own machine like this one; the owners "

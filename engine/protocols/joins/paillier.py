@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from phe import paillier as phe_paillier
 
 from engine.protocols import paillier
 from engine.protocols.channel import Channel
@@ -36,11 +35,14 @@ from planner.plan import PrivateJoin
 
 async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int = paillier.KEY_BITS,
                         keypair: tuple[Any, Any] | None = None,
-                        randomizers: dict[int, list[int]] | None = None) -> tuple[int, Any]:
+                        randomizers: dict[int, list[int]] | None = None,
+                        randomness: str = paillier.DEFAULT_RANDOMNESS) -> tuple[int, Any]:
     """Published private join; returns m and the m x (d_L + d_R) secret-shared table.
 
     ``keypair`` is a data party's long-term Paillier key (pools on; else a fresh one) and
     ``randomizers`` the precomputed r^n per modulus handed over by the party's pool.
+    ``randomness`` ("djn" or "classic") is this data party's choice for a fresh key; a DJN key
+    publishes its base h with n, and H re-randomises with h (checked) whenever it is present.
     """
     left, right, helper = join.left.party, join.right.party, join.helper
     randomizers = {} if randomizers is None else randomizers
@@ -52,7 +54,7 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
     def encrypted_rows(key: bytes, order: np.ndarray) -> dict[str, Any]:
         if keypair is None:
             step(chan, "generating a Paillier key")
-        pub, priv = keypair or paillier.generate_keypair(key_bits)
+        pub, priv = keypair or paillier.generate_keypair(key_bits, randomness)
         keys["priv"] = priv
         enc = encode(chan.local.values[order]) if d[me] else None
         cts = []
@@ -61,7 +63,9 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
             cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv,
                                         randomizers=randomizers.get(int(pub.n)), progress=count)
         chan.phase("encrypt")
-        return {"n": int(pub.n), "cts": cts}
+        h = paillier.djn_h(pub)  # the key owner's choice of randomness, published with n
+        return {"n": int(pub.n), "cts": cts} if h is None else {"n": int(pub.n), "h": h,
+                                                                "cts": cts}
 
     matched = await hash_and_match(chan, join, key_label="hmac_key",
                                    rows_label="hashed_encrypted_rows", hash_key=lambda k: k,
@@ -78,7 +82,7 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
         for party, idx in ((left, 0), (right, 1)):
             inbox = matched.inboxes[party]
             if d[party]:
-                pub = phe_paillier.PaillierPublicKey(int(inbox["n"]))
+                pub = paillier.public_key(int(inbox["n"]), inbox.get("h"))  # h checked
                 rows = [inbox["cts"][pair[idx]] for pair in matched.pairs]
                 count = step(chan, f"re-randomising {party}'s rows", m, "rows")
                 boxes[party], hshares[party] = paillier.helper_mask(
