@@ -36,7 +36,13 @@ from dialect.errors import DataError, OperationalError, ProgrammingError
 from engine.control import wire
 from engine.control.messages import Configure, Shutdown
 from engine.deploy import certs, tls
-from engine.deploy.config import KEY_BITS, PartyConfig, check_embedded, check_policies
+from engine.deploy.config import (
+    DEFAULT_PAILLIER_RANDOMNESS,
+    KEY_BITS,
+    PartyConfig,
+    check_embedded,
+    check_policies,
+)
 from engine.deploy.tls import TLSFiles
 
 DEFAULT_PARTIES: tuple[tuple[str, str], ...] = (("ac", "data"), ("emc", "data"),
@@ -60,13 +66,14 @@ class LocalFederation:
         hosts: dict[str, str] | None = None,
         launcher: Callable[[str], list[str]] | None = None,
         paillier_pool: int = 0,
+        paillier_randomness: str = DEFAULT_PAILLIER_RANDOMNESS,
     ):
         """``hosts``: listen address per party (default loopback); ``launcher``: command
         prefix per party (e.g. ``ip netns exec NS``; bench/netns.py uses both)."""
         # every setting is checked before anything is created or started (ConfigError)
         check_embedded(key_bits=key_bits, query_timeout=query_timeout,
                        connect_timeout=connect_timeout, start_timeout=start_timeout,
-                       paillier_pool=paillier_pool)
+                       paillier_pool=paillier_pool, paillier_randomness=paillier_randomness)
         policies = check_policies(parties, policies)
         self._own_dir = not workdir
         #: absolute path of the parties' files (see the module docstring)
@@ -91,7 +98,7 @@ class LocalFederation:
                     name=name, role=role, parties=list(parties),
                     database=os.path.join(self.workdir, f"{name}.duckdb"),
                     policy=policies.get(name, {}), key_bits=key_bits,
-                    paillier_pool=paillier_pool,
+                    paillier_pool=paillier_pool, paillier_randomness=paillier_randomness,
                     query_timeout=query_timeout, connect_timeout=connect_timeout,
                     transcript_dir=transcript_dir, parent_pid=os.getpid(),
                     audit_log=os.path.join(self.workdir, f"{name}.audit.jsonl"),

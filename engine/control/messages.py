@@ -327,3 +327,4 @@ class ProgressReply(Reply):
 class PaillierKeyReply(Reply):
     op: ClassVar[str] = "paillier_key"
     n: str = ""
+    h: str = ""  # the key's DJN base h (docs/protocols.md); "": classic randomness

@@ -12,6 +12,10 @@ from dialect.errors import ConfigError, ProgrammingError
 from engine.deploy.tls import TLSFiles
 
 KEY_BITS = 2048  # Paillier modulus size used in production
+#: Paillier randomness of a data party's keys (engine.protocols.paillier.RANDOMNESS): "djn"
+#: publishes h with the key and uses h^a with a short secret a; "classic" uses r^n.
+PAILLIER_RANDOMNESS = ("djn", "classic")
+DEFAULT_PAILLIER_RANDOMNESS = "djn"
 
 
 @dataclass
@@ -92,6 +96,7 @@ class PartyConfig:
     session_ports: tuple[int, int] | None = None  # MPyC session ports (firewalls); None: any
     config_path: str | None = None
     paillier_pool: int = 0  # Paillier randomisers kept ready per key between queries; 0: off
+    paillier_randomness: str = DEFAULT_PAILLIER_RANDOMNESS  # of this data party's keys
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartyConfig:
@@ -120,7 +125,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "policy": None,  # checked by planner.policy.Policy
     "audit": {"path"},
     "timeouts": {"connect", "peer", "query", "idle"},
-    "crypto": {"paillier_key_bits", "paillier_pool"},
+    "crypto": {"paillier_key_bits", "paillier_pool", "paillier_randomness"},
     "pg": None,  # the PostgreSQL endpoint's settings: load_pg_config (mpcsql serve-pg)
 }
 
@@ -282,6 +287,8 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
     pool = _get(crypto, "paillier_pool", int, "crypto", 0)
     if pool < 0:
         raise ConfigError("crypto.paillier_pool must be 0 (off) or a positive count")
+    randomness = _get(crypto, "paillier_randomness", str, "crypto", DEFAULT_PAILLIER_RANDOMNESS)
+    check_randomness(randomness, "crypto.paillier_randomness")
     return PartyConfig(
         name=name, role=role, parties=parties, database=database, host=host, port=port,
         peers=peers, policy=dict(policy), query_timeout=seconds("query", 600.0),
@@ -290,6 +297,7 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
         audit_log=audit_log,
         session_ports=session_ports, config_path=path, paillier_pool=pool,
+        paillier_randomness=randomness,
     )
 
 
@@ -451,8 +459,16 @@ def check_policies(parties: list[tuple[str, str]] | tuple[tuple[str, str], ...],
     return out
 
 
+def check_randomness(value: Any, where: str = "paillier_randomness") -> None:
+    """ConfigError unless ``value`` is one of :data:`PAILLIER_RANDOMNESS`."""
+    if value not in PAILLIER_RANDOMNESS:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, PAILLIER_RANDOMNESS))}"
+                          f", not {value!r}")
+
+
 def check_embedded(*, key_bits: Any, query_timeout: Any, connect_timeout: Any,
-                   start_timeout: Any, paillier_pool: Any) -> None:
+                   start_timeout: Any, paillier_pool: Any,
+                   paillier_randomness: Any = DEFAULT_PAILLIER_RANDOMNESS) -> None:
     """The numeric settings of ``engine.connect()`` / ``LocalFederation``; ConfigError naming
     the setting (e.g. ``query_timeout must be a positive number of seconds, not -1``)."""
     for key, value in (("query_timeout", query_timeout), ("connect_timeout", connect_timeout),
@@ -465,6 +481,7 @@ def check_embedded(*, key_bits: Any, query_timeout: Any, connect_timeout: Any,
     if not _int(paillier_pool) or paillier_pool < 0:
         raise ConfigError(f"paillier_pool must be an integer >= 0 (0: off), not "
                           f"{paillier_pool!r}")
+    check_randomness(paillier_randomness)
 
 
 #: Smallest Paillier modulus the embedded federation accepts (tests use 512-bit keys).

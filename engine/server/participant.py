@@ -254,7 +254,7 @@ class Participant:
             own_min=self.policy.min_intersection,
             own_group_min=self.policy.min_group_rows,
             binding=binding(req.query_id, prep.plan.sql, prep.plan.fingerprint()),
-            key_bits=self.cfg.key_bits,
+            key_bits=self.cfg.key_bits, paillier_randomness=self.cfg.paillier_randomness,
             transcript_dir=self.cfg.transcript_dir, connect_timeout=self.cfg.connect_timeout,
             tls=SessionTLS(self.cfg.tls, dict(self.cfg.peer_certs)) if self.cfg.tls else None,
             paillier_key=keypair, randomizers=handed,

@@ -119,7 +119,8 @@ class PartyServer(PartyState):
             raise ProgrammingError(f"{self.cfg.name} keeps no long-term Paillier key "
                                    "([crypto] paillier_pool is 0)")
         pub, _ = await self.pools.own_keypair(self.cfg.name)
-        return PaillierKeyReply(n=str(pub.n)).to_wire()
+        h = getattr(pub, "djn_h", None)  # engine.protocols.paillier.djn_h
+        return PaillierKeyReply(n=str(pub.n), h=str(h) if h else "").to_wire()
 
     async def configure(self, req: messages.Configure, caller: Caller, blob, reader
                         ) -> dict[str, Any]:

@@ -185,10 +185,10 @@ def first_error(failed, tasks) -> Error:
     return errs[0]
 
 
-async def peer_paillier_keys(server: PartyState) -> dict[str, int | None]:
-    """The data parties' current long-term public keys (None: no answer; 0: the party
-    keeps none)."""
-    out: dict[str, int | None] = {}
+async def peer_paillier_keys(server: PartyState) -> dict[str, tuple[int, int | None] | int | None]:
+    """The data parties' current long-term public keys as (n, DJN base h or None) (None: no
+    answer; 0: the party keeps none)."""
+    out: dict[str, tuple[int, int | None] | int | None] = {}
     peers = Peers(server)
     try:
         for name, role in server.cfg.parties:
@@ -201,7 +201,8 @@ async def peer_paillier_keys(server: PartyState) -> dict[str, int | None]:
                 peers.conns[name] = await peers.connect(name)
                 reply = await asyncio.wait_for(peers.one(name, PaillierKey().to_wire()),
                                                server.cfg.peer_timeout)
-                out[name] = int(reply["n"])
+                h = str(reply.get("h") or "")  # range and gcd checked by the pool
+                out[name] = (int(reply["n"]), int(h) if h.isdigit() else None)
             except ProgrammingError as e:  # it keeps no long-term key: ask again later
                 out[name] = 0
                 log.info("no Paillier pool for %s: %s", name, e)

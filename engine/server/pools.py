@@ -6,7 +6,10 @@ encryption randomisers r^n mod n^2 for it (computed by CRT with its private key)
 fetches each data party's public key and keeps up to N re-randomisers for each.  They are the
 same values the published join would compute during the query (one per ciphertext: one per row
 for up to 19 columns), only computed earlier: by niced worker processes, and only while no
-query holds this party's slot.
+query holds this party's slot.  With DJN randomness (``[crypto] paillier_randomness = "djn"``,
+the default) a data party's long-term key publishes its base h with n (``PaillierKey`` reply)
+and every pooled value is h^a (a short secret exponent) instead of r^n; either kind is a valid
+randomiser for its key, so a pool stays usable whatever the owner chose.
 
 Never used twice: a query's session process is handed the pools (they are removed here first);
 after a successful run it reports how many of each it left untouched, and only those come back.
@@ -22,8 +25,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from phe import paillier as phe_paillier
-
 from engine.protocols import paillier
 from engine.protocols.paillier import key_id
 
@@ -37,8 +38,9 @@ class PaillierPools:
     """A party's long-term Paillier key (data parties) and its pools of randomisers per key."""
 
     def __init__(self, role: str, target: int, key_bits: int, *, batch: int = BATCH,
-                 workers: int | None = None):
+                 workers: int | None = None, randomness: str = paillier.DEFAULT_RANDOMNESS):
         self.role, self.target, self.key_bits = role, int(target), int(key_bits)
+        self.randomness = randomness  # of this data party's long-term key (DJN: publishes h)
         self.batch, self.workers = batch, workers
         self.keypair: tuple[Any, Any] | None = None
         self.keys: dict[int, tuple[Any, Any]] = {}  # n -> (public key, private key or None)
@@ -59,23 +61,27 @@ class PaillierPools:
         """This data party's long-term key pair, generated on first use."""
         async with self._key_lock:
             if self.keypair is None:
-                pub, priv = await asyncio.to_thread(paillier.generate_keypair, self.key_bits)
+                pub, priv = await asyncio.to_thread(paillier.generate_keypair, self.key_bits,
+                                                    self.randomness)
                 self.keypair = (pub, priv)
                 self._use_key(pub, priv, party)
                 log.info("long-term %d-bit Paillier key %s", self.key_bits, key_id(pub.n))
             return self.keypair
 
-    def set_peer_key(self, party: str, n: int) -> None:
-        """The helper learned ``party``'s current public key; a replaced key's pool goes."""
+    def set_peer_key(self, party: str, n: int, h: int | None = None) -> None:
+        """The helper learned ``party``'s current public key (``h``: its DJN base, checked:
+        the pool's re-randomisers are then h^a; None: classic r^n); a replaced key's pool
+        goes."""
         n = int(n)
-        if n in self.keys:
+        pub = paillier.public_key(n, h)  # ProtocolError for an invalid h (logged by run)
+        if n in self.keys and paillier.djn_h(self.keys[n][0]) == paillier.djn_h(pub):
             return
         for old, owner in list(self.owners.items()):
             if owner == party:
                 self.discarded += len(self.pools.pop(old, []))
                 self.keys.pop(old, None)
                 self.owners.pop(old, None)
-        self._use_key(phe_paillier.PaillierPublicKey(n), None, party)
+        self._use_key(pub, None, party)
 
     def _use_key(self, pub, priv, party: str) -> None:
         self.keys[int(pub.n)] = (pub, priv)
@@ -113,11 +119,12 @@ class PaillierPools:
         return n, min(self.batch, self.target - have)
 
     async def run(self, idle: Callable[[], bool],
-                  fetch_keys: Callable[[], Awaitable[dict[str, int | None]]] | None,
+                  fetch_keys: Callable[[], Awaitable[dict[str, Any]]] | None,
                   own_party: str | None, stopping: asyncio.Event) -> None:
         """Fill the pools up to the target while ``idle()``; ``fetch_keys`` (the helper) asks
-        the data parties for their current public keys (None: no answer yet; 0: that party
-        keeps no long-term key); it asks again
+        the data parties for their current public keys ((n, h): h the key's DJN base or None;
+        a bare n: classic; None: no answer yet; 0: that party keeps no long-term key); it asks
+        again
         every 10 s while idle (a restarted data party has a new key), every second while a
         party has not answered."""
         next_fetch = 0.0
@@ -127,9 +134,9 @@ class PaillierPools:
                     await self.own_keypair(own_party)
                 if fetch_keys is not None and time.monotonic() > next_fetch and idle():
                     keys = await fetch_keys()
-                    for party, n in keys.items():
-                        if n:
-                            self.set_peer_key(party, n)
+                    for party, key in keys.items():
+                        if key:
+                            self.set_peer_key(party, *(key if isinstance(key, tuple) else (key,)))
                     missing = not keys or None in keys.values()
                     next_fetch = time.monotonic() + (1.0 if missing else 10.0)
                 want = self._wanted() if idle() else None

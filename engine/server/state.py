@@ -37,7 +37,8 @@ class PartyState:
         audit_path = getattr(cfg, "audit_log", None)
         self.audit = AuditLog(audit_path) if audit_path else None
         self.children: set[Any] = set()
-        self.pools = PaillierPools(cfg.role, cfg.paillier_pool, cfg.key_bits)
+        self.pools = PaillierPools(cfg.role, cfg.paillier_pool, cfg.key_bits,
+                                   randomness=cfg.paillier_randomness)
         self.stopping = asyncio.Event()
         #: The handler of every operation, by its typed message class (set by the server).
         self.handlers: dict[type, Any] = {}

@@ -24,6 +24,7 @@ class Job:
     binding: str  # what this party approved at prepare (engine.protocols.agreement.binding)
     own_group_min: int | None = None  # this party's own policy min_group_rows (None: no rule)
     key_bits: int = paillier.KEY_BITS
+    paillier_randomness: str = paillier.DEFAULT_RANDOMNESS  # of a fresh key ("djn" | "classic")
     transcript_dir: str | None = None
     connect_timeout: float = 30.0
     tls: Any = None  # engine.session.tls.SessionTLS: run the MPyC channels over mutual TLS

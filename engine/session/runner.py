@@ -173,7 +173,8 @@ class SourceRunner:
             return await masked_join(self.sess, join, self.sf)
         job = self.sess.job
         return await paillier_join(self.sess, join, self.sf, key_bits=job.key_bits,
-                                   keypair=job.paillier_key, randomizers=job.randomizers)
+                                   keypair=job.paillier_key, randomizers=job.randomizers,
+                                   randomness=job.paillier_randomness)
 
     async def visit_Scan(self, scan: Scan) -> tuple[int, Any]:
         self.sess.step("sharing input")
