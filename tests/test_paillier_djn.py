@@ -1,0 +1,249 @@
+"""Damgard-Jurik-Nielsen randomness for the published (Paillier) join.
+
+Unit tests on 512-bit keys are labelled as such (small keys: unit tests only); the 2048-bit
+tests use real keys; the end-to-end tests run the three party servers (512-bit keys there too,
+as tests/test_federation.py does).  What is checked: DJN keys publish a valid h; encryptions
+and re-randomisations decrypt correctly and keep the homomorphisms; a re-randomised ciphertext
+differs from the original; an invalid h is refused wherever a peer's h arrives; the pools work
+with either randomness; the setting is parsed and the key owner's choice reaches the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import pickle
+import secrets
+
+import gmpy2
+import pandas as pd
+import pytest
+
+from dialect.errors import ConfigError, Error, ProtocolError
+from engine.client.dbapi import Connection
+from engine.client.embedded import LocalFederation
+from engine.deploy import config as deploy_config
+from engine.protocols import paillier as P
+from engine.server.pools import PaillierPools
+from tests.conftest import OPEN_POLICY
+
+FIELD = 2**127 - 1
+
+
+@pytest.fixture(scope="module")
+def small():
+    return P.generate_keypair(512, "djn")  # small key: unit test only
+
+
+@pytest.fixture(scope="module")
+def real():
+    return P.generate_keypair(2048, "djn")
+
+
+def _wire(pub):
+    """The public key as the helper rebuilds it from the join message (n and h)."""
+    return P.public_key(int(pub.n), P.djn_h(pub))
+
+
+def test_djn_key_publishes_a_valid_h_and_classic_keys_none(small):
+    pub, priv = small
+    n = int(pub.n)
+    h = P.djn_h(pub)
+    assert h is not None and P.check_djn_h(n, h) == h
+    # h = (-x^2)^n is an n-th residue: an encryption of zero
+    assert P.decrypt_many(priv, [h], workers=1) == [0]
+    classic, _ = P.generate_keypair(512, "classic")  # small key: unit test only
+    assert P.djn_h(classic) is None
+    with pytest.raises(ValueError, match="randomness"):
+        P.generate_keypair(512, "fast")  # small key: unit test only
+    assert P.djn_exponent_bits(2048) == 1024 and P.djn_exponent_bits(512) == 256
+
+
+def test_fixed_base_table_equals_powmod(small):
+    pub, _ = small
+    n = int(pub.n)
+    h = P.djn_h(pub)
+    for window in (1, 3, 8):
+        fb = P.FixedBase(h, n * n, 256, window)
+        for e in [0, 1, 2**256 - 1] + [secrets.randbits(256) for _ in range(20)]:
+            assert fb.pow(e) == gmpy2.powmod(h, e, n * n)
+        with pytest.raises(ValueError):
+            fb.pow(2**256)
+
+
+def test_djn_randomiser_is_h_to_a_short_secret_exponent(small, monkeypatch):
+    pub, priv = small
+    n = int(pub.n)
+    h = P.djn_h(pub)
+    a = secrets.randbits(P.djn_exponent_bits(512))
+    monkeypatch.setattr(P.secrets, "randbits", lambda bits: a if bits == 256 else 0)
+    for ctx in (P._PublicCtx(_wire(pub)), P._context(pub, priv)):
+        assert ctx.randomizer() == gmpy2.powmod(h, a, n * n)
+
+
+@pytest.mark.parametrize("owner", [True, False], ids=["owner-crt", "public"])
+def test_decryption_and_homomorphisms(small, owner):
+    pub, priv = small
+    n = int(pub.n)
+    nsq = n * n
+    ms = [0, 1, 12345, n - 1] + [secrets.randbelow(n) for _ in range(20)]
+    cts = P.encrypt_many(pub, ms, private_key=priv if owner else None, workers=1)
+    assert P.decrypt_many(priv, cts, workers=1) == ms
+    assert len(set(cts)) == len(cts)  # fresh randomness each
+    # addition: Enc(a) * Enc(b) = Enc(a + b mod n); scalar: Enc(a)^k = Enc(k a mod n)
+    sums = [c1 * c2 % nsq for c1, c2 in zip(cts, cts[1:], strict=False)]
+    assert P.decrypt_many(priv, sums, workers=1) == [
+        (a + b) % n for a, b in zip(ms, ms[1:], strict=False)]
+    ks = [secrets.randbelow(2**64) for _ in ms]
+    scaled = [pow(c, k, nsq) for c, k in zip(cts, ks, strict=True)]
+    assert P.decrypt_many(priv, scaled, workers=1) == [k * m % n for k, m in zip(ks, ms,
+                                                                                strict=True)]
+
+
+def test_rerandomised_ciphertexts_differ_and_decrypt_the_same(small):
+    pub, priv = small
+    n = int(pub.n)
+    nsq = n * n
+    ms = [secrets.randbelow(n) for _ in range(30)]
+    cts = P.encrypt_many(pub, ms, private_key=priv, workers=1)
+    ctx = P._PublicCtx(_wire(pub))
+    again = [c * ctx.randomizer() % nsq for c in cts]
+    assert all(a != c for a, c in zip(again, cts, strict=True))
+    assert P.decrypt_many(priv, again, workers=1) == ms
+
+
+def _roundtrip(pub, priv, rows, d, workers=1, randomizers=None):
+    cts = P.encrypt_rows(pub, rows, private_key=priv, workers=workers)
+    masked, hshares = P.helper_mask(_wire(pub), cts, d, FIELD, workers=workers,
+                                    randomizers=randomizers)
+    owner = P.decrypt_shares(priv, masked, d, FIELD, workers=workers)
+    got = [[(a + b) % FIELD for a, b in zip(o, h, strict=True)]
+           for o, h in zip(owner, hshares, strict=True)]
+    return cts, masked, got
+
+
+def test_join_steps_with_djn_small_keys(small):
+    pub, priv = small
+    d = 3  # one ciphertext per row at 512 bits (4 slots)
+    rows = [[secrets.randbelow(2**63) - 2**62 for _ in range(d)] for _ in range(40)]
+    cts, masked, got = _roundtrip(pub, priv, rows, d)
+    assert got == [[v % FIELD for v in r] for r in rows]
+    sent = {c for row in cts for c in row}
+    assert not sent & {c for row in masked for c in row}
+    # nor linkable by c mod n (what re-randomisation exists to prevent)
+    n = int(pub.n)
+    assert not {c % n for c in sent} & {c % n for row in masked for c in row}
+
+
+def test_join_steps_with_real_2048_bit_keys(real):
+    pub, priv = real
+    assert int(pub.n).bit_length() == 2048
+    d = 15
+    rows = [[secrets.randbelow(2**63) - 2**62 for _ in range(d)] for _ in range(80)]
+    cts, masked, got = _roundtrip(pub, priv, rows, d, workers=2)  # >= 64: forked workers
+    assert got == [[v % FIELD for v in r] for r in rows]
+    n = int(pub.n)
+    assert not {c % n for row in cts for c in row} & {c % n for row in masked for c in row}
+    # a homomorphic sum of the 80 first slots decrypts to their sum (+ offsets)
+    nsq = n * n
+    acc = 1
+    for row in cts:
+        acc = acc * row[0] % nsq
+    total = P.decrypt_many(priv, [acc], workers=1)[0]
+    assert total & ((1 << P.SLOT_BITS) - 1) == sum(r[0] + P.OFFSET for r in rows)
+
+
+@pytest.mark.parametrize("bad", ["zero", "one", "n", "p", "nsq-1", "nsq", "neg", "str", "bool"])
+def test_an_invalid_h_is_refused(small, bad):
+    pub, priv = small
+    n = int(pub.n)
+    h = {"zero": 0, "one": 1, "n": n, "p": int(priv.p) * 7, "nsq-1": n * n - 1, "nsq": n * n,
+         "neg": -P.djn_h(pub), "str": str(P.djn_h(pub)), "bool": True}[bad]
+    with pytest.raises(ProtocolError) as err:
+        P.public_key(n, h)
+    assert isinstance(err.value, Error) and "h" in str(err.value)
+    pools = PaillierPools("helper", 10, 512)
+    with pytest.raises(ProtocolError):
+        pools.set_peer_key("ac", n, h)
+    assert pools.pools == {}  # no pool for a key with an invalid h
+
+
+def test_pools_with_either_randomness(small):
+    pub, priv = small
+    n = int(pub.n)
+    classic_view = P.public_key(n)  # the same key without h
+    djn_pool = P.precompute_randomizers(_wire(pub), 8, workers=1)
+    classic_pool = P.precompute_randomizers(classic_view, 8, private_key=priv, workers=1)
+    # every pooled value is an encryption of zero for the key, whichever kind it is
+    assert P.decrypt_many(priv, djn_pool + classic_pool, workers=1) == [0] * 16
+    rows = [[5, -7, 9], [1, 2, 3]]
+    for pool in (djn_pool, classic_pool):
+        kept = pool[:6]
+        _, _, got = _roundtrip(pub, priv, rows, 3, randomizers=pool)
+        assert got == [[v % FIELD for v in r] for r in rows] and pool == kept
+
+
+def test_pool_objects_fill_djn_values(small):
+    pub, priv = small
+    n = int(pub.n)
+    helper = PaillierPools("helper", 4, 512, batch=4, workers=1)
+    helper.set_peer_key("ac", n, P.djn_h(pub))
+    assert P.djn_h(helper.keys[n][0]) == P.djn_h(pub)
+    helper.set_peer_key("ac", n, P.djn_h(pub))  # the same key again: pool kept
+    asyncio.run(helper._fill(n, 4))
+    values = helper.pools[n]
+    assert len(values) == 4 and P.decrypt_many(priv, values, workers=1) == [0] * 4
+    owner = PaillierPools("data", 4, 512, batch=4, workers=1, randomness="djn")
+    own_pub, own_priv = asyncio.run(owner.own_keypair("ac"))
+    assert P.djn_h(own_pub) is not None
+    asyncio.run(owner._fill(int(own_pub.n), 4))
+    assert P.decrypt_many(own_priv, owner.pools[int(own_pub.n)], workers=1) == [0] * 4
+    classic = PaillierPools("data", 4, 512, randomness="classic")
+    assert P.djn_h(asyncio.run(classic.own_keypair("ac"))[0]) is None
+
+
+def test_setting_is_parsed_and_checked():
+    assert deploy_config.PAILLIER_RANDOMNESS == P.RANDOMNESS
+    assert deploy_config.DEFAULT_PAILLIER_RANDOMNESS == P.DEFAULT_RANDOMNESS
+    deploy_config.check_randomness("classic")
+    with pytest.raises(ConfigError, match="paillier_randomness"):
+        deploy_config.check_randomness("DJN")
+    with pytest.raises(ConfigError, match="paillier_randomness"):
+        LocalFederation(paillier_randomness="fast")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("randomness", ["classic", "djn"])
+def test_the_key_owner_s_choice_reaches_the_wire(tmp_path, randomness):
+    tdir = str(tmp_path / "t")
+    os.makedirs(tdir)
+    fed = LocalFederation(str(tmp_path / "w"), policies=OPEN_POLICY, key_bits=512,
+                          transcript_dir=tdir, paillier_randomness=randomness)
+    con = Connection(fed, "ac")
+    try:
+        ids = list(range(30))
+        con.register("ac", pd.DataFrame({"id": ids, "x": [float(i) for i in ids]}),
+                     party="ac", key="id")
+        con.register("emc", pd.DataFrame({"id": ids[10:], "y": [2.0] * 20}),
+                     party="emc", key="id")
+        rows = con.execute("SELECT COUNT(*), SUM(ac.x), SUM(emc.y) "
+                           "FROM ac JOIN emc USING (id)").fetchall()
+    finally:
+        con.close()
+    assert rows[0][0] == 20 and abs(rows[0][1] - sum(ids[10:])) < 1e-6
+    assert abs(rows[0][2] - 40.0) < 1e-6
+    views = {}
+    for f in glob.glob(os.path.join(tdir, "*.pkl")):
+        with open(f, "rb") as fh:
+            views[os.path.basename(f).rsplit("-", 1)[1][:-4]] = pickle.load(fh)
+    sent = _messages(views["helper"], "hashed_encrypted_rows")
+    assert {m["from"] for m in sent} == {"ac", "emc"}
+    for m in sent:
+        assert ("h" in m["obj"]) == (randomness == "djn")
+        if randomness == "djn":
+            P.check_djn_h(int(m["obj"]["n"]), m["obj"]["h"])
+
+
+def _messages(view, label):
+    return [m for m in view["messages"] if m["label"] == label]
