@@ -14,6 +14,7 @@ import asyncio
 import glob
 import os
 import pickle
+import re
 import secrets
 
 import gmpy2
@@ -21,9 +22,11 @@ import pandas as pd
 import pytest
 
 from dialect.errors import ConfigError, Error, ProtocolError
+from engine import cli
 from engine.client.dbapi import Connection
 from engine.client.embedded import LocalFederation
 from engine.deploy import config as deploy_config
+from engine.deploy.config import load_party_toml
 from engine.protocols import paillier as P
 from engine.server.pools import PaillierPools
 from tests.conftest import OPEN_POLICY
@@ -211,6 +214,26 @@ def test_setting_is_parsed_and_checked():
         deploy_config.check_randomness("DJN")
     with pytest.raises(ConfigError, match="paillier_randomness"):
         LocalFederation(paillier_randomness="fast")
+
+
+def test_party_toml_setting(tmp_path):
+    assert cli.main(["init", "--party", "ac", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "party.toml"
+    (tmp_path / "certs").mkdir(exist_ok=True)
+    for name in ("ca", "helper", "ac", "emc"):  # only their presence is checked on loading
+        (tmp_path / "certs" / f"{name}.crt").touch()
+    text = path.read_text()
+    assert 'paillier_randomness = "djn"' in text
+    assert load_party_toml(str(path)).paillier_randomness == "djn"
+    path.write_text(text.replace('paillier_randomness = "djn"', 'paillier_randomness = "classic"'))
+    assert load_party_toml(str(path)).paillier_randomness == "classic"
+    path.write_text(text.replace('paillier_randomness = "djn"', 'paillier_randomness = "short"'))
+    with pytest.raises(ConfigError, match="crypto.paillier_randomness"):
+        load_party_toml(str(path))
+    without = re.sub(r"(?m)^paillier_randomness = .*\n", "", text)
+    assert "paillier_randomness" not in without.split("[crypto]")[1].split("\n[")[0]
+    path.write_text(without)
+    assert load_party_toml(str(path)).paillier_randomness == "djn"  # the default
 
 
 @pytest.mark.e2e
