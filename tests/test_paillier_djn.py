@@ -194,16 +194,46 @@ def test_pool_objects_fill_djn_values(small):
     helper.set_peer_key("ac", n, P.djn_h(pub))
     assert P.djn_h(helper.keys[n][0]) == P.djn_h(pub)
     helper.set_peer_key("ac", n, P.djn_h(pub))  # the same key again: pool kept
-    asyncio.run(helper._fill(n, 4))
+    _run(helper._fill(n, 4))
     values = helper.pools[n]
     assert len(values) == 4 and P.decrypt_many(priv, values, workers=1) == [0] * 4
     owner = PaillierPools("data", 4, 512, batch=4, workers=1, randomness="djn")
-    own_pub, own_priv = asyncio.run(owner.own_keypair("ac"))
+    own_pub, own_priv = _run(owner.own_keypair("ac"))
     assert P.djn_h(own_pub) is not None
-    asyncio.run(owner._fill(int(own_pub.n), 4))
+    _run(owner._fill(int(own_pub.n), 4))
     assert P.decrypt_many(own_priv, owner.pools[int(own_pub.n)], workers=1) == [0] * 4
     classic = PaillierPools("data", 4, 512, randomness="classic")
-    assert P.djn_h(asyncio.run(classic.own_keypair("ac"))[0]) is None
+    assert P.djn_h(_run(classic.own_keypair("ac"))[0]) is None
+
+
+def test_helper_pool_refuses_an_invalid_h_and_keeps_the_other_party_s_key(small):
+    """A data party whose published h is invalid gets no pool; the other one still does."""
+    pub, _ = small
+    other, _ = P.generate_keypair(512, "djn")  # small key: unit test only
+    answers = {"ac": (int(pub.n), int(pub.n)), "emc": (int(other.n), P.djn_h(other))}
+
+    async def fetch():
+        return dict(answers)
+
+    async def main():
+        pools = PaillierPools("helper", 2, 512, batch=2, workers=1)
+        stopping = asyncio.Event()
+        task = asyncio.ensure_future(pools.run(lambda: True, fetch, None, stopping))
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if len(pools.pools.get(int(other.n), [])) == 2:
+                break
+        stopping.set()
+        await asyncio.wait_for(task, 10)
+        return pools
+
+    loop = asyncio.new_event_loop()  # private: asyncio.run would unset MPyC's current loop
+    try:
+        pools = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert int(pub.n) not in pools.keys and list(pools.pools) == [int(other.n)]
+    assert len(pools.pools[int(other.n)]) == 2
 
 
 def test_setting_is_parsed_and_checked():
@@ -266,6 +296,14 @@ def test_the_key_owner_s_choice_reaches_the_wire(tmp_path, randomness):
         assert ("h" in m["obj"]) == (randomness == "djn")
         if randomness == "djn":
             P.check_djn_h(int(m["obj"]["n"]), m["obj"]["h"])
+
+
+def _run(coro):
+    loop = asyncio.new_event_loop()  # private: asyncio.run would unset MPyC's current loop
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def _messages(view, label):

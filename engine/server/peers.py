@@ -202,7 +202,8 @@ async def peer_paillier_keys(server: PartyState) -> dict[str, tuple[int, int | N
                 reply = await asyncio.wait_for(peers.one(name, PaillierKey().to_wire()),
                                                server.cfg.peer_timeout)
                 h = str(reply.get("h") or "")  # range and gcd checked by the pool
-                out[name] = (int(reply["n"]), int(h) if h.isdigit() else None)
+                # a malformed h becomes -1, which the pool refuses (and logs) for that key
+                out[name] = (int(reply["n"]), (int(h) if h.isdigit() else -1) if h else None)
             except ProgrammingError as e:  # it keeps no long-term key: ask again later
                 out[name] = 0
                 log.info("no Paillier pool for %s: %s", name, e)

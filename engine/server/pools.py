@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from dialect.errors import Error
 from engine.protocols import paillier
 from engine.protocols.paillier import key_id
 
@@ -135,8 +136,12 @@ class PaillierPools:
                 if fetch_keys is not None and time.monotonic() > next_fetch and idle():
                     keys = await fetch_keys()
                     for party, key in keys.items():
-                        if key:
+                        if not key:
+                            continue
+                        try:
                             self.set_peer_key(party, *(key if isinstance(key, tuple) else (key,)))
+                        except Error as e:  # e.g. an invalid h: no pool for that key
+                            log.info("Paillier pool: %s's key refused: %s", party, e)
                     missing = not keys or None in keys.values()
                     next_fetch = time.monotonic() + (1.0 if missing else 10.0)
                 want = self._wanted() if idle() else None
