@@ -9,12 +9,16 @@ into slots of SLOT_BITS bits of one Paillier plaintext.  The helper adds to ever
 uniform in [0, 2**(64 + SIGMA)), so a slot never carries into the next one, and the owner learns
 v + 2**63 + r, which hides v up to statistical distance 2**-SIGMA.
 
-Speed: all modular arithmetic runs on gmpy2 ``mpz``.  The owner, who knows p and q, computes
-encryption randomisers r**n mod n**2 and decryptions by CRT modulo p**2 and q**2; the helper,
-who only has the public key, computes r**n mod n**2 directly (standard Paillier, r uniform in
-Z_n^*).  Batches of at least ``MIN_PARALLEL`` ciphertexts are split over forked worker
-processes (``workers``, default ``os.cpu_count()``); each worker draws its randomness from
-``os.urandom`` (via ``secrets``), so no random state is shared between workers.
+Speed: all modular arithmetic runs on gmpy2 ``mpz``.  Randomness: a key made with DJN
+randomness (the default) publishes h = (-x**2)**n mod n**2, and every randomiser under it,
+the owner's and the helper's, is h**a for a secret a of ceil(k/2) bits from a fixed-base table
+(:class:`FixedBase`; docs/protocols.md "DJN randomness").  With classic randomness the owner,
+who knows p and q, computes r**n mod n**2 by CRT modulo p**2 and q**2 and the helper, who only
+has the public key, computes r**n mod n**2 directly (r uniform in Z_n^*).  Decryption is by
+CRT modulo p**2 and q**2 either way.  Batches of at least ``MIN_PARALLEL`` ciphertexts are
+split over forked worker processes (``workers``, default ``os.cpu_count()``); each worker
+draws its randomness from ``os.urandom`` (via ``secrets``), so no random state is shared
+between workers.
 
 Progress: the batch functions take ``progress``, called with the number of rows (or items)
 done so far, counted over all worker processes (a shared counter per process); the session
