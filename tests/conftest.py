@@ -60,9 +60,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def con():
-    """One embedded federation per test module (real processes, real 2048-bit Paillier)."""
+    """One embedded federation for the whole test session (real processes, real 2048-bit
+    Paillier; each start costs ~7 CPU s of imports in the three servers), shared by every
+    module that uses this fixture: a test registers the tables it queries (registering
+    replaces them), and neither stops, kills nor reconfigures these servers nor leaves
+    ``con.receivers`` set; a test that needs other policies or a fresh federation starts its
+    own (``engine.connect``)."""
     import engine
 
     c = engine.connect(policies=OPEN_POLICY)
