@@ -363,6 +363,11 @@ class AggBinder:
             inner = x.args[0] if isinstance(x, Call) and x.op == "cast" and \
                 x.args[0].kind == BOOLEAN else x
             dtype = expr_type(inner)
+            if decimal_type(inner) is None and duckdb_decimal(inner):
+                raise NotSupportedError(
+                    f"{func}({expr_text(x)}) is not supported: DuckDB computes it as a DECIMAL "
+                    "whose type the secure engine does not derive; cast the argument: "
+                    "CAST(... AS DECIMAL(p,s)) or CAST(... AS DOUBLE)")
         elif func == "QUANTILE_CONT":
             assert x is not None and q is not None
             dtype = quantile_type(x, q)

@@ -102,6 +102,8 @@ ALLOWED_REFUSALS = (
     ("NotSupportedError",
      re.compile(r"cannot be used inside operator|select it as its own column")),
     ("ProgrammingError", re.compile(r"fixed.point range|overflow", re.I)),
+    # Known gap: MIN/MAX of an expression DuckDB types DECIMAL (``0.5 * i``) is refused.
+    ("NotSupportedError", re.compile(r"DuckDB computes it as a DECIMAL")),
 )
 
 #: what the generated queries covered (checked by the coverage test of the module)
