@@ -43,9 +43,9 @@ def _slow_sessions(delay: float) -> None:
     """The session process (forked per query) sleeps ``delay`` s before it starts MPyC."""
     orig = participant.run_job
 
-    def run_job(job):
+    def run_job(job, *args, **kwargs):
         time.sleep(delay)
-        return orig(job)
+        return orig(job, *args, **kwargs)
 
     participant.run_job = run_job
 
