@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialect.errors import InternalError
-from planner.plan import ColumnRef
+from planner.facts import ColumnRef
 
 NUMBER, BOOLEAN, TEXT = "NUMBER", "BOOLEAN", "TEXT"
 ARITH_OPS = frozenset({"+", "-", "*", "/"})

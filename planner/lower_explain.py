@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from planner.facts import Disclosure
 from planner.physical import FinishOp, Output, Program, Slot
 
 #: Aggregates whose result is a data value of one person (or between two: QUANTILE_CONT).
@@ -103,8 +104,6 @@ def model_lines(p: Program) -> list[str]:
 
 
 def _model_disclosures(p: Program, receivers: tuple[str, ...]) -> list[Any]:
-    from planner.plan import Disclosure  # noqa: PLC0415
-
     m = p.model
     assert m is not None
     grouped = len(p.groups) > 1 or bool(p.groups[0].indicators)
@@ -147,8 +146,6 @@ def result_text(p: Program, names: list[str], order_stats: list[str]) -> str:
 def program_disclosures(p: Program, output: tuple[Any, ...], receivers: tuple[str, ...]
                         ) -> list[Any]:
     """The disclosures of a program plan after the sizes (:meth:`Plan.disclosures`)."""
-    from planner.plan import Disclosure  # noqa: PLC0415 (plan imports this module)
-
     out = []
     if p.filtered_count:
         out.append(Disclosure(

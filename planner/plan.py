@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from dialect.errors import InternalError, ProgrammingError
+from planner.facts import OUTCOMES, REFUSED, STAGES, ColumnRef, Disclosure  # noqa: F401 (re-exported)
 from planner.physical import LocalColumn, Program
 
 #: Private join protocols (docs/protocols.md): the published Paillier one and the masked fast
@@ -35,32 +36,6 @@ def _check(cond: bool, msg: str) -> None:
         raise InternalError(f"invalid plan: {msg}")
 
 
-#: When a disclosure happens, in the order a run reaches them.
-STAGES = ("input", "size", "compute", "result")
-#: The condition of the "too small" bit.
-REFUSED = "only if refused"
-#: How a run can end (:meth:`Plan.reached`).
-OUTCOMES = ("done", "too_small", "filter_too_small", "aborted")
-
-
-@dataclass(frozen=True)
-class Disclosure:
-    """One fact that running a plan discloses: what (``text``), to whom, at which stage.
-
-    ``label`` is the stable name under which a session records the disclosure in its
-    transcript when it happens; ``to`` holds party names or ``"*"`` (every party);
-    ``when`` is ``"always"`` or the condition under which it happens (e.g. ``"if refused"``).
-    """
-
-    label: str
-    text: str
-    to: tuple[str, ...]
-    stage: str
-    when: str = "always"
-
-    def __post_init__(self) -> None:
-        _check(bool(self.label and self.text and self.to), "empty disclosure")
-        _check(self.stage in STAGES, f"unknown disclosure stage {self.stage!r}")
 
 
 class Node:
@@ -72,24 +47,6 @@ class Node:
     def disclosures(self) -> tuple[Disclosure, ...]:
         """What running this node alone discloses, and to whom."""
         return ()
-
-
-@dataclass(frozen=True)
-class ColumnRef:
-    """A numeric column of a party's table."""
-
-    party: str
-    table: str
-    column: str
-    dtype: str = "DOUBLE"
-    scale_bits: int | None = None  # public bound |x| <= 2**scale_bits declared in the catalog
-
-    def __post_init__(self) -> None:
-        _check(bool(self.party and self.table and self.column), "empty column reference")
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.table}.{self.column}"
 
 
 @dataclass(frozen=True)
