@@ -73,3 +73,16 @@ def con():
     c = engine.connect(policies=OPEN_POLICY)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory):
+    """``(con, tdir)``: one embedded federation for the session that records every party's view
+    of every session in ``tdir`` (``transcript_dir``; ``<query_id>-<party>.pkl``), every party
+    ``min_intersection = 0``; shared like ``con`` (the leakage and disclosure tests: each
+    registers its tables and reads the transcripts of its own queries)."""
+    import engine
+
+    tdir = str(tmp_path_factory.mktemp("transcripts"))
+    with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir) as c:
+        yield c, tdir

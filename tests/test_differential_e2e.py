@@ -48,8 +48,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-from tests.conftest import OPEN_POLICY
-
 pytestmark = pytest.mark.e2e
 
 KEY = "id"
@@ -417,16 +415,6 @@ PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + (
 COMMON = dict(deadline=None, derandomize=True, database=None, print_blob=False, phases=PHASES,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.large_base_example])
-
-
-@pytest.fixture(scope="module")
-def con():
-    """One embedded federation for the module; every party ``min_intersection = 0``."""
-    import engine
-
-    c = engine.connect(policies=OPEN_POLICY)
-    yield c
-    c.close()
 
 
 # --- the tests -------------------------------------------------------------------------------

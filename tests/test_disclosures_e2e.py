@@ -26,13 +26,12 @@ MASKED = "SET join_protocol = 'masked'; "
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory):
-    tdir = str(tmp_path_factory.mktemp("disclosures"))
-    with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir) as con:
-        ac, emc = make_tables(40, 35, 25, seed=5)
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
-        yield con, tdir
+def fed(recording):
+    con, tdir = recording  # the session's recording federation (conftest)
+    ac, emc = make_tables(40, 35, 25, seed=5)
+    con.register("ac", ac, party="ac", key="id")
+    con.register("emc", emc, party="emc", key="id")
+    return con, tdir
 
 
 def opened(tdir: str, query_id: str) -> dict[str, list[str]]:

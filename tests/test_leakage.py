@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import engine
 from engine.protocols.paillier import MASK_BITS, OFFSET
-from tests.conftest import OPEN_POLICY, make_tables
+from tests.conftest import make_tables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
@@ -25,24 +24,23 @@ SQL = "SELECT COUNT(*), AVG(ac.charges), AVG(ac.delta), SUM(emc.bmi) FROM ac JOI
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    tdir = str(tmp_path_factory.mktemp("transcripts"))
-    with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir) as con:
+def recorded(recording):
+    con, tdir = recording  # the session's recording federation (conftest)
 
-        def run(ac, emc):
-            for f in glob.glob(os.path.join(tdir, "*.pkl")):
-                os.unlink(f)
-            con.register("ac", ac, party="ac", key="id")
-            con.register("emc", emc, party="emc", key="id")
-            rows = con.execute(SQL).fetchall()
-            views = {}
-            for f in glob.glob(os.path.join(tdir, "*.pkl")):
-                party = os.path.basename(f).rsplit("-", 1)[1][:-4]
-                with open(f, "rb") as fh:
-                    views[party] = pickle.load(fh)
-            return rows, views
+    def run(ac, emc):
+        for f in glob.glob(os.path.join(tdir, "*.pkl")):
+            os.unlink(f)
+        con.register("ac", ac, party="ac", key="id")
+        con.register("emc", emc, party="emc", key="id")
+        rows = con.execute(SQL).fetchall()
+        views = {}
+        for f in glob.glob(os.path.join(tdir, "*.pkl")):
+            party = os.path.basename(f).rsplit("-", 1)[1][:-4]
+            with open(f, "rb") as fh:
+                views[party] = pickle.load(fh)
+        return rows, views
 
-        yield run
+    yield run
 
 
 def _change_non_matching(df, matching_ids, seed):

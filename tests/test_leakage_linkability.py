@@ -30,9 +30,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import engine
 from engine.protocols.paillier import MASK_BITS, split_hashes
-from tests.conftest import OPEN_POLICY, make_tables
+from tests.conftest import make_tables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
@@ -54,23 +53,22 @@ class Run(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    tdir = str(tmp_path_factory.mktemp("linkability"))
-    with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir) as con:
+def recorded(recording):
+    con, tdir = recording  # the session's recording federation (conftest)
 
-        def run(ac: pd.DataFrame, emc: pd.DataFrame, sql: str):
-            for f in glob.glob(os.path.join(tdir, "*.pkl")):
-                os.unlink(f)
-            con.register("ac", ac, party="ac", key="id")
-            con.register("emc", emc, party="emc", key="id")
-            rows = con.execute(sql).fetchall()
-            views = {}
-            for f in glob.glob(os.path.join(tdir, "*.pkl")):
-                with open(f, "rb") as fh:
-                    views[os.path.basename(f).rsplit("-", 1)[1][:-4]] = pickle.load(fh)
-            return rows, views
+    def run(ac: pd.DataFrame, emc: pd.DataFrame, sql: str):
+        for f in glob.glob(os.path.join(tdir, "*.pkl")):
+            os.unlink(f)
+        con.register("ac", ac, party="ac", key="id")
+        con.register("emc", emc, party="emc", key="id")
+        rows = con.execute(sql).fetchall()
+        views = {}
+        for f in glob.glob(os.path.join(tdir, "*.pkl")):
+            with open(f, "rb") as fh:
+                views[os.path.basename(f).rsplit("-", 1)[1][:-4]] = pickle.load(fh)
+        return rows, views
 
-        yield run
+    yield run
 
 
 def _layout(df: pd.DataFrame, matching: set, where: str, seed: int) -> pd.DataFrame:

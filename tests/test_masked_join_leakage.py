@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import engine
 from engine.protocols import paillier
 from engine.protocols.joins import masked as mj
-from tests.conftest import OPEN_POLICY, make_tables
+from tests.conftest import make_tables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
@@ -38,24 +37,23 @@ LEAK_SQL = SET + ("SELECT COUNT(*), AVG(ac.charges), AVG(ac.delta), SUM(emc.bmi)
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    tdir = str(tmp_path_factory.mktemp("masked-transcripts"))
-    with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir) as con:
+def recorded(recording):
+    con, tdir = recording  # the session's recording federation (conftest)
 
-        def run_recorded(ac, emc, sql=LEAK_SQL):
-            for f in glob.glob(os.path.join(tdir, "*.pkl")):
-                os.unlink(f)
-            con.register("ac", ac, party="ac", key="id")
-            con.register("emc", emc, party="emc", key="id")
-            rows = con.execute(sql).fetchall()
-            views = {}
-            for f in glob.glob(os.path.join(tdir, "*.pkl")):
-                party = os.path.basename(f).rsplit("-", 1)[1][:-4]
-                with open(f, "rb") as fh:
-                    views[party] = pickle.load(fh)
-            return rows, views
+    def run_recorded(ac, emc, sql=LEAK_SQL):
+        for f in glob.glob(os.path.join(tdir, "*.pkl")):
+            os.unlink(f)
+        con.register("ac", ac, party="ac", key="id")
+        con.register("emc", emc, party="emc", key="id")
+        rows = con.execute(sql).fetchall()
+        views = {}
+        for f in glob.glob(os.path.join(tdir, "*.pkl")):
+            party = os.path.basename(f).rsplit("-", 1)[1][:-4]
+            with open(f, "rb") as fh:
+                views[party] = pickle.load(fh)
+        return rows, views
 
-        yield run_recorded
+    yield run_recorded
 
 
 def _message(view, label, index=0):

@@ -8,10 +8,8 @@ import pytest
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Lasso, LinearRegression, Ridge
 
-import engine
 from dialect.errors import DataError, ProgrammingError
 from engine.data.demo import insurance
-from tests.conftest import OPEN_POLICY
 
 pytestmark = pytest.mark.e2e
 
@@ -49,12 +47,12 @@ FEATURES = ["age", "bmi", "children", "sex", "smoker", "region_northeast", "regi
 
 
 @pytest.fixture(scope="module")
-def ins():
+def ins(con):
+    """The session's embedded federation (conftest ``con``) with the insurance tables."""
     ac, emc, train = insurance_split()
-    with engine.connect(policies=OPEN_POLICY) as con:
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
-        yield con, train
+    con.register("ac", ac, party="ac", key="id")
+    con.register("emc", emc, party="emc", key="id")
+    return con, train
 
 
 def test_lasso_insurance_matches_sklearn(ins):
@@ -94,7 +92,9 @@ def test_target_at_the_other_party(ins):
 
 
 @pytest.fixture(scope="module")
-def diabetes():
+def diabetes(con):
+    """The session's embedded federation with the diabetes tables (after the insurance
+    tests: registering replaces the tables)."""
     data = load_diabetes()
     X, y = data.data, data.target
     rng = np.random.default_rng(3)
@@ -102,10 +102,9 @@ def diabetes():
     cols = [f"x{j}" for j in range(X.shape[1])]
     ac = pd.DataFrame(X[:, :5], columns=cols[:5]).assign(id=ids, y=y)
     emc = pd.DataFrame(X[:, 5:], columns=cols[5:]).assign(id=ids)
-    with engine.connect(policies=OPEN_POLICY) as con:
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc.sample(frac=1, random_state=4), party="emc", key="id")
-        yield con, X, y, cols
+    con.register("ac", ac, party="ac", key="id")
+    con.register("emc", emc.sample(frac=1, random_state=4), party="emc", key="id")
+    return con, X, y, cols
 
 
 @pytest.mark.parametrize("alpha,standardize", [(0.1, False), (1.0, False), (1.0, True)])
@@ -151,24 +150,23 @@ def test_model_bad_input(diabetes):
         con.execute("SELECT LASSO(y, x0, alpha => 0) FROM ac JOIN emc USING (id)")
 
 
-def test_constant_feature_and_too_few_rows():
+def test_constant_feature_and_too_few_rows(con):
     rng = np.random.default_rng(5)
     ids = np.arange(1, 31)
     ac = pd.DataFrame({"id": ids, "y": rng.normal(size=30), "zero": 0.0,
                        "a": rng.normal(size=30)})
     emc = pd.DataFrame({"id": ids[:4], **{f"f{j}": rng.normal(size=4) for j in range(5)}})
-    with engine.connect(policies=OPEN_POLICY) as con:
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
-        with pytest.raises(DataError, match="feature ac.zero is all zero"):
-            con.execute("SELECT LINREG(y, zero, a) FROM ac JOIN emc USING (id)")
-        with pytest.raises(DataError, match="more features than rows"):
-            con.execute("SELECT LASSO(y, a, f0, f1, f2, f3, f4, alpha => 0.1) "
-                        "FROM ac JOIN emc USING (id)")
-        # Constant only on the joined rows: detected inside MPC, one bit opened.
-        emc2 = pd.DataFrame({"id": ids, "c": np.r_[np.ones(20), rng.normal(size=10)]})
-        ac2 = ac.assign(id=np.r_[ids[:20], ids[:10] + 100])
-        con.register("ac", ac2, party="ac", key="id")
-        con.register("emc", emc2, party="emc", key="id")
-        with pytest.raises(DataError, match="constant"):
-            con.execute("SELECT LINREG(y, a, emc.c) FROM ac JOIN emc USING (id)")
+    con.register("ac", ac, party="ac", key="id")
+    con.register("emc", emc, party="emc", key="id")
+    with pytest.raises(DataError, match="feature ac.zero is all zero"):
+        con.execute("SELECT LINREG(y, zero, a) FROM ac JOIN emc USING (id)")
+    with pytest.raises(DataError, match="more features than rows"):
+        con.execute("SELECT LASSO(y, a, f0, f1, f2, f3, f4, alpha => 0.1) "
+                    "FROM ac JOIN emc USING (id)")
+    # Constant only on the joined rows: detected inside MPC, one bit opened.
+    emc2 = pd.DataFrame({"id": ids, "c": np.r_[np.ones(20), rng.normal(size=10)]})
+    ac2 = ac.assign(id=np.r_[ids[:20], ids[:10] + 100])
+    con.register("ac", ac2, party="ac", key="id")
+    con.register("emc", emc2, party="emc", key="id")
+    with pytest.raises(DataError, match="constant"):
+        con.execute("SELECT LINREG(y, a, emc.c) FROM ac JOIN emc USING (id)")

@@ -22,11 +22,11 @@ Hypothesis (derandomized) generates vertically partitioned tables and queries ov
   arguments with + - *, / by a literal, unary -, ABS, CASE, COALESCE, CAST; arithmetic over
   aggregates.
 
-Each scenario registers its tables once in the module's embedded federation (masked join,
-``min_intersection = 0`` everywhere) and runs several queries; DuckDB runs the same SQL on the
-plaintext tables.  Rows are compared in order when the query has ORDER BY (always total: every
-key is ordered), as multisets otherwise; NULL equals NULL, NaN equals NaN.  Column names and
-types must be DuckDB's.
+Each scenario registers its tables once in the session's embedded federation (conftest
+``con``: ``min_intersection = 0`` everywhere; the queries use the masked join) and runs several
+queries; DuckDB runs the same SQL on the plaintext tables.  Rows are compared in order when
+the query has ORDER BY (always total: every key is ordered), as multisets otherwise; NULL
+equals NULL, NaN equals NaN.  Column names and types must be DuckDB's.
 
 Tolerance per aggregate, for one group (``TOLERANCE`` below; ``s = 2**b`` is the public bound of
 the argument x derived from the declared bounds through the expression, ``s_y`` of y; ``n`` the
@@ -81,8 +81,6 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
-
-from tests.conftest import OPEN_POLICY
 
 KEY = "id"
 MAX_ROWS = 24
@@ -996,16 +994,6 @@ def test_generated_sql_in_duckdb_and_binder(scenario):
 
 
 # --- the secure run --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def con():
-    """One embedded federation for the module; every party ``min_intersection = 0``."""
-    import engine
-
-    c = engine.connect(policies=OPEN_POLICY)
-    yield c
-    c.close()
 
 
 @pytest.mark.e2e
