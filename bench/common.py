@@ -32,6 +32,25 @@ GRAM_PHASES = ("gram", "moments")
 SOLVE_PHASES = ("solve", "aggregate", "reveal")
 MODELS = ("lasso", "ridge", "linreg")
 QUERIES = MODELS + ("sum", "count")
+#: Traffic stages for rounds and bytes (engine.session.rounds): the private join with MPyC
+#: start-up and the parties' agreement; the share conversion (A2S, or an owner's input); the
+#: computation (Gram, aggregates, solver, openings, shutdown).
+TRAFFIC_STAGES = ("join", "conversion", "compute")
+#: The projection's three WAN sites: round-trip time (s) and bandwidth (bytes/s) per link.
+WAN_RTT, WAN_BANDWIDTH = 0.020, 100e6 / 8
+#: Round trips outside the session's messages: the analyst's request, prepare and start at
+#: every party (coordinator <-> participants), the session's TCP + TLS 1.3 handshakes, the
+#: result's way back.  An estimate (see /work/notes/wan-perf.md), not counted.
+SETUP_ROUND_TRIPS = 5
+
+
+def traffic_stage(phase: str) -> str:
+    """The traffic stage of a session phase name."""
+    if phase in JOIN_PHASES or phase in (WAIT, "agree"):
+        return "join"
+    if phase in INPUT_PHASES:
+        return "conversion"
+    return "compute"
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -201,6 +220,8 @@ class Run:
     error: float = math.nan  # max |secure - plaintext| over coefficients / result values
     obj_diff: float = math.nan  # objective(secure) - objective(sklearn), models only
     pool: dict[str, Any] | None = None  # bench.run --pool: the precomputation before this run
+    emulated_rtt: float = 0.0  # bench.run --emulate-rtt: seconds of round trip added per link
+    _critical: dict[str, Any] | None = field(default=None, repr=False)
 
     def phase(self, name: str) -> float:
         """Seconds in phase ``name``: the maximum over the parties (NaN if none had it)."""
@@ -245,7 +266,72 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [list(r) for r in self.rows], "stats": self.stats, "wall": self.wall,
-                "error": self.error, "obj_diff": self.obj_diff, "pool": self.pool}
+                "error": self.error, "obj_diff": self.obj_diff, "pool": self.pool,
+                "emulated_rtt": self.emulated_rtt}
+
+    # --- rounds, bytes per stage, WAN projection (engine.session.rounds) ------------------
+
+    def critical(self) -> dict[str, Any] | None:
+        """Hops on the critical path, in all and per traffic stage (None: no traffic logs)."""
+        if self._critical is None:
+            from engine.session import rounds
+
+            logs = {p: t for p in PARTIES
+                    if (t := (self.stats.get(p, {}) or {}).get("traffic"))}
+            if len(logs) != len(PARTIES):
+                return None
+            self._critical = rounds.critical_path(logs, traffic_stage, TRAFFIC_STAGES)
+        return self._critical
+
+    @property
+    def hops(self) -> float:
+        """One-way messages on the critical path (2 hops = 1 round trip); NaN if unknown."""
+        c = self.critical()
+        return float(c["hops"]) if c else math.nan
+
+    def stage_hops(self, stage: str) -> float:
+        c = self.critical()
+        return float(c["by_stage"].get(stage, 0)) if c else math.nan
+
+    def links(self, stage: str) -> dict[tuple[str, str], int]:
+        """Bytes sent per directed link (sender, receiver) in ``stage``."""
+        out: dict[tuple[str, str], int] = {}
+        for p in PARTIES:
+            by_phase = ((self.stats.get(p, {}) or {}).get("traffic") or {}).get(
+                "bytes_by_phase", {})
+            for ph, peers in by_phase.items():
+                if traffic_stage(ph) == stage:
+                    for q, n in peers.items():
+                        out[(p, q)] = out.get((p, q), 0) + int(n)
+        return out
+
+    def stage_sent_mb(self, stage: str, party: str) -> float:
+        """MB ``party`` sent (to both peers) in ``stage``; NaN without traffic logs."""
+        if self.critical() is None:
+            return math.nan
+        return sum(n for (p, _), n in self.links(stage).items() if p == party) / 1e6
+
+    def wan_seconds(self, rtt: float = WAN_RTT, bandwidth: float = WAN_BANDWIDTH, *,
+                    shared_uplink: bool = False) -> float:
+        """Projected wall clock with the parties at three sites (see /work/notes/wan-perf.md):
+
+        measured total + hops x (rtt - emulated rtt) / 2 + SETUP_ROUND_TRIPS x rtt
+        + sum over the stages of the stage's largest per-link byte count / bandwidth
+        (``shared_uplink``: the largest per-party count, both of a party's links sharing one
+        uplink of that bandwidth).
+        """
+        c = self.critical()
+        if c is None:
+            return math.nan
+        t = self.total + c["hops"] * (rtt - self.emulated_rtt) / 2 + SETUP_ROUND_TRIPS * rtt
+        for stage in TRAFFIC_STAGES:
+            links = self.links(stage)
+            if shared_uplink:
+                per = {p: sum(n for (s, _), n in links.items() if s == p) for p in PARTIES}
+                t += max(per.values(), default=0) / bandwidth
+            else:
+                t += max(links.values(), default=0) / bandwidth
+        return t
 
     def group(self, names: Iterable[str]) -> float:
         """Sum over the phases ``names`` of each phase's maximum over the parties."""
@@ -384,6 +470,16 @@ def pool_cells(rep: Repeated) -> list[str]:
     cpu = "/".join(secs(rep.med(lambda r, p=p: r.pool["cpu_seconds"][p] if r.pool
                                 else math.nan), 0) for p in PARTIES)
     return [wait, cpu]
+
+
+def traffic_cells(rep: Repeated, rtt: float = WAN_RTT, bandwidth: float = WAN_BANDWIDTH
+                  ) -> list[str]:
+    """Medians: hops in all (per stage), MB sent per party per stage, projected WAN seconds."""
+    stages = "/".join(secs(rep.med(lambda r, s=s: r.stage_hops(s)), 0) for s in TRAFFIC_STAGES)
+    hops = f"{secs(rep.med(lambda r: r.hops), 0)} ({stages})"
+    mb = ["/".join(secs(rep.med(lambda r, s=s, p=p: r.stage_sent_mb(s, p)), 1) for p in PARTIES)
+          for s in TRAFFIC_STAGES]
+    return [hops, *mb, secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth)), 1)]
 
 
 def dump_json(path: str, entries: Sequence[tuple[dict[str, Any], Repeated]]) -> None:

@@ -7,7 +7,14 @@ Usage::
 One row per configuration (rows, protocol): the number of runs, medians of the total and of the
 stages join (incl. MPyC start-up and waiting), share input (A2S), Gram and solve (see
 :meth:`bench.common.Run.stages`), peak resident MB and CPU seconds per party, MB sent per party
-and the worst error against the plaintext answer.  CPU seconds do not grow with the machine's
+and the worst error against the plaintext answer.  Then, per configuration, the communication
+(engine.session.rounds): hops on the critical path (one-way messages in sequence; 2 hops = 1
+round trip) in all and per stage, MB each party sent per stage (join / share conversion (A2S) /
+computation), and the projected wall clock at three sites (``--rtt``, ``--mbit``): measured
+total + hops x RTT/2 + setup round trips + per stage the largest per-link bytes / bandwidth
+("per link"), or the largest per-party bytes ("shared uplink": both links of a party share one).
+
+CPU seconds do not grow with the machine's
 load the way wall-clock seconds do; their sum over the parties divided by the number of cores is
 a lower bound on the wall clock of an otherwise idle machine.
 """
@@ -18,7 +25,19 @@ import argparse
 import json
 import sys
 
-from bench.common import PARTIES, Repeated, Run, markdown, pool_cells, sci, secs
+from bench.common import (
+    PARTIES,
+    SETUP_ROUND_TRIPS,
+    TRAFFIC_STAGES,
+    WAN_BANDWIDTH,
+    WAN_RTT,
+    Repeated,
+    Run,
+    markdown,
+    pool_cells,
+    sci,
+    secs,
+)
 
 
 def load(paths: list[str]) -> list[tuple[dict, Repeated]]:
@@ -31,7 +50,8 @@ def load(paths: list[str]) -> list[tuple[dict, Repeated]]:
                 for r in entry["runs"]:
                     rep.runs.append(Run([tuple(x) for x in r["rows"]], r["stats"], r["wall"],
                                         error=r["error"], obj_diff=r["obj_diff"],
-                                        pool=r.get("pool")))
+                                        pool=r.get("pool"),
+                                        emulated_rtt=r.get("emulated_rtt", 0.0)))
                 out.append((entry["config"], rep))
     return out
 
@@ -61,11 +81,45 @@ def table(entries: list[tuple[dict, Repeated]]) -> str:
     return markdown(headers, rows)
 
 
+def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
+                  bandwidth: float = WAN_BANDWIDTH) -> str:
+    """Hops, MB per stage and party, and the WAN projection, per configuration (medians)."""
+    headers = ["rows/party", "protocol", "d", "emulated RTT ms", "total s", "hops",
+               *[f"hops {s}" for s in TRAFFIC_STAGES],
+               *[f"MB {s} ac/emc/helper" for s in TRAFFIC_STAGES],
+               "max link MB join/A2S/compute", "WAN s per link", "WAN s shared uplink"]
+    rows = []
+    for cfg, rep in entries:
+        def links(r, s):
+            return max(r.links(s).values(), default=0) / 1e6 if r.critical() else float("nan")
+
+        rows.append(
+            [str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")),
+             secs(cfg.get("emulate_rtt_ms", 0.0), 0), secs(rep.med(lambda r: r.total), 1),
+             secs(rep.med(lambda r: r.hops), 0)]
+            + [secs(rep.med(lambda r, s=s: r.stage_hops(s)), 0) for s in TRAFFIC_STAGES]
+            + ["/".join(secs(rep.med(lambda r, s=s, p=p: r.stage_sent_mb(s, p)), 1)
+                        for p in PARTIES) for s in TRAFFIC_STAGES]
+            + ["/".join(secs(rep.med(lambda r, s=s: links(r, s)), 1) for s in TRAFFIC_STAGES),
+               secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth)), 1),
+               secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, shared_uplink=True)), 1)])
+    return markdown(headers, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", help="JSON files written by bench.run --json")
+    ap.add_argument("--rtt", type=float, default=WAN_RTT * 1000, help="WAN round trip, ms")
+    ap.add_argument("--mbit", type=float, default=WAN_BANDWIDTH * 8 / 1e6,
+                    help="WAN bandwidth per link, Mbit/s")
     args = ap.parse_args(argv)
-    print(table(load(args.paths)))
+    entries = load(args.paths)
+    print(table(entries))
+    print(f"\nAcross three sites: {args.rtt:g} ms round trip, {args.mbit:g} Mbit/s per link, "
+          f"+ {SETUP_ROUND_TRIPS} setup round trips (hops: one-way messages on the critical "
+          "path; WAN s = total + hops x (RTT - emulated RTT)/2 + setup + per stage bytes / "
+          "bandwidth)\n")
+    print(traffic_table(entries, args.rtt / 1000, args.mbit * 1e6 / 8))
     return 0
 
 

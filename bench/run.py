@@ -9,12 +9,20 @@ plaintext DuckDB join + scikit-learn, and prints medians. Usage::
     python -m bench.run [--rows 1000,5000] [--features 15+15] [--overlap 1.0] [--seed 0]
                         [--query lasso|ridge|linreg|sum|count] [--protocol paillier,masked]
                         [--alpha 0.05] [--repeat 3] [--netem DELAY_MS[:RATE_MBIT]]
-                        [--pool auto|N]
+                        [--pool auto|N] [--emulate-rtt MS] [--wan RTT_MS:MBIT]
 
 ``--pool`` turns on the parties' Paillier randomiser pools (``[crypto] paillier_pool``; ``auto``:
 one per row and ciphertext of the largest ``--rows``) and, before every run, waits until every
 pool is full: the table then shows that precomputation's wall clock and CPU seconds per party
 next to the query's own (online) figures.
+
+Every row also shows the communication on the critical path (engine.session.rounds): hops (one-
+way messages in sequence; 2 hops = 1 round trip) in all and per stage (join / share conversion /
+computation), the MB each party sent per stage, and the projected wall clock at three sites
+(``--wan``, default 20 ms round trip and 100 Mbit/s per link: measured total + hops x RTT/2 +
+setup round trips + per stage the largest per-link bytes / bandwidth).  ``--emulate-rtt MS``
+delays every message the sessions receive by MS/2 (user-space latency emulation, where the
+kernel cannot shape links), to check that the wall clock grows by hops x RTT/2.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from bench.common import (  # noqa: E402
     sci,
     secs,
     synthetic,
+    traffic_cells,
 )
 
 
@@ -69,6 +78,14 @@ def _protocols(spec: str) -> list[str]:
         if p not in ("paillier", "masked"):
             raise argparse.ArgumentTypeError(f"unknown protocol {p!r} (paillier, masked)")
     return out
+
+
+def _wan(spec: str) -> tuple[float, float]:
+    rtt, sep, rate = spec.partition(":")
+    try:
+        return float(rtt) / 1000.0, float(rate or 100) * 1e6 / 8
+    except ValueError as e:
+        raise argparse.ArgumentTypeError("--wan expects RTT_MS[:MBIT], e.g. 20:100") from e
 
 
 def pool_target(args: argparse.Namespace) -> int:
@@ -139,8 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write every run's raw stats here")
     ap.add_argument("--pool", metavar="auto|N", default=None,
                     help="precompute Paillier randomisers (N per key) before each run")
+    ap.add_argument("--emulate-rtt", metavar="MS", type=float, default=0.0,
+                    help="delay every message a session receives by MS/2 (latency emulation)")
+    ap.add_argument("--wan", metavar="RTT_MS[:MBIT]", type=_wan, default=(0.020, 100e6 / 8),
+                    help="the three sites of the projection (default 20:100)")
     args = ap.parse_args(argv)
     started = load_now()
+    if args.emulate_rtt:
+        from engine.session.rounds import EMULATE_ENV
+
+        os.environ[EMULATE_ENV] = f"{args.emulate_rtt:g}"  # inherited by the party servers
     d_ac, d_emc = args.features
 
     con, network = open_connection(args)
@@ -163,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                         pools = wait_for_pools(con, target, pools and pools["state"])
                     try:
                         run = execute(con, sql)
+                        run.emulated_rtt = args.emulate_rtt / 1000.0
                         if target and protocol == "paillier":
                             run.pool = {k: v for k, v in pools.items() if k != "state"}
                     except engine.Error as e:
@@ -174,17 +200,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"# {rows} rows/party, {protocol}, run {i + 1}/{args.repeat}: "
                           f"{run.total:.1f} s", file=sys.stderr, flush=True)
                 if rep.runs:
-                    results.append(({"rows": rows, "protocol": protocol, "d": ds.d}, rep))
+                    results.append(({"rows": rows, "protocol": protocol, "d": ds.d,
+                                     "emulate_rtt_ms": args.emulate_rtt}, rep))
     finally:
         con.close()
 
     phases = ordered_phases({n for _, rep in results for r in rep.runs for n in r.phases()})
     err = "max abs coef err" if args.query in MODELS else "max abs err"
     pooled = any(r.pool for _, rep in results for r in rep.runs)
+    rtt, bw = args.wan
+    wan_label = f"{rtt * 1000:g}ms,{bw * 8 / 1e6:g}Mbit"
     headers = (["rows/party", "joined", "features", "protocol"] + [f"{p} s" for p in phases]
                + [f"{WAIT} s", "total s", "sent MB ac/emc/helper", "peak MB ac/emc/helper",
                   "CPU s ac/emc/helper"]
                + (["pool wait s", "pool CPU s ac/emc/helper"] if pooled else [])
+               + ["hops join/A2S/compute", "MB join ac/emc/helper", "MB A2S ac/emc/helper",
+                  "MB compute ac/emc/helper", f"WAN s {wan_label}"]
                + [err, "plain s", "ratio"])
     table = []
     for cfg, rep in results:
@@ -198,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             + [secs(rep.med(lambda r, n=n: r.phase(n))) for n in phases]
             + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, cpu]
             + (pool_cells(rep) if pooled else [])
+            + traffic_cells(rep, rtt, bw)
             + [sci(rep.error),
                secs(rep.plain_seconds, 3),
                secs(total / rep.plain_seconds if rep.plain_seconds else math.nan, 0)])
@@ -214,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
              if args.query in MODELS else "DuckDB's answer. ")
           + "plain s: DuckDB join + " + ("scikit-learn fit" if args.query in MODELS
                                          else "aggregate")
-          + " in this process; ratio = total/plain.\n")
+          + " in this process; ratio = total/plain. hops: one-way messages on the critical "
+          "path (2 hops = 1 round trip), in all (join/A2S/compute); MB per stage: bytes each "
+          f"party sent; WAN s: total + hops x (RTT - {args.emulate_rtt:g} ms emulated)/2 + "
+          "setup round trips + per stage the largest per-link bytes / bandwidth.\n")
     print(markdown(headers, table))
     for f in failures:
         print(f"\nFAILED {f}")

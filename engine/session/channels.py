@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from engine.protocols import codec, runtime
+from engine.session import rounds
 from engine.session.job import Job
 from engine.session.progress import Report, Reporter, after_for
 from engine.session.transcript import Transcript
@@ -37,6 +40,11 @@ class Session:
         self._t = time.perf_counter()
         self.progress = Reporter(report, after_for(job.plan))
         self.transcript.progress = self.progress.sent
+        # rounds and bytes per phase (engine.session.rounds), if the transport keeps them
+        self.traffic_log = rounds.current()
+        if self.traffic_log is not None:
+            self.traffic_log.pid = self.pid
+        self._step: str | None = None
 
     def phase(self, name: str) -> None:
         """Close the running phase under ``name``."""
@@ -44,11 +52,24 @@ class Session:
         self.phases[name] = self.phases.get(name, 0.0) + now - self._t
         self._t = now
         self.progress.closed(name)
+        if self.traffic_log is not None:
+            self.traffic_log.phase(name)
+
+    def _mark_step(self, name: str) -> None:
+        if self.traffic_log is not None and name != self._step:
+            self.traffic_log.mark("step:" + name)
+        self._step = name
+
+    def traffic(self) -> dict[str, Any]:
+        """The session statistics' ``traffic``: this party's message events, bytes per phase
+        (engine.session.rounds); empty without a transport log."""
+        return {} if self.traffic_log is None else self.traffic_log.stats(self.names)
 
     def step(self, phase: str, total: int | None = None, unit: str | None = None
              ) -> Callable[[int], None]:
         """Report that this party starts step ``phase`` (of ``total`` public ``unit``s);
         returns the function to call with the units done (see engine.session.progress)."""
+        self._mark_step(phase)
         return self.progress.step(phase, total, unit)
 
     def public_steps(self, public: bool) -> None:
@@ -59,6 +80,7 @@ class Session:
     def solver_progress(self, phase: str, done: int | None, total: int | None) -> None:
         """The solver's progress hook (engine.protocols.regression.lasso.PROGRESS): a loop's
         ``done`` of ``total`` public iterations, or a step without counts."""
+        self._mark_step(phase)
         if total is None:
             self.progress.step(phase)
         else:
@@ -99,6 +121,11 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
 
     A refused message (here or in :func:`codec.loads`) is kept as ``state["error"]`` and
     aborts the session like a lost peer; the runner raises that error.
+
+    The transport also keeps this party's :class:`engine.session.rounds.TrafficLog` (messages
+    sent and taken up, bytes per phase; nothing extra goes to peers) and, if
+    :data:`engine.session.rounds.EMULATE_ENV` is set (benchmarks), holds every chunk a peer
+    sends for RTT/2 before MPyC sees it, in arrival order.
     """
     ex = runtime.mpyc.asyncoro.MessageExchanger
     orig_lost = ex.connection_lost
@@ -106,6 +133,10 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
     limit = codec.default_max_buffer() if max_buffer is None else max_buffer
     framers: dict[int, codec.Framer] = {}
     refused: set[Any] = set()  # the exchangers themselves: an id() may be reused
+    log = rounds.start(-1)  # the Session sets this party's pid
+    delay = rounds.emulated_rtt() / 2
+    held: dict[Any, deque] = {}  # exchanger -> (due time, chunk), emulated latency only
+    lost_later: dict[Any, Any] = {}  # exchanger -> exc of a connection lost with chunks held
 
     def on_refusal(err, peer):
         state.setdefault("error", err)
@@ -115,6 +146,9 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
     codec.set_refusal_hook(on_refusal)
 
     def connection_lost(self, exc):
+        if held.get(self):  # deliver what it sent before it closed first
+            lost_later[self] = exc
+            return
         if not state["closing"]:
             # Keep the dead peer's protocol object: MPyC would otherwise fail on its next send
             # inside a coroutine and stop the event loop; the session is aborted instead.
@@ -126,6 +160,7 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
     def drop(self, err) -> None:
         refused.add(self)
         self.bytes.clear()
+        held.pop(self, None)
         if self.transport is not None:
             self.transport.abort()
 
@@ -134,6 +169,33 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
             return
         if self.peer_pid is not None:
             state["received"][self.peer_pid] = state["received"].get(self.peer_pid, 0) + len(data)
+            if delay:
+                loop = self.runtime._loop
+                q = held.get(self)
+                if q is None:
+                    q = held[self] = deque()
+                q.append((loop.time() + delay, data))
+                if len(q) == 1:
+                    loop.call_at(q[0][0], release, self)
+                return
+        process(self, data)
+
+    def release(self):
+        q = held.get(self)
+        if not q:
+            return
+        loop = self.runtime._loop
+        now = loop.time()
+        while q and q[0][0] <= now + 1e-4:
+            process(self, q.popleft()[1])
+            if self in refused:
+                return
+        if q:
+            loop.call_at(q[0][0], release, self)
+        elif self in lost_later:
+            connection_lost(self, lost_later.pop(self))
+
+    def process(self, data):
         self.bytes.extend(data)
         buf = self.bytes
         rt = self.runtime
@@ -157,20 +219,36 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
         framer = framers.get(self.peer_pid)
         if framer is None:
             framer = framers[self.peer_pid] = codec.Framer(self.peer_pid, limit)
+        # the complete messages in buf, in link order, and whether MPyC already waits for each
+        complete, at = [], 0
+        while len(buf) - at >= 12:
+            pc, size = struct.unpack_from("<qI", buf, at)
+            if len(buf) - at < 12 + size:
+                break
+            complete.append((pc, pc in self.buffers))
+            at += 12 + size
         err = framer.feed(self, buf)
         if err is not None:
-            drop(self, err)
+            return drop(self, err)
+        for pc, waited in complete:
+            log.arrive(self.peer_pid, pc)
+            if waited:  # the framer handed it to the waiting future: taken up now
+                log.consume(self.peer_pid, pc)
 
     def receive(self, pc):
         payload = self.buffers.get(pc)
-        if isinstance(payload, bytes) and self.peer_pid in framers:
-            framers[self.peer_pid].taken(len(payload))
+        if isinstance(payload, bytes):
+            if self.peer_pid in framers:
+                framers[self.peer_pid].taken(len(payload))
+            log.consume(self.peer_pid, pc)
         return orig_receive(self, pc)
 
     orig_send = ex.send
 
     def send(self, pc, payload):
-        state["sent"][self.peer_pid] = state["sent"].get(self.peer_pid, 0) + 12 + len(payload)
+        n = 12 + len(payload)
+        state["sent"][self.peer_pid] = state["sent"].get(self.peer_pid, 0) + n
+        log.send(self.peer_pid, n)
         orig_send(self, pc, payload)
 
     ex.connection_lost = connection_lost
