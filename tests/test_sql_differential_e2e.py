@@ -74,6 +74,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -488,7 +489,8 @@ def node_eval(node: Any, vals: dict[Call, list[Any]], exact: bool) -> tuple[Any,
     """(DuckDB's value, tolerance) of an aggregate expression over one group."""
     if isinstance(node, Call):
         aux = vals[node]
-        return aux[0], node.tolerance(aux, exact)
+        v = aux[0]  # DuckDB's SUM of a DECIMAL is a Decimal: float for the tolerance arithmetic
+        return (float(v) if isinstance(v, Decimal) else v), node.tolerance(aux, exact)
     if isinstance(node, AggLit):
         return node.value, 0.0
     a, ta = node_eval(node.left, vals, exact)
