@@ -75,14 +75,60 @@ def test_fixed_base_table_equals_powmod(small):
             fb.pow(2**256)
 
 
-def test_djn_randomiser_is_h_to_a_short_secret_exponent(small, monkeypatch):
+def test_djn_randomiser_is_h_to_a_secret_exponent(small, monkeypatch):
+    """The owner's encryptions use a ceil(k/2)-bit a; the helper's re-randomisers (public key
+    only) a k + SIGMA-bit a', long enough that h**a' is 2**-SIGMA-close to uniform in <h>."""
     pub, priv = small
     n = int(pub.n)
     h = P.djn_h(pub)
-    a = secrets.randbits(P.djn_exponent_bits(512))
-    monkeypatch.setattr(P.secrets, "randbits", lambda bits: a if bits == 256 else 0)
-    for ctx in (P._PublicCtx(_wire(pub)), P._context(pub, priv)):
+    assert P.rerandomizer_exponent_bits(512) == 512 + P.SIGMA  # small key: unit test only
+    assert P.rerandomizer_exponent_bits(2048) == 2088
+    for ctx, bits in ((P._PublicCtx(_wire(pub)), 512 + P.SIGMA), (P._context(pub, priv), 256)):
+        assert ctx.djn.bits == bits
+        a = secrets.randbits(bits) | (1 << (bits - 1))  # uses the table's top row
+        monkeypatch.setattr(P.secrets, "randbits", lambda k, a=a, bits=bits: a if k == bits
+                            else 0)
         assert ctx.randomizer() == gmpy2.powmod(h, a, n * n)
+    # a re-randomiser's exponent exceeds n > ord(h): it covers <h> (h**a' mod n**2 wraps)
+    assert 2 ** P.rerandomizer_exponent_bits(512) > 2**P.SIGMA * n
+
+
+@pytest.mark.parametrize("randomness", ["djn", "classic"])
+def test_decryption_of_many_and_edge_values_either_randomness(randomness):
+    """Real 2048-bit keys: 0, 1, n - 1, powers of two and random plaintexts, each encrypted by
+    the owner (CRT) and by the public key alone, decrypt exactly; so does phe's decryption."""
+    pub, priv = P.generate_keypair(2048, randomness)
+    n = int(pub.n)
+    ms = [0, 1, 2, n - 2, n - 1, 2**2046, 2**1024 + 1] + [secrets.randbelow(n) for _ in range(73)]
+    for owner in (priv, None):
+        cts = P.encrypt_many(pub, ms, private_key=owner, workers=2)  # >= 64: forked workers
+        assert P.decrypt_many(priv, cts, workers=2) == ms
+        assert P.decrypt_many(priv, cts[:5], workers=1) == ms[:5]
+        assert [priv.raw_decrypt(c) for c in cts[:8]] == ms[:8]
+    with pytest.raises(ValueError):
+        P.encrypt_many(pub, [n], workers=1)
+    with pytest.raises(ValueError):
+        P.encrypt_many(pub, [-1], workers=1)
+    # signed encodings at the ends of the 64-bit range survive packing, masking, unpacking
+    rows = [[-(2**63), 2**63 - 1, 0, -1, 1] + [secrets.randbelow(2**64) - 2**63
+                                               for _ in range(10)] for _ in range(3)]
+    _, _, got = _roundtrip(pub, priv, rows, 15)
+    assert got == [[v % FIELD for v in r] for r in rows]
+
+
+def test_rerandomisation_hides_the_owner_s_own_randomiser(small):
+    """What the owner can compute from a re-randomised ciphertext after stripping the plaintext:
+    h**(a_i + a').  Its exponent (known here, as the owner could find it by discrete logarithms
+    modulo p and q) minus a_i is a' and spreads over [0, 2**(k + SIGMA)), far beyond the range
+    [0, 2**ceil(k/2)) of every a_j: so it no longer singles out the true row (a short a' did)."""
+    pub, priv = small
+    short = P.djn_exponent_bits(512)
+    long_ = P._PublicCtx(_wire(pub)).djn.bits  # the helper's table
+    a_own = [secrets.randbits(short) for _ in range(200)]
+    a_helper = [secrets.randbits(long_) for _ in range(200)]
+    # with a short a' the true row's a_i is the unique j with 0 <= e - a_j < 2**short in most
+    # cases; with the long a' almost no e is within 2**(short + 1) of any a_j
+    assert sum(e + a < 2 ** (short + 1) for e, a in zip(a_helper, a_own, strict=True)) <= 1
 
 
 @pytest.mark.parametrize("owner", [True, False], ids=["owner-crt", "public"])
