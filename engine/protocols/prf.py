@@ -66,3 +66,38 @@ def prf_words(seed: bytes, pos: np.ndarray, modulus: int) -> np.ndarray:
     x = np.ascontiguousarray(_sample_words(seed, pos, s), dtype=np.uint64)
     d, borrow = sub(x, const(modulus, x))
     return np.where(borrow == 0, d, x)
+
+
+class Stream:
+    """F(seed, i) for consecutive positions i = 0, 1, 2, ...: :meth:`take` returns the next
+    ``count`` of them as (K, count) words, equal to :func:`prf_words` at those positions.
+
+    Reads the SHAKE-256 stream incrementally (``cryptography``'s XOF squeeze), so a chunk of
+    C positions costs O(C) time and memory wherever it lies; without an incremental XOF it
+    falls back to :func:`prf_words` (the stream from its start).
+    """
+
+    def __init__(self, seed: bytes, modulus: int):
+        self.seed, self.modulus, self.pos = seed, modulus, 0
+        self.k, self.s = value_words(modulus), sample_bytes(modulus)
+        self._xof = None
+        if self.s == 8 * self.k and 1 << (64 * self.k) <= 2 * modulus:
+            try:
+                from cryptography.hazmat.primitives import hashes
+
+                xof = hashes.XOFHash(hashes.SHAKE256(digest_size=1 << 62))
+                xof.update(seed)
+                self._xof = xof
+            except (ImportError, AttributeError):  # pragma: no cover - cryptography < 45
+                self._xof = None
+
+    def take(self, count: int) -> np.ndarray:
+        start, self.pos = self.pos, self.pos + count
+        if count == 0:
+            return np.zeros((self.k, 0), dtype=np.uint64)
+        if self._xof is None:
+            return prf_words(self.seed, np.arange(start, start + count), self.modulus)
+        x = np.frombuffer(self._xof.squeeze(self.s * count), dtype="<u8")
+        x = np.ascontiguousarray(x.reshape(count, self.k).T, dtype=np.uint64)
+        d, borrow = sub(x, const(self.modulus, x))
+        return np.where(borrow == 0, d, x)

@@ -466,10 +466,19 @@ class PartyStore:
                             " join keys must be unique", party=self.party)
         return key_expr, key_value
 
-    def _ids(self, raw: list, key_value: Callable[[object], object], table: str, key: str,
-             where: str) -> list:
-        """Python ids of the raw key values, refusing duplicates after canonicalisation."""
-        ids = [key_value(v) for v in raw]
+    def _ids(self, raw: np.ndarray, key_value: Callable[[object], object], table: str,
+             key: str, where: str) -> list | np.ndarray:
+        """The ids of the raw key values, refusing duplicates after canonicalisation.
+
+        Integer keys of at most 64 bits stay a numpy integer array (8 bytes a row, no Python
+        int per row): DuckDB read them exactly and :meth:`_checked_key` already refused
+        duplicates, which for integers is the same as after canonicalisation.  Other keys
+        become Python ids (:meth:`_key_reader`).
+        """
+        if (key_value is int and isinstance(raw, np.ndarray) and raw.dtype.kind in "iu"
+                and not np.ma.is_masked(raw)):
+            return np.ascontiguousarray(np.ma.getdata(raw))
+        ids = [key_value(v) for v in raw.tolist()]
         if len(set(ids)) != len(ids):  # exact, after canonicalisation
             raise DataError(f"key column {table}.{key} has "
                             f"{len(ids) - len(set(ids))} duplicated id(s) in {where};"
@@ -512,7 +521,7 @@ class PartyStore:
             return LocalData(None, np.zeros((n, 0)))
         rows = self.con.execute(f"SELECT {', '.join(select)} FROM {t}").fetchnumpy()
         names = list(rows.keys())
-        ids = self._ids(rows[names[0]].tolist(), key_value, table, key, where) if key else None
+        ids = self._ids(rows[names[0]], key_value, table, key, where) if key else None
         vals = [np.asarray(rows[n], dtype=np.float64) for n in names[1 if key else 0:]]
         n = len(ids) if key else len(vals[0])
         values = np.column_stack(vals) if vals else np.zeros((n, 0))
@@ -554,7 +563,7 @@ class PartyStore:
             return LocalData(None, np.zeros((n, 0)))
         rows = self._evaluate(f"SELECT {', '.join(select)} FROM {source}", source, local, where)
         names = list(rows.keys())
-        ids = self._ids(rows[names[0]].tolist(), key_value, table, key, where) if key else None
+        ids = self._ids(rows[names[0]], key_value, table, key, where) if key else None
         vals = [self._checked_local(rows[n], c, where)
                 for n, c in zip(names[1 if key else 0:], local, strict=True)]
         n = len(ids) if key else len(vals[0])

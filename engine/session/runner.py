@@ -10,6 +10,7 @@ secret-shared table, then the aggregate nodes are evaluated on it
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from dialect.errors import NotSupportedError, OperationalError
 from engine.protocols import aggregates, runtime
 from engine.protocols.agreement import agree
+from engine.protocols.joins.common import CHUNK_ROWS
 from engine.protocols.joins.masked import masked_join
 from engine.protocols.joins.paillier import paillier_join
 from engine.protocols.owner_input import share_table
@@ -46,6 +48,14 @@ def _peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return (own + kids) / 1024.0  # Linux reports KiB
+
+
+def chunk_rows() -> int:
+    """Rows per chunk of the masked join (engine.protocols.joins.common.CHUNK_ROWS); the
+    environment variable MPCSQL_CHUNK_ROWS overrides it for tests and benchmarks and must then
+    be the same at every party (the parties would otherwise fail the query)."""
+    value = os.environ.get("MPCSQL_CHUNK_ROWS")
+    return max(1, int(value)) if value else CHUNK_ROWS
 
 
 def _lost(state: dict[str, Any], peer: str) -> OperationalError:
@@ -172,7 +182,7 @@ class SourceRunner:
 
     async def visit_PrivateJoin(self, join: PrivateJoin) -> tuple[int, Any]:
         if join.protocol == "masked":
-            return await masked_join(self.sess, join, self.sf)
+            return await masked_join(self.sess, join, self.sf, chunk_rows=chunk_rows())
         job = self.sess.job
         return await paillier_join(self.sess, join, self.sf, key_bits=job.key_bits,
                                    keypair=job.paillier_key, randomizers=job.randomizers,

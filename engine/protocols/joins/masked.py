@@ -35,8 +35,8 @@ from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join'
     words_to_ints,
 )
 from engine.protocols.fixedpoint import encode_int64
-from engine.protocols.joins.common import hash_and_match, step
-from engine.protocols.prf import SIGMA, prf_ints, sample_bytes  # noqa: F401  (re-exported)
+from engine.protocols.joins.common import CHUNK_ROWS, hash_and_match, step
+from engine.protocols.prf import SIGMA, Stream, prf_ints, sample_bytes  # noqa: F401
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
 from engine.protocols.shares import SharedTable, additive_to_shamir
@@ -97,19 +97,27 @@ def secure_permutation(n: int) -> np.ndarray:
     return paillier.random_permutation(n)
 
 
-def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int) -> bytes:
+def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int,
+              streams: list[Stream] | None = None) -> bytes:
     """Owner: encodings of its (shuffled) n x d rows plus their masks mod p, as wire bytes.
 
     Wire format: K blocks (least significant word first) of n*d little-endian uint64 each.
+    ``streams`` (one :class:`Stream` per column, from :func:`mask_streams`) continue the
+    masks where the previous chunk of rows stopped; without them the rows are positions 0..n-1.
     """
     n, d = values.shape
     enc = encode_int64(values)
     pos = np.arange(n)
     out = np.empty((value_words(modulus), n, d), dtype="<u8")
     for j in range(d):  # column by column: temporaries of n values, not n x d
-        out[:, :, j] = add_mod(int64_to_words(enc[:, j], modulus),
-                               prf_words(key, party, j, pos, modulus), modulus)
+        r = streams[j].take(n) if streams is not None else prf_words(key, party, j, pos, modulus)
+        out[:, :, j] = add_mod(int64_to_words(enc[:, j], modulus), r, modulus)
     return out.tobytes()
+
+
+def mask_streams(key: bytes, party: str, d: int, modulus: int) -> list[Stream]:
+    """The PRF streams of ``party``'s d columns, read from position 0 on (:func:`mask_rows`)."""
+    return [Stream(_seed(key, party, j), modulus) for j in range(d)]
 
 
 def helper_share_words(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int
@@ -121,6 +129,22 @@ def helper_share_words(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: i
         raise ProtocolError(f"malformed masked values: {len(blob)} bytes for {n} x {d} values")
     words = np.frombuffer(blob, dtype="<u8").reshape(k, n, d)
     return words[:, np.asarray(rows, dtype=np.int64)]
+
+
+def helper_chunk_words(inbox: list[dict[str, Any]], d: int, rows: np.ndarray, modulus: int,
+                       chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """Helper: its shares of ``rows`` of an owner's matrix received in chunks of
+    ``chunk_rows`` rows (``inbox``: the chunks, each with its "rows" count and "masked" bytes),
+    as (K, len(rows), d) words."""
+    k = value_words(modulus)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((k, rows.size, d), dtype=np.uint64)
+    which, offset = np.divmod(rows, chunk_rows)
+    for b in np.unique(which):
+        c = inbox[int(b)]
+        sel = np.flatnonzero(which == b)
+        out[:, sel] = helper_share_words(c["masked"], c["rows"], d, offset[sel], modulus)
+    return out
 
 
 def other_share_words(
@@ -146,82 +170,122 @@ def other_shares(
     return words_to_ints(other_share_words(key, owner, d, positions, modulus))
 
 
-async def masked_join(chan: Channel, join: PrivateJoin, sf) -> tuple[int, Any]:
-    """Masked private inner join; returns m and the m x (d_L + d_R) secret-shared table."""
+async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int = CHUNK_ROWS
+                      ) -> tuple[int, Any]:
+    """Masked private inner join; returns m and the m x (d_L + d_R) secret-shared table.
+
+    Every row-proportional step runs in chunks of ``chunk_rows`` rows (public, the same at
+    every party): a data party hashes, masks and uploads its shuffled rows chunk by chunk;
+    after m is announced, the positions, the shares' derivation and A2S go output chunk by
+    output chunk, each written into the table's word columns.
+    """
     left, right, helper = join.left.party, join.right.party, join.helper
     other = {left: right, right: left}
     p = sf.field.order
     me = chan.party
     d = {left: len(join.left.columns), right: len(join.right.columns)}
+    streams: list[Stream] = []
 
-    def masked_rows(key: bytes, order: np.ndarray) -> dict[str, Any]:
-        step(chan, "masking values")
+    def masked_chunk(key: bytes, order: np.ndarray, start: int, stop: int) -> dict[str, Any]:
+        if start == 0:
+            step(chan, "masking values")
+            streams[:] = mask_streams(key, me, d[me], p)
         values = np.asarray(chan.local.values, dtype=np.float64).reshape(len(order), d[me])
-        out = {"masked": mask_rows(key, me, values[order], p)}
+        out = {"masked": mask_rows(key, me, values[order[start:stop]], p, streams)}
         chan.phase("mask")
         return out
 
-    # 1-3. Key, shuffle, keyed hashes and PRF-masked values to H, match, announce m.
+    # 1-3. Key, shuffle, keyed hashes and PRF-masked values to H in chunks, match, announce m.
     matched = await hash_and_match(chan, join, key_label="join_key",
                                    rows_label="hashed_masked_rows", hash_key=id_key,
-                                   payload=masked_rows)
+                                   chunk_payload=masked_chunk, chunk_rows=chunk_rows)
     m, key, pairs = matched.m, matched.key, matched.pairs
     if m == 0 or not (d[left] or d[right]):
         return m, None
 
-    # 4. H tells each data party where the matches lie in the *other* party's shuffled list.
-    step(chan, "exchanging positions")
-    positions: dict[str, np.ndarray | None] = {left: None, right: None}
-    if me == helper:
-        pos = np.array(pairs, dtype=np.int64).reshape(m, 2)
-        positions = {left: pos[:, 0], right: pos[:, 1]}
-    # The owner tells the other data party its row count (which the plan discloses to it
+    # 4. The owner tells the other data party its row count (which the plan discloses to it
     # anyway), so that the helper's positions can be checked before anything is derived.
+    step(chan, "exchanging positions")
+    inboxes = matched.inboxes
+    matched.inboxes = None
+    counts: dict[str, int] = {}
     for owner in (left, right):
         if d[owner]:
             n = await chan.send("row_count", len(chan.local.ids) if me == owner else None,
                                 owner, [other[owner]])
-            got = await chan.send("matched_positions", positions[owner], helper, [other[owner]])
             if me == other[owner]:
                 chan.opened(f"row_count:{owner}", n)
-                positions[owner] = _check_positions(got, m, n, helper, owner)
+                if not isinstance(n, int) or isinstance(n, bool) or n < m:
+                    raise ProtocolError(f"party {owner} announced a malformed row count",
+                                        party=owner)
+                counts[owner] = n
+    seen = {o: np.zeros(counts[o], dtype=bool) for o in counts}  # positions are distinct
+    masks: dict[str, list[np.ndarray]] = {}  # the other party: the owner's PRF per column
 
-    # 5. Additive shares mod p of every joined value: H holds v + r, the other party -r.
-    # 6. They become Shamir shares by protocol A2S (engine/protocols/shares.py), as words.
-    inboxes = matched.inboxes
-    matched.inboxes = None
+    # 5. Output chunk by output chunk: H tells each data party where the chunk's matches lie
+    # in the *other* party's shuffled list; every joined value is additively shared mod p
+    # (H holds v + r, the other party -r); A2S (engine/protocols/shares.py) turns them into
+    # Shamir shares, written into the table's word columns.
+    k = value_words(p)
+    table = {o: [np.empty((k, m), dtype=np.uint64) for _ in range(d[o])] for o in (left, right)}
     step(chan, "converting shares")
-    blocks = []
-    for owner in (left, right):
-        if not d[owner]:
-            continue
-        share = None
-        if me == helper:
-            inbox = inboxes[owner]
-            n = len(inbox["hashes"]) // paillier.HASH_BYTES
-            share = helper_share_words(inbox["masked"], n, d[owner], positions[owner], p)
-            inboxes[owner] = None  # free the n x d masked values
-        elif me == other[owner]:
-            share = other_share_words(key, owner, d[owner], positions[owner], p)
-            # what it now knows (kept only for leakage tests)
-            if chan.recording:
-                chan.observe("derived_shares", words_to_ints(share))
-        chan.phase("derive shares")
-        blocks.append(await additive_to_shamir(chan, (helper, other[owner]), share, m,
-                                               d[owner], sf))
-        del share
-        chan.phase("share input")
+    for start in range(0, m, chunk_rows):
+        stop = min(m, start + chunk_rows)
+        positions: dict[str, np.ndarray | None] = {left: None, right: None}
+        for owner, col in ((left, 0), (right, 1)):
+            if not d[owner]:
+                continue
+            mine = pairs[start:stop, col] if me == helper else None
+            got = await chan.send("matched_positions", mine, helper, [other[owner]])
+            if me == helper:
+                positions[owner] = mine
+            elif me == other[owner]:
+                positions[owner] = _check_positions(got, stop - start, counts[owner], helper,
+                                                    owner, seen[owner])
+        for owner in (left, right):
+            if not d[owner]:
+                continue
+            share = None
+            if me == helper:
+                share = helper_chunk_words(inboxes[owner], d[owner], positions[owner], p,
+                                           chunk_rows)
+            elif me == other[owner]:
+                if owner not in masks:  # once: the owner's masks at all its n positions
+                    every = np.arange(counts[owner])
+                    masks[owner] = [prf_words(key, owner, j, every, p)
+                                    for j in range(d[owner])]
+                pos = positions[owner]
+                share = np.empty((k, pos.size, d[owner]), dtype=np.uint64)
+                for j in range(d[owner]):
+                    share[:, :, j] = neg_mod(masks[owner][j][:, pos], p)
+                # what it now knows (kept only for leakage tests)
+                if chan.recording:
+                    chan.observe("derived_shares", words_to_ints(share))
+            chan.phase("derive shares")
+            part = await additive_to_shamir(chan, (helper, other[owner]), share, stop - start,
+                                            d[owner], sf)
+            for j, c in enumerate(part.columns):
+                table[owner][j][:, start:stop] = c
+            del share, part
+            chan.phase("share input")
+    del inboxes, masks
+    blocks = [SharedTable(sf, table[o], m) for o in (left, right) if d[o]]
     return m, SharedTable.hstack(blocks)
 
 
-def _check_positions(got: Any, m: int, n: Any, helper: str, owner: str) -> np.ndarray:
-    """The helper's m matched positions into the owner's n rows: distinct, in range(n)."""
+def _check_positions(got: Any, m: int, n: Any, helper: str, owner: str,
+                     seen: np.ndarray | None = None) -> np.ndarray:
+    """The helper's m matched positions into the owner's n rows: distinct, in range(n) (and,
+    with ``seen``, distinct from those of earlier chunks, marked there)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < m:
         raise ProtocolError(f"party {owner} announced a malformed row count", party=owner)
     pos = np.asarray(got)
     if (pos.shape != (m,) or pos.dtype.kind not in "iu"
             or (m and (pos.min() < 0 or pos.max() >= n))
-            or np.unique(pos).size != m):
+            or np.unique(pos).size != m
+            or (seen is not None and seen[pos].any())):
         raise ProtocolError(f"malformed matched positions from the helper {helper}: "
                             f"{m} distinct positions below {n} expected", party=helper)
+    if seen is not None:
+        seen[pos] = True
     return pos.astype(np.int64)
