@@ -29,14 +29,22 @@ fixed number of iterations follows (:mod:`~engine.protocols.regression.options`)
   from the public eigenvalue bounds [rho, d + rho] (14 steps at d = 30, two rounds each). An
   iteration is one d x 2d product per chain (one round, opened twice: at 48 and at CMP_FRAC
   fractional bits) and one batched soft-thresholding whose 4d comparisons use the
-  low-resolution copy: CMP_FRAC = 12 fractional bits (24 in the last two iterations, whose
-  bits become POLISH's support) and bit length CMP_FRAC + log2(bound) + 2. The bound is sound:
+  low-resolution copy: CMP_FRAC = 12 fractional bits (24 in the last CMP_LAST = 4 iterations,
+  whose bits become POLISH's support; two were too few, see below) and bit length
+  CMP_FRAC + log2(bound) + 2. The bound is sound:
   relaxed ADMM is the averaged Douglas-Rachford iteration on a = z + u, hence nonexpansive,
   started at a = 0, so |a| <= 2 |a*| = 2 |v* + u*| with |u*_j| <= t~_j / rho <= 2 / rho, i.e.
   |a| <= 2 (v_max + sqrt(d) 2 / rho_min). A comparison bit can only be wrong where
   |a -+ theta| is below the resolution, and S is continuous, so z then moves by less than
   2^-CMP_FRAC. At the end the chain whose iterate has the lower objective is kept (one
-  comparison). Why two chains: the best rho depends on the data; on the test problems
+  comparison). Why four iterations at 24 bits: the 12-bit bits err near the threshold, which
+  perturbs the iterate by up to a few units of 2^-12; a coordinate closer than that to its
+  threshold (diabetes, alpha = 0.01: |v_0| = 1.2e-4) then needs more than two accurate
+  iterations to recover. With two, a float64 model of this noise ends on a wrong support in
+  13 of 20,000 runs (once seen in CI: POLISH then solved without feature 0); with three or
+  more in none, with the noiseless iteration's final margins
+  (tests/test_regression.py::test_admm_support_survives_comparison_noise). Why two chains:
+  the best rho depends on the data; on the test problems
   (diabetes raw/standardised, alpha 0.01..1, insurance, synthetic d = 10, 30) one chain with
   rho = 0.1 needs up to 41 iterations before POLISH is exact, the better of the two at most 18.
 
