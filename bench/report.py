@@ -106,6 +106,44 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
     return markdown(headers, rows)
 
 
+def latency_table(entries: list[tuple[dict, Repeated]]) -> str | None:
+    """Emulated latency vs none for the same configuration (``bench.run --emulate-rtt 0,MS``):
+    the wall clock added against hops x RTT/2 (hops counted without and with the delay)."""
+    base = {(c["rows"], c["protocol"], c.get("d")): rep for c, rep in entries
+            if not c.get("emulate_rtt_ms")}
+    rows = []
+    for cfg, rep in entries:
+        ms = cfg.get("emulate_rtt_ms") or 0.0
+        b = base.get((cfg["rows"], cfg["protocol"], cfg.get("d")))
+        if not ms or b is None:
+            continue
+        added = rep.med(lambda r: r.total) - b.med(lambda r: r.total)
+        h0, h1 = b.med(lambda r: r.hops), rep.med(lambda r: r.hops)
+        rows.append([str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")), f"{ms:g}",
+                     secs(b.med(lambda r: r.total), 1), secs(rep.med(lambda r: r.total), 1),
+                     secs(added, 1), f"{h0:.0f}", f"{h1:.0f}", secs(h0 * ms / 2000, 1),
+                     secs(h1 * ms / 2000, 1), secs(added / (h1 * ms / 2000), 2)])
+    if not rows:
+        return None
+    return markdown(["rows/party", "protocol", "d", "RTT ms", "total s at 0", "total s at RTT",
+                     "added s", "hops at 0", "hops at RTT", "hops at 0 x RTT/2 s",
+                     "hops at RTT x RTT/2 s", "added / (hops at RTT x RTT/2)"], rows)
+
+
+def chain_lines(entries: list[tuple[dict, Repeated]], top: int = 8) -> list[str]:
+    """Per configuration (first run): which protocol functions sent the critical path's hops."""
+    out = []
+    for cfg, rep in entries:
+        c = rep.runs[0].critical() if rep.runs else None
+        if not c or not c.get("chain"):
+            continue
+        parts = [f"{k} {v}" for k, v in list(c["chain"].items())[:top]]
+        out.append(f"* {cfg['rows']} rows, {cfg['protocol']}, d = {cfg.get('d', '')}, emulated "
+                   f"RTT {cfg.get('emulate_rtt_ms', 0):g} ms: {c['hops']} hops = "
+                   + ", ".join(parts))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", help="JSON files written by bench.run --json")
@@ -120,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
           "path; WAN s = total + hops x (RTT - emulated RTT)/2 + setup + per stage bytes / "
           "bandwidth)\n")
     print(traffic_table(entries, args.rtt / 1000, args.mbit * 1e6 / 8))
+    lat = latency_table(entries)
+    if lat:
+        print("\nEmulated latency (medians; runs interleaved when measured together):\n")
+        print(lat)
+    lines = chain_lines(entries)
+    if lines:
+        print("\nCritical path by the protocol function that sent each hop:\n")
+        print("\n".join(lines))
     return 0
 
 

@@ -137,6 +137,57 @@ def open_connection(args: argparse.Namespace):
     return Connection(fed, "ac"), f"3 network namespaces, {shaping} ({how})"
 
 
+def _floats(spec: str) -> list[float]:
+    return [float(x) for x in spec.split(",") if x.strip()]
+
+
+def _measure(args, cons) -> tuple[list[tuple[dict, Repeated]], list[str]]:
+    """Every (rows, protocol, emulated RTT) configuration, the RTTs' runs interleaved."""
+    d_ac, d_emc = args.features
+    results: list[tuple[dict, Repeated]] = []
+    failures: list[str] = []
+    target, pools = pool_target(args), {}
+    for rows in args.rows:
+        ds = synthetic(rows, d_ac, d_emc, overlap=args.overlap, seed=args.seed)
+        for _, con in cons:
+            register(con, ds)
+        plaintext(ds, args.query, args.alpha)  # warm-up: imports, DuckDB start-up
+        for protocol in args.protocol:
+            sql = query_sql(ds, args.query, alpha=args.alpha, protocol=protocol)
+            reps = {ms: Repeated() for ms, _ in cons}
+            failed: set[float] = set()
+            for i in range(args.repeat):
+                for ms, con in cons:
+                    if ms in failed:
+                        continue
+                    rep = reps[ms]
+                    plain = plaintext(ds, args.query, args.alpha)
+                    if target and protocol == "paillier":
+                        prev = pools.get(ms)
+                        pools[ms] = wait_for_pools(con, target, prev and prev["state"])
+                    try:
+                        run = execute(con, sql)
+                        run.emulated_rtt = ms / 1000.0
+                        if target and protocol == "paillier":
+                            run.pool = {k: v for k, v in pools[ms].items() if k != "state"}
+                    except engine.Error as e:
+                        failures.append(f"{rows} rows, {protocol}, emulated RTT {ms:g} ms: "
+                                        f"{type(e).__name__}: {e}")
+                        failed.add(ms)
+                        continue
+                    compare(run, plain, ds, args.query, args.alpha)
+                    rep.runs.append(run)
+                    rep.plains.append(plain)
+                    print(f"# {rows} rows/party, {protocol}, emulated RTT {ms:g} ms, run "
+                          f"{i + 1}/{args.repeat}: {run.total:.1f} s, {run.hops:.0f} hops",
+                          file=sys.stderr, flush=True)
+            for ms, rep in reps.items():
+                if rep.runs:
+                    results.append(({"rows": rows, "protocol": protocol, "d": ds.d,
+                                     "emulate_rtt_ms": ms}, rep))
+    return results, failures
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=_ints, default=[1000], help="rows per party, e.g. 1000,5000")
@@ -156,61 +207,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write every run's raw stats here")
     ap.add_argument("--pool", metavar="auto|N", default=None,
                     help="precompute Paillier randomisers (N per key) before each run")
-    ap.add_argument("--emulate-rtt", metavar="MS", type=float, default=0.0,
-                    help="delay every message a session receives by MS/2 (latency emulation)")
+    ap.add_argument("--emulate-rtt", metavar="MS[,MS...]", type=_floats, default=[0.0],
+                    help="delay every message a session receives by MS/2 (latency emulation); "
+                         "several values: one federation each, runs interleaved")
     ap.add_argument("--wan", metavar="RTT_MS[:MBIT]", type=_wan, default=(0.020, 100e6 / 8),
                     help="the three sites of the projection (default 20:100)")
     args = ap.parse_args(argv)
     started = load_now()
-    if args.emulate_rtt:
-        from engine.session.rounds import EMULATE_ENV
-
-        os.environ[EMULATE_ENV] = f"{args.emulate_rtt:g}"  # inherited by the party servers
     d_ac, d_emc = args.features
 
-    con, network = open_connection(args)
-    if con is None:
-        return 0
-    results: list[tuple[dict, Repeated]] = []
-    failures: list[str] = []
-    target, pools = pool_target(args), None
+    from engine.session.rounds import EMULATE_ENV
+
+    cons: list[tuple[float, object]] = []  # (emulated RTT ms, connection)
+    network = ""
     try:
-        for rows in args.rows:
-            ds = synthetic(rows, d_ac, d_emc, overlap=args.overlap, seed=args.seed)
-            register(con, ds)
-            plaintext(ds, args.query, args.alpha)  # warm-up: imports, DuckDB start-up
-            for protocol in args.protocol:
-                sql = query_sql(ds, args.query, alpha=args.alpha, protocol=protocol)
-                rep = Repeated()
-                for i in range(args.repeat):
-                    plain = plaintext(ds, args.query, args.alpha)
-                    if target and protocol == "paillier":
-                        pools = wait_for_pools(con, target, pools and pools["state"])
-                    try:
-                        run = execute(con, sql)
-                        run.emulated_rtt = args.emulate_rtt / 1000.0
-                        if target and protocol == "paillier":
-                            run.pool = {k: v for k, v in pools.items() if k != "state"}
-                    except engine.Error as e:
-                        failures.append(f"{rows} rows, {protocol}: {type(e).__name__}: {e}")
-                        break
-                    compare(run, plain, ds, args.query, args.alpha)
-                    rep.runs.append(run)
-                    rep.plains.append(plain)
-                    print(f"# {rows} rows/party, {protocol}, run {i + 1}/{args.repeat}: "
-                          f"{run.total:.1f} s", file=sys.stderr, flush=True)
-                if rep.runs:
-                    results.append(({"rows": rows, "protocol": protocol, "d": ds.d,
-                                     "emulate_rtt_ms": args.emulate_rtt}, rep))
+        for ms in args.emulate_rtt:
+            if ms:
+                os.environ[EMULATE_ENV] = f"{ms:g}"  # inherited by the party servers
+            try:
+                con, network = open_connection(args)
+            finally:
+                os.environ.pop(EMULATE_ENV, None)
+            if con is None:
+                return 0
+            cons.append((ms, con))
+        results, failures = _measure(args, cons)
     finally:
-        con.close()
+        for _, con in cons:
+            con.close()
 
     phases = ordered_phases({n for _, rep in results for r in rep.runs for n in r.phases()})
     err = "max abs coef err" if args.query in MODELS else "max abs err"
     pooled = any(r.pool for _, rep in results for r in rep.runs)
     rtt, bw = args.wan
     wan_label = f"{rtt * 1000:g}ms,{bw * 8 / 1e6:g}Mbit"
-    headers = (["rows/party", "joined", "features", "protocol"] + [f"{p} s" for p in phases]
+    headers = (["rows/party", "joined", "features", "protocol", "emulated RTT ms"]
+               + [f"{p} s" for p in phases]
                + [f"{WAIT} s", "total s", "sent MB ac/emc/helper", "peak MB ac/emc/helper",
                   "CPU s ac/emc/helper"]
                + (["pool wait s", "pool CPU s ac/emc/helper"] if pooled else [])
@@ -225,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = "/".join(secs(rep.med(lambda r, p=p: r.cpu_s(p)), 0) for p in PARTIES)
         total = rep.med(lambda r: r.total)
         table.append(
-            [str(cfg["rows"]), str(joined), f"{d_ac}+{d_emc}", cfg["protocol"]]
+            [str(cfg["rows"]), str(joined), f"{d_ac}+{d_emc}", cfg["protocol"],
+             f"{cfg['emulate_rtt_ms']:g}"]
             + [secs(rep.med(lambda r, n=n: r.phase(n))) for n in phases]
             + [secs(rep.med(lambda r: r.phase(WAIT))), secs(total), sent, peak, cpu]
             + (pool_cells(rep) if pooled else [])
@@ -248,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                                          else "aggregate")
           + " in this process; ratio = total/plain. hops: one-way messages on the critical "
           "path (2 hops = 1 round trip), in all (join/A2S/compute); MB per stage: bytes each "
-          f"party sent; WAN s: total + hops x (RTT - {args.emulate_rtt:g} ms emulated)/2 + "
+          "party sent; WAN s: total + hops x (RTT - emulated RTT)/2 + "
           "setup round trips + per stage the largest per-link bytes / bandwidth.\n")
     print(markdown(headers, table))
     for f in failures:

@@ -134,6 +134,7 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
     framers: dict[int, codec.Framer] = {}
     refused: set[Any] = set()  # the exchangers themselves: an id() may be reused
     log = rounds.start(-1)  # the Session sets this party's pid
+    rounds.label_tasks(runtime.mpyc.asyncoro)
     delay = rounds.emulated_rtt() / 2
     held: dict[Any, deque] = {}  # exchanger -> (due time, chunk), emulated latency only
     lost_later: dict[Any, Any] = {}  # exchanger -> exc of a connection lost with chunks held
@@ -248,7 +249,7 @@ def patch_connection_loss(state: dict[str, Any], max_buffer: int | None = None) 
     def send(self, pc, payload):
         n = 12 + len(payload)
         state["sent"][self.peer_pid] = state["sent"].get(self.peer_pid, 0) + n
-        log.send(self.peer_pid, n)
+        log.send(self.peer_pid, n, log.label_id(rounds.send_label()))
         orig_send(self, pc, payload)
 
     ex.connection_lost = connection_lost

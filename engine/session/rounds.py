@@ -28,7 +28,10 @@ RTT/2 on every link in user space where the kernel cannot shape links.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -37,7 +40,8 @@ from dialect.errors import ConfigError
 #: Benchmarks only: delay every message a session receives by this many ms / 2 (one way).
 EMULATE_ENV = "MPCSQL_EMULATE_RTT_MS"
 
-# events: an int per event; k*4 + p (consume peer p's k-th message) or -(j + 1) (send to j)
+# events: an int per event; k*4 + p (consume peer p's k-th message) or -(1 + j + 4*label)
+# (send to j from code labelled ``labels[label]``)
 _MAX_EVENTS = 2_000_000  # beyond this the log stops (and says so): ~16 MB of ints at most
 
 
@@ -63,6 +67,8 @@ class TrafficLog:
         self.events: list[int] = []
         self.marks: list[tuple[int, str]] = []
         self.overflow = False
+        self.labels: list[str] = ["other"]
+        self._label_ids: dict[str, int] = {"other": 0}
         self.sent: dict[int, int] = {}  # peer -> bytes sent (MPyC frames: 12 + payload)
         self.messages: dict[int, int] = {}  # peer -> messages sent
         self.arrived: dict[int, dict[int, int]] = {}  # peer -> {pc: arrival index}, unconsumed
@@ -76,10 +82,17 @@ class TrafficLog:
         else:
             self.overflow = True
 
-    def send(self, peer: int, nbytes: int) -> None:
+    def label_id(self, label: str) -> int:
+        i = self._label_ids.get(label)
+        if i is None:
+            i = self._label_ids[label] = len(self.labels)
+            self.labels.append(label)
+        return i
+
+    def send(self, peer: int, nbytes: int, label: int = 0) -> None:
         self.sent[peer] = self.sent.get(peer, 0) + nbytes
         self.messages[peer] = self.messages.get(peer, 0) + 1
-        self._add(-(peer + 1))
+        self._add(-(1 + peer + 4 * label))
 
     def arrive(self, peer: int, pc: int) -> None:
         """A complete message labelled ``pc`` arrived from ``peer`` (in link order)."""
@@ -110,13 +123,81 @@ class TrafficLog:
         """What goes into the session statistics (``traffic``): plain JSON-able data."""
         self.phase("shutdown")
         return {"pid": self.pid, "events": self.events, "marks": [list(m) for m in self.marks],
-                "overflow": self.overflow,
+                "overflow": self.overflow, "labels": self.labels,
                 "messages_sent": {names[p]: n for p, n in self.messages.items()},
                 "bytes_by_phase": {ph: {names[p]: n for p, n in v.items()}
                                    for ph, v in self.bytes_by_phase.items() if v}}
 
 
 _current: TrafficLog | None = None
+
+# --- which protocol code sends (for the critical path's breakdown) ---------------------------
+
+#: engine modules that only provide arithmetic to the protocols: a send is labelled with the
+#: protocol that called them instead
+_HELPERS = ("fastfxp", "fixedpoint", "fieldwords", "runtime", "codec", "channel")
+_code_labels: dict[Any, str | None] = {}
+_task_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _code_label(code) -> str | None:
+    lab = _code_labels.get(code, False)
+    if lab is False:
+        lab = None
+        path = code.co_filename.replace("\\", "/")
+        i = path.rfind("/engine/protocols/")
+        if i >= 0:
+            mod = path[i + len("/engine/protocols/"):-3].replace("/", ".")
+            if mod.rsplit(".", 1)[-1] not in _HELPERS:
+                lab = f"{mod}.{code.co_name}"
+        _code_labels[code] = lab
+    return lab
+
+
+def stack_label(depth: int = 2, limit: int = 16) -> str | None:
+    """The nearest protocol function on the running stack (None: none within ``limit``)."""
+    f = sys._getframe(depth)
+    for _ in range(limit):
+        if f is None:
+            return None
+        lab = _code_label(f.f_code)
+        if lab is not None:
+            return lab
+        f = f.f_back
+    return None
+
+
+def _current_task():
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def label_tasks(asyncoro) -> None:
+    """Label every MPyC coroutine's task with the protocol function that started it (or its
+    parent task's label), by wrapping ``asyncoro.Task`` (what ``mpc_coro`` calls)."""
+    task_type = getattr(asyncoro, "_mpcsql_task_type", asyncoro.Task)
+    asyncoro._mpcsql_task_type = task_type
+
+    def labelled(coro, *args, **kwargs):
+        t = task_type(coro, *args, **kwargs)
+        lab = stack_label(2)
+        if lab is None:
+            parent = _current_task()
+            lab = _task_labels.get(parent) if parent is not None else None
+        if lab is not None:
+            _task_labels[t] = lab
+        return t
+
+    asyncoro.Task = labelled
+
+
+def send_label() -> str:
+    """The label of the code sending now: its task's, else the stack's, else 'other'."""
+    t = _current_task()
+    lab = _task_labels.get(t) if t is not None else None
+    return lab or stack_label(2) or "other"
 
 
 def start(pid: int) -> TrafficLog:
@@ -133,46 +214,68 @@ def current() -> TrafficLog | None:
 # --- merging the parties' logs ---------------------------------------------------------------
 
 
-def depths(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[int]]:
-    """Per party: the largest depth it had consumed after each of its events (Lamport merge).
-
-    ``logs`` maps party name -> that party's ``traffic`` statistics.  Raises ValueError if the
-    logs do not fit together (a message consumed that its sender never sent).
-    """
+def _merge(logs: Mapping[str, Mapping[str, Any]]):
+    """Lamport merge: per party the depth consumed after each event, and every message as
+    (depth, the message that set its sender's depth, its label)."""
     parties = list(logs)
     by_pid = {int(logs[p]["pid"]): p for p in parties}
-    sent: dict[tuple[int, int], list[int]] = {}  # (sender, receiver) -> depth of each message
+    sent: dict[tuple[int, int], list[tuple[int, Any, str]]] = {}  # (from, to) -> messages
     pos = {p: 0 for p in parties}
-    cur = {p: 0 for p in parties}
+    cur: dict[str, tuple[int, Any]] = {p: (0, None) for p in parties}
     after: dict[str, list[int]] = {p: [] for p in parties}
     events = {p: logs[p]["events"] for p in parties}
+    labels = {p: logs[p].get("labels") or ["other"] for p in parties}
     progress = True
     while progress:
         progress = False
         for p in parties:
             me = int(logs[p]["pid"])
-            ev, i, c, out = events[p], pos[p], cur[p], after[p]
+            ev, i, (c, src), out, labs = events[p], pos[p], cur[p], after[p], labels[p]
             while i < len(ev):
                 e = ev[i]
                 if e < 0:
-                    sent.setdefault((me, -e - 1), []).append(c + 1)
+                    lab, j = divmod(-e - 1, 4)
+                    link = sent.setdefault((me, j), [])
+                    link.append((c + 1, src, labs[lab] if lab < len(labs) else "other"))
                 else:
                     k, peer = divmod(e, 4)
                     link = sent.get((peer, me), [])
                     if k >= len(link):
                         break  # its sender has not got that far yet
-                    c = max(c, link[k])
+                    if link[k][0] > c:
+                        c, src = link[k][0], (peer, me, k)
                 out.append(c)
                 i += 1
             progress |= i != pos[p]
-            pos[p], cur[p] = i, c
+            pos[p], cur[p] = i, (c, src)
     stuck = [p for p in parties if pos[p] < len(events[p])]
     if stuck:
         p = stuck[0]
         k, peer = divmod(events[p][pos[p]], 4)
         raise ValueError(f"traffic logs do not fit: {p} consumed message {k} from "
                          f"{by_pid.get(peer, peer)}, which was never sent")
-    return after
+    return after, sent, cur, by_pid
+
+
+def depths(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[int]]:
+    """Per party: the largest depth it had consumed after each of its events (Lamport merge).
+
+    ``logs`` maps party name -> that party's ``traffic`` statistics.  Raises ValueError if the
+    logs do not fit together (a message consumed that its sender never sent).
+    """
+    return _merge(logs)[0]
+
+
+def chain_labels(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """One critical path, hop by hop: how many of its messages each protocol function sent."""
+    _, sent, cur, _ = _merge(logs)
+    end = max(cur.values(), key=lambda v: v[0], default=(0, None))[1]
+    out: dict[str, int] = {}
+    while end is not None:
+        depth, parent, label = sent[(end[0], end[1])][end[2]]
+        out[label] = out.get(label, 0) + 1
+        end = parent
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _at(after: list[int], index: int) -> int:
@@ -221,4 +324,5 @@ def critical_path(logs: Mapping[str, Mapping[str, Any]],
         for name, v in mine.items():
             steps[name] = max(steps.get(name, 0), v)
     out["steps"] = steps
+    out["chain"] = chain_labels(logs)
     return out
