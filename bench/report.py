@@ -84,7 +84,7 @@ def table(entries: list[tuple[dict, Repeated]]) -> str:
 def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
                   bandwidth: float = WAN_BANDWIDTH) -> str:
     """Hops, MB per stage and party, and the WAN projection, per configuration (medians)."""
-    headers = ["rows/party", "protocol", "d", "emulated RTT ms", "total s", "hops",
+    headers = ["query", "rows/party", "protocol", "d", "emulated RTT ms", "total s", "hops",
                *[f"hops {s}" for s in TRAFFIC_STAGES],
                *[f"MB {s} ac/emc/helper" for s in TRAFFIC_STAGES],
                "max link MB join/A2S/compute", "WAN s per link", "WAN s shared uplink"]
@@ -94,7 +94,7 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
             return max(r.links(s).values(), default=0) / 1e6 if r.critical() else float("nan")
 
         rows.append(
-            [str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")),
+            [cfg.get("query", ""), str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")),
              secs(cfg.get("emulate_rtt_ms", 0.0), 0), secs(rep.med(lambda r: r.total), 1),
              secs(rep.med(lambda r: r.hops), 0)]
             + [secs(rep.med(lambda r, s=s: r.stage_hops(s)), 0) for s in TRAFFIC_STAGES]
@@ -109,24 +109,27 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
 def latency_table(entries: list[tuple[dict, Repeated]]) -> str | None:
     """Emulated latency vs none for the same configuration (``bench.run --emulate-rtt 0,MS``):
     the wall clock added against hops x RTT/2 (hops counted without and with the delay)."""
-    base = {(c["rows"], c["protocol"], c.get("d")): rep for c, rep in entries
-            if not c.get("emulate_rtt_ms")}
+    def key(c):
+        return c["rows"], c["protocol"], c.get("d"), c.get("query")
+
+    base = {key(c): rep for c, rep in entries if not c.get("emulate_rtt_ms")}
     rows = []
     for cfg, rep in entries:
         ms = cfg.get("emulate_rtt_ms") or 0.0
-        b = base.get((cfg["rows"], cfg["protocol"], cfg.get("d")))
+        b = base.get(key(cfg))
         if not ms or b is None:
             continue
         added = rep.med(lambda r: r.total) - b.med(lambda r: r.total)
         h0, h1 = b.med(lambda r: r.hops), rep.med(lambda r: r.hops)
-        rows.append([str(cfg["rows"]), cfg["protocol"], str(cfg.get("d", "")), f"{ms:g}",
+        rows.append([cfg.get("query", ""), str(cfg["rows"]), cfg["protocol"],
+                     str(cfg.get("d", "")), f"{ms:g}",
                      secs(b.med(lambda r: r.total), 1), secs(rep.med(lambda r: r.total), 1),
                      secs(added, 1), f"{h0:.0f}", f"{h1:.0f}", secs(h0 * ms / 2000, 1),
                      secs(h1 * ms / 2000, 1), secs(added / (h1 * ms / 2000), 2)])
     if not rows:
         return None
-    return markdown(["rows/party", "protocol", "d", "RTT ms", "total s at 0", "total s at RTT",
-                     "added s", "hops at 0", "hops at RTT", "hops at 0 x RTT/2 s",
+    return markdown(["query", "rows/party", "protocol", "d", "RTT ms", "total s at 0",
+                     "total s at RTT", "added s", "hops at 0", "hops at RTT", "hops at 0 x RTT/2 s",
                      "hops at RTT x RTT/2 s", "added / (hops at RTT x RTT/2)"], rows)
 
 
@@ -138,7 +141,8 @@ def chain_lines(entries: list[tuple[dict, Repeated]], top: int = 8) -> list[str]
         if not c or not c.get("chain"):
             continue
         parts = [f"{k} {v}" for k, v in list(c["chain"].items())[:top]]
-        out.append(f"* {cfg['rows']} rows, {cfg['protocol']}, d = {cfg.get('d', '')}, emulated "
+        out.append(f"* {cfg.get('query', '')} {cfg['rows']} rows, {cfg['protocol']}, "
+                   f"d = {cfg.get('d', '')}, emulated "
                    f"RTT {cfg.get('emulate_rtt_ms', 0):g} ms: {c['hops']} hops = "
                    + ", ".join(parts))
     return out

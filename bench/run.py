@@ -184,7 +184,7 @@ def _measure(args, cons) -> tuple[list[tuple[dict, Repeated]], list[str]]:
             for ms, rep in reps.items():
                 if rep.runs:
                     results.append(({"rows": rows, "protocol": protocol, "d": ds.d,
-                                     "emulate_rtt_ms": ms}, rep))
+                                     "query": args.query, "emulate_rtt_ms": ms}, rep))
     return results, failures
 
 
