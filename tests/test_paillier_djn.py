@@ -317,7 +317,7 @@ def test_party_toml_setting(tmp_path):
 def test_the_key_owner_s_choice_reaches_the_wire(tmp_path, randomness):
     tdir = str(tmp_path / "t")
     os.makedirs(tdir)
-    fed = LocalFederation(str(tmp_path / "w"), policies=OPEN_POLICY, key_bits=512,
+    fed = LocalFederation(str(tmp_path / "w"), policies=OPEN_POLICY, key_bits=2048,
                           transcript_dir=tdir, paillier_randomness=randomness)
     con = Connection(fed, "ac")
     try:
@@ -342,6 +342,18 @@ def test_the_key_owner_s_choice_reaches_the_wire(tmp_path, randomness):
         assert ("h" in m["obj"]) == (randomness == "djn")
         if randomness == "djn":
             P.check_djn_h(int(m["obj"]["n"]), m["obj"]["h"])
+        assert int(m["obj"]["n"]).bit_length() == 2048
+    # what each owner got back is re-randomised: no ciphertext it sent comes back, not even
+    # modulo n (c mod n is r^n mod n for the ciphertext's randomiser, whatever the plaintext)
+    for owner in ("ac", "emc"):
+        out = next(m["obj"] for m in sent if m["from"] == owner)
+        back = _messages(views[owner], "masked_rows")
+        assert len(back) == 1 and len(back[0]["obj"]) == 20
+        n = int(out["n"])
+        mine = {c for row in out["cts"] for c in row}
+        got = {c for row in back[0]["obj"] for c in row}
+        assert len(got) == 20 and not mine & got
+        assert not {c % n for c in mine} & {c % n for c in got}
 
 
 def _run(coro):
