@@ -38,10 +38,10 @@ QUERIES = MODELS + ("sum", "count")
 TRAFFIC_STAGES = ("join", "conversion", "compute")
 #: The projection's three WAN sites: round-trip time (s) and bandwidth (bytes/s) per link.
 WAN_RTT, WAN_BANDWIDTH = 0.020, 100e6 / 8
-#: Round trips outside the session's messages: the analyst's request, prepare and start at
-#: every party (coordinator <-> participants), the session's TCP + TLS 1.3 handshakes, the
-#: result's way back.  An estimate (see /work/notes/wan-perf.md), not counted.
-SETUP_ROUND_TRIPS = 5
+#: Round trips outside the session's messages (estimated, not counted): the coordinator's
+#: per-query connections to its peers (TCP, TLS 1.3, Hello: 3), catalog (1), prepare (1), run
+#: request and reply (1), the session's own TCP + TLS handshakes (2), and 2 to spare.
+SETUP_ROUND_TRIPS = 10
 
 
 def traffic_stage(phase: str) -> str:
@@ -311,19 +311,38 @@ class Run:
             return math.nan
         return sum(n for (p, _), n in self.links(stage).items() if p == party) / 1e6
 
+    def cpu_path(self) -> float:
+        """Compute on the critical path if every party had a core of its own: per phase the
+        largest CPU seconds any party spent in it (its session process and the crypto workers
+        it joined), summed over the phases (NaN without per-phase CPU)."""
+        per: dict[str, float] = {}
+        for p in PARTIES:
+            cpu = ((self.stats.get(p, {}) or {}).get("traffic") or {}).get("cpu_by_phase")
+            if not cpu:
+                return math.nan
+            for ph, v in cpu.items():
+                if ph != WAIT:
+                    per[ph] = max(per.get(ph, 0.0), float(v))
+        return sum(per.values())
+
     def wan_seconds(self, rtt: float = WAN_RTT, bandwidth: float = WAN_BANDWIDTH, *,
-                    shared_uplink: bool = False) -> float:
+                    shared_uplink: bool = False, compute: float | None = None) -> float:
         """Projected wall clock with the parties at three sites (see /work/notes/wan-perf.md):
 
         measured total + hops x (rtt - emulated rtt) / 2 + SETUP_ROUND_TRIPS x rtt
         + sum over the stages of the stage's largest per-link byte count / bandwidth
         (``shared_uplink``: the largest per-party count, both of a party's links sharing one
-        uplink of that bandwidth).
+        uplink of that bandwidth).  ``compute`` replaces the measured total (e.g.
+        :meth:`cpu_path`; then no emulated delay is taken out).
         """
         c = self.critical()
         if c is None:
             return math.nan
-        t = self.total + c["hops"] * (rtt - self.emulated_rtt) / 2 + SETUP_ROUND_TRIPS * rtt
+        if compute is None:
+            t = self.total + c["hops"] * (rtt - self.emulated_rtt) / 2
+        else:
+            t = compute + c["hops"] * rtt / 2
+        t += SETUP_ROUND_TRIPS * rtt
         for stage in TRAFFIC_STAGES:
             links = self.links(stage)
             if shared_uplink:

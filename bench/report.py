@@ -87,7 +87,8 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
     headers = ["query", "rows/party", "protocol", "d", "emulated RTT ms", "total s", "hops",
                *[f"hops {s}" for s in TRAFFIC_STAGES],
                *[f"MB {s} ac/emc/helper" for s in TRAFFIC_STAGES],
-               "max link MB join/A2S/compute", "WAN s per link", "WAN s shared uplink"]
+               "max link MB join/A2S/compute", "WAN s per link", "WAN s shared uplink",
+               "CPU path s", "WAN s from CPU path"]
     rows = []
     for cfg, rep in entries:
         def links(r, s):
@@ -102,7 +103,10 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
                         for p in PARTIES) for s in TRAFFIC_STAGES]
             + ["/".join(secs(rep.med(lambda r, s=s: links(r, s)), 1) for s in TRAFFIC_STAGES),
                secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth)), 1),
-               secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, shared_uplink=True)), 1)])
+               secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, shared_uplink=True)), 1),
+               secs(rep.med(lambda r: r.cpu_path()), 1),
+               secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, compute=r.cpu_path())),
+                    1)])
     return markdown(headers, rows)
 
 

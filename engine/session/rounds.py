@@ -59,6 +59,15 @@ def emulated_rtt() -> float:
     return ms / 1000.0
 
 
+def _cpu_now() -> float:
+    """User + system CPU s of this process and its finished (joined) children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 class TrafficLog:
     """One party's send/consume events, marks, and bytes sent per peer (see the module doc)."""
 
@@ -75,6 +84,8 @@ class TrafficLog:
         self.n_arrived: dict[int, int] = {}
         self._phase_sent: dict[int, int] = {}
         self.bytes_by_phase: dict[str, dict[int, int]] = {}
+        self._cpu = _cpu_now()
+        self.cpu_by_phase: dict[str, float] = {}  # CPU s of this process + joined workers
 
     def _add(self, ev: int) -> None:
         if len(self.events) < _MAX_EVENTS:
@@ -118,6 +129,9 @@ class TrafficLog:
             if d:
                 out[peer] = out.get(peer, 0) + d
         self._phase_sent = dict(self.sent)
+        now = _cpu_now()
+        self.cpu_by_phase[name] = self.cpu_by_phase.get(name, 0.0) + now - self._cpu
+        self._cpu = now
 
     def stats(self, names: Mapping[int, str]) -> dict[str, Any]:
         """What goes into the session statistics (``traffic``): plain JSON-able data."""
@@ -126,7 +140,8 @@ class TrafficLog:
                 "overflow": self.overflow, "labels": self.labels,
                 "messages_sent": {names[p]: n for p, n in self.messages.items()},
                 "bytes_by_phase": {ph: {names[p]: n for p, n in v.items()}
-                                   for ph, v in self.bytes_by_phase.items() if v}}
+                                   for ph, v in self.bytes_by_phase.items() if v},
+                "cpu_by_phase": {ph: round(v, 4) for ph, v in self.cpu_by_phase.items()}}
 
 
 _current: TrafficLog | None = None
