@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         sql = query_sql("lasso", d_ac, d_emc)
     else:
         sql = query_sql(args.query, d_ac, d_emc)
+    os.environ["MPCSQL_PHASE_RSS"] = "1"  # the sessions report their peak memory per phase
     base = args.workdir or tempfile.mkdtemp(prefix="mpcsql-scale-")
     os.makedirs(base, exist_ok=True)
     start = (time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0])
@@ -216,14 +217,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(r: dict, sql: str) -> None:
     stats = r["stats"]
-    ac = stats.get("ac", {}) or {}
-    phases = ac.get("phases", {})
-    names = ordered_phases(phases)
+    names = ordered_phases({n for p in PARTIES for n in ((stats.get(p) or {}).get("phases")
+                                                         or {})})
     print(f"\n## {r['n']:,} rows per party: {sql}")
     print(f"load average {r['load'][0][0]:.1f} -> {r['load'][1][0]:.1f}; "
           f"total {stats.get('total_seconds', r['wall']):.1f} s (wall {r['wall']:.1f} s); "
           f"DuckDB {r['plain_seconds']:.2f} s; max rel. diff vs DuckDB: {r['diff']}")
-    print(markdown(["phase (ac)", "s"], [[n, f"{phases[n]:.2f}"] for n in names]))
+
+    def cell(p: str, key: str, name: str, fmt: str) -> str:
+        v = ((stats.get(p) or {}).get(key) or {}).get(name)
+        return "–" if v is None else format(v, fmt)
+
+    rows = [[n, "/".join(cell(p, "phases", n, ".1f") for p in PARTIES),
+             "/".join(cell(p, "phase_peak_mb", n, ".0f") for p in PARTIES)]
+            for n in names + ["wait for peers"]]
+    print(markdown(["phase", "s ac/emc/helper", "peak MB ac/emc/helper"], rows))
     rows = []
     for p in PARTIES:
         s = stats.get(p, {}) or {}

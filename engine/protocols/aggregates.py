@@ -16,6 +16,7 @@ from dialect.errors import DataError, NotSupportedError
 from engine.protocols import regression
 from engine.protocols.channel import Channel
 from engine.protocols.fixedpoint import FRAC_BITS
+from engine.protocols.shares import materialized
 from planner.plan import Aggregate, ColumnRef, Count, Plan
 
 
@@ -43,8 +44,9 @@ async def evaluate(chan: Channel, plan: Plan, m: int, table, sf) -> list[tuple] 
     output types.  Model plans keep :class:`Models`.
     """
     program = plan.program
-    if program is not None:
+    if program is not None:  # runs a ChunkedTable chunk by chunk where it can
         return await _run_program(chan, plan, program, m, table, sf)
+    table = await materialized(table)
     if plan.model is not None:
         return await visitor(Models(chan, plan), plan.model)(plan.model, m, table)
     return await ScalarAggregates(chan, plan, sf).run(m, table)

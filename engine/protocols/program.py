@@ -35,6 +35,7 @@ from dialect.errors import InternalError, NotSupportedError
 from engine.protocols import finish as fin
 from engine.protocols import slots as sl
 from engine.protocols.channel import Channel
+from engine.protocols.shares import ChunkedTable
 from planner.lower import check_size
 from planner.policy import FILTERED, too_small
 
@@ -66,15 +67,22 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     L = sl.log2_rows(m)
     G = len(program.groups)
     vecs: dict[str, sl.Vec] = {}
-    if m > 0 and program.local:
-        vecs = sl.base_vecs(plan, program, table)
-    if m > 0:
-        await sl.run_rows(ctx, program, vecs)
-    chan.phase("rows")
+    sums = None
+    if isinstance(table, ChunkedTable) and (m == 0 or not streamable(program)):
+        table = await table.materialize()
+    if isinstance(table, ChunkedTable):
+        vecs, sums = await _chunked_rows_and_sums(ctx, plan, program, table)
+        chan.phase("slots")
+    else:
+        if m > 0 and program.local:
+            vecs = sl.base_vecs(plan, program, table)
+        if m > 0:
+            await sl.run_rows(ctx, program, vecs)
+        chan.phase("rows")
 
     t2, s2 = finish_types(rt)
     fc = fin.FCtx(rt, t2.field, G)
-    vals, exact, count = await _slots(chan, ctx, fc, program, vecs, L, sf, s2)
+    vals, exact, count = await _slots(chan, ctx, fc, program, vecs, L, sf, s2, sums)
     chan.phase("slots")
     if program.filtered_count is not None:
         await _check_filter(chan, fc, s2, count, L)
@@ -87,6 +95,34 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     rows = await _reveal(chan, fc, s2, program, vals, exact, receivers)
     chan.phase("reveal")
     return rows
+
+
+def streamable(program) -> bool:
+    """Whether the program's ROWS and SLOTS can run chunk by chunk: every slot is a sum (an
+    order statistic needs all rows at once)."""
+    return all(s.kind == "sum" for s in program.slots)
+
+
+def _whole(program) -> set[str]:
+    return {program.filtered_count} if program.filtered_count else set()
+
+
+async def _chunked_rows_and_sums(ctx: sl.Ctx, plan, program, table: ChunkedTable):
+    """ROWS and SLOTS chunk by chunk of ``table`` (:class:`ChunkedTable`): the row ops on
+    each chunk's rows, its slot sums (bounds for the whole table), added up locally.  The
+    parties exchange the same messages per chunk as the unchunked run does for the table;
+    the sums are the same field integers.  Returns the last chunk's vectors (their public
+    structure only is used after this) and the sums."""
+    sums, vecs = None, {}
+    first = True
+    async for part in table.chunks():
+        c = sl.Ctx(ctx.rt, ctx.field, part.m, total=ctx.m, first=first)
+        vecs = sl.base_vecs(plan, program, part) if program.local else {}
+        await sl.run_rows(c, program, vecs)
+        got = await sl.slot_sums(c, program, vecs, whole=_whole(program))
+        sums = got if sums is None else sl.add_sums(ctx, sums, got)
+        first = False
+    return vecs, sums
 
 
 async def _model_rows(chan: Channel, fc: fin.FCtx, s2, program, vals, m: int,
@@ -124,16 +160,17 @@ def _consts(program, m: int, min_group_rows: int | None) -> dict[str, float]:
     return {name: value, MIN_GROUP_ROWS: value}
 
 
-async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2):
+async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2, sums=None):
     """Every slot of every group as an FV (finish field); the exact sums (XV) of the sum
-    slots computed without rounding; the exact filtered row count (shares) or None."""
+    slots computed without rounding; the exact filtered row count (shares) or None.
+    ``sums``: the slot sums already computed chunk by chunk (else computed here)."""
     rt = ctx.rt
     G = fc.G
-    whole = {program.filtered_count} if program.filtered_count else set()
+    whole = _whole(program)
     sum_slots = [s for s in program.slots if s.kind == "sum"]
-    if ctx.m > 0:
+    if sums is None and ctx.m > 0:
         sums = await sl.slot_sums(ctx, program, vecs, whole=whole)
-    else:
+    elif sums is None:
         zero = sl.Sum(0, 0, 1, True)
         sums = {(s.name, j): zero for s in sum_slots for j in range(G)}
         sums.update({(n, -1): zero for n in whole})

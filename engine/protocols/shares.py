@@ -31,6 +31,7 @@ uniform.  Any single party's share is uniform, as in any t = 1 Shamir sharing.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,37 @@ class SharedTable:
         """Columns of ``tables`` side by side (same rows)."""
         return SharedTable(tables[0].sectype, [c for t in tables for c in t.columns],
                            tables[0].m)
+
+
+@dataclass
+class ChunkedTable:
+    """An m x d shared table produced chunk by chunk (the masked join): ``chunks()`` is an
+    async iterator of each chunk's :class:`SharedTable`, in row order, that computes them as it
+    goes (with interaction: every party iterates it alike, once).  A consumer that needs every
+    row at once calls :meth:`materialize`."""
+
+    sectype: Any
+    m: int
+    d: int
+    chunks: Callable[[], AsyncIterator[SharedTable]]
+
+    async def materialize(self) -> SharedTable:
+        """All rows as one :class:`SharedTable` (K x m words per column)."""
+        k = fw.value_words(self.sectype.field.order)
+        cols = [np.empty((k, self.m), dtype=np.uint64) for _ in range(self.d)]
+        start = 0
+        async for part in self.chunks():
+            for c, col in zip(cols, part.columns, strict=True):
+                c[:, start:start + part.m] = col
+            start += part.m
+        if start != self.m:
+            raise ProtocolError(f"a chunked table gave {start} of its {self.m} rows")
+        return SharedTable(self.sectype, cols, self.m)
+
+
+async def materialized(table: Any) -> Any:
+    """``table`` with every row at once (a :class:`ChunkedTable` is materialized)."""
+    return await table.materialize() if isinstance(table, ChunkedTable) else table
 
 
 def holder_step(x: np.ndarray, r: np.ndarray, k_me: int, k_other: int, k_w: int, p: int

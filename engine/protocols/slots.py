@@ -99,11 +99,19 @@ class Vec:
 
 @dataclass
 class Ctx:
-    """What the row and slot protocols need: the runtime, the field, the row count."""
+    """What the row and slot protocols need: the runtime, the field, the row count.
+
+    In a chunked run (:func:`engine.protocols.program.run_program` on a
+    :class:`~engine.protocols.shares.ChunkedTable`) ``m`` is the chunk's rows and ``total``
+    the table's: the sums' bounds use ``total``, and a public sum (a count) is contributed
+    whole by the ``first`` chunk and zero by the others.
+    """
 
     rt: Any
     field: Any  # the finite field of SecFxp(64, 32)
     m: int
+    total: int | None = None
+    first: bool = True
     p: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -583,6 +591,19 @@ class Sum:
     exact: bool
 
 
+def add_sums(ctx: Ctx, a: dict[Any, Sum], b: dict[Any, Sum]) -> dict[Any, Sum]:
+    """The slot sums of two chunks of rows added (shares mod p, local).  Every chunk's sum of
+    a slot has the same fraction length and bound, and that bound covers the whole table
+    (:class:`Ctx` ``total``)."""
+    out = {}
+    for key, x in a.items():
+        y = b[key]
+        if (x.g, x.e) != (y.g, y.e):
+            raise InternalError(f"chunk sums of {key} differ in scale")
+        out[key] = Sum((x.share + y.share) % ctx.p, x.g, x.e, x.exact and y.exact)
+    return out
+
+
 def _order(vs: list[Vec]) -> list[Vec]:
     """Canonical factor order: bits first, then by name (so prefixes are shared)."""
     return sorted(vs, key=lambda v: (not v.bit, v.name))
@@ -697,7 +718,7 @@ async def slot_sums(ctx: Ctx, program, vecs: dict[str, Vec], *, whole: set[str] 
 
 async def _sums(ctx: Ctx, terms, prods: Products) -> dict[tuple[str, int], Sum]:
     """Sums of one vector (local), of two (local dot products, one resharing), or public."""
-    m = ctx.m
+    m = ctx.m if ctx.total is None else ctx.total  # the public sums' rows
     L = _sum_bits(m)
     out: dict[tuple[str, int], Sum] = {}
     pairs: list[tuple[tuple[str, int], Vec, Vec]] = []
@@ -761,9 +782,11 @@ def _inv2(ctx: Ctx, k: int) -> int:
 
 
 def _public_sum(ctx: Ctx, value: float) -> Sum:
+    """A public sum over the table (``value``); in a chunked run only the first chunk
+    contributes it (the others 0 with the same fraction length and bound)."""
     k = frac_bits(value)
-    v = round(value * 2**k)
-    return Sum(v % ctx.p, k, max(1, abs(v).bit_length()), True)
+    v = round(value * 2**k) if ctx.first else 0
+    return Sum(v % ctx.p, k, max(1, abs(round(value * 2**k)).bit_length()), True)
 
 
 async def _fold_pair(ctx: Ctx, a: Vec, b: Vec) -> Vec:

@@ -58,6 +58,48 @@ def chunk_rows() -> int:
     return max(1, int(value)) if value else CHUNK_ROWS
 
 
+class PhaseMemory:
+    """Peak resident memory per phase of this session process (MPCSQL_PHASE_RSS=1: benchmarks).
+
+    A thread reads /proc/self/status every 10 ms; each :meth:`Session.phase` call closes the
+    running phase and files the largest resident size seen since the previous call under its
+    name (MB, the maximum over the phase's occurrences).
+    """
+
+    def __init__(self, sess: Session):
+        import threading
+
+        self.peaks: dict[str, float] = {}
+        self._max = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        close = sess.phase
+
+        def phase(name: str) -> None:
+            close(name)
+            now, self._max = self._max, 0
+            self.peaks[name] = max(self.peaks.get(name, 0.0), now / 1024.0)
+
+        sess.phase = phase
+
+    @staticmethod
+    def _rss_kb() -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self._max = max(self._max, self._rss_kb())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        return self.peaks
+
+
 def _lost(state: dict[str, Any], peer: str) -> OperationalError:
     if state.get("error") is not None:  # a refused peer message (engine.protocols.codec)
         return state["error"]
@@ -83,6 +125,8 @@ def run_job(job: Job, report: Callable[[Report], None] | None = None) -> Session
         session_tls.install(loop, job.tls, job.pids[job.party],
                             {i: n for n, i in job.pids.items()}, list(job.addresses), state)
     sess = Session(job, mpc, report)
+    memory = PhaseMemory(sess) if os.environ.get("MPCSQL_PHASE_RSS") == "1" else None
+    sess.memory = memory
     # the solver loops report their public iteration counts (in every task of this session)
     lasso.PROGRESS.set(sess.solver_progress)
     try:
@@ -146,6 +190,7 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent,
              "peak_rss_mb": _peak_rss_mb(), "cpu_seconds": _cpu_seconds(),
              "tls_peers": sorted(state.get("tls_peers", ())),
+             **({"phase_peak_mb": sess.memory.stop()} if sess.memory is not None else {}),
              # Precomputed randomisers this session did not use (they are taken from the end).
              "pool_left": {key_id(n): len(v) for n, v in sess.job.randomizers.items()},
              # critical-path rounds and bytes per phase (engine.session.rounds)
@@ -182,7 +227,9 @@ class SourceRunner:
 
     async def visit_PrivateJoin(self, join: PrivateJoin) -> tuple[int, Any]:
         if join.protocol == "masked":
-            return await masked_join(self.sess, join, self.sf, chunk_rows=chunk_rows())
+            # a program plan consumes the joined rows chunk by chunk (engine.protocols.program)
+            return await masked_join(self.sess, join, self.sf, chunk_rows=chunk_rows(),
+                                     stream=self.sess.job.plan.program is not None)
         job = self.sess.job
         return await paillier_join(self.sess, join, self.sf, key_bits=job.key_bits,
                                    keypair=job.paillier_key, randomizers=job.randomizers,

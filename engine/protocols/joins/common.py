@@ -36,7 +36,7 @@ KEY_BYTES = 32
 #: Rows per chunk of the masked join's row-proportional steps (hashing, masking, the upload to
 #: the helper, positions, share derivation, A2S).  Public and the same at every party, so all
 #: make the same messages and MPyC calls; a table of at most this many rows is one chunk.
-CHUNK_ROWS = 1 << 20
+CHUNK_ROWS = 1 << 18
 
 
 def step(chan: Channel, phase: str, total: int | None = None, unit: str | None = None
@@ -112,37 +112,38 @@ def match_words(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     random order (cryptographic source); DataError on a duplicated hash within one side.
 
     Numpy sort-merge on the hash words (O(n) words, no Python object per row): each side is
-    sorted by its first word; where those are unique (all but ~n^2 / 2^65 of the time) the
-    sides meet by binary search and the second words are compared; otherwise both words are
-    sorted together.
+    sorted by its first word; where those are unique within each side (all but ~n^2 / 2^65 of
+    the time) there are no duplicates, the sides meet by binary search and the second words
+    are compared; otherwise both words are sorted together.
     """
-    for side in (left, right):
-        if side.shape[0] > 1:
-            o = np.lexsort((side[:, 1], side[:, 0]))
-            s = side[o]
-            if ((s[1:] == s[:-1]).all(axis=1)).any():
-                raise DataError("duplicate join keys reached the helper")
-            del o, s
-    ol = np.argsort(left[:, 0], kind="stable")
+    ol = np.argsort(left[:, 0])
     kl = left[ol, 0]
-    unique = kl.size < 2 or bool((kl[1:] != kl[:-1]).all())
-    if unique:
+    kr = np.sort(right[:, 0])
+    if _distinct(kl) and _distinct(kr):
+        if kl.size == 0:
+            return np.zeros((0, 2), dtype=np.int64)
         j = np.searchsorted(kl, right[:, 0])
         j[j == kl.size] = 0
-        li = ol[j] if kl.size else np.zeros(0, dtype=np.int64)
-        hit = (left[li, 0] == right[:, 0]) & (left[li, 1] == right[:, 1]) if kl.size else \
-            np.zeros(right.shape[0], dtype=bool)
-        ri = np.flatnonzero(hit)
+        li = ol[j]
+        del ol, kl, kr, j
+        ri = np.flatnonzero((left[li, 0] == right[:, 0]) & (left[li, 1] == right[:, 1]))
         pairs = np.stack([li[ri], ri], axis=1).astype(np.int64)
     else:  # rare: equal first words within a side
+        del ol, kl, kr
         both = np.concatenate([left, right])
         o = np.lexsort((both[:, 1], both[:, 0]))
         s = both[o]
         eq = np.flatnonzero((s[1:] == s[:-1]).all(axis=1))
-        a, b = o[eq], o[eq + 1]
-        a, b = np.minimum(a, b), np.maximum(a, b)
+        a, b = np.minimum(o[eq], o[eq + 1]), np.maximum(o[eq], o[eq + 1])
+        if (b < left.shape[0]).any() or (a >= left.shape[0]).any() \
+                or np.unique(a).size != a.size or np.unique(b).size != b.size:
+            raise DataError("duplicate join keys reached the helper")
         pairs = np.stack([a, b - left.shape[0]], axis=1).astype(np.int64)
     return pairs[paillier.random_permutation(pairs.shape[0])]
+
+
+def _distinct(sorted_words: np.ndarray) -> bool:
+    return sorted_words.size < 2 or bool((sorted_words[1:] != sorted_words[:-1]).all())
 
 
 # --- chunked upload to the helper ---------------------------------------------------------------

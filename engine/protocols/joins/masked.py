@@ -39,7 +39,7 @@ from engine.protocols.joins.common import CHUNK_ROWS, hash_and_match, step
 from engine.protocols.prf import SIGMA, Stream, prf_ints, sample_bytes  # noqa: F401
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
-from engine.protocols.shares import SharedTable, additive_to_shamir
+from engine.protocols.shares import ChunkedTable, SharedTable, additive_to_shamir
 from planner.plan import PrivateJoin
 
 DOMAIN = b"mpcsql/masked-join/v1/"
@@ -170,14 +170,15 @@ def other_shares(
     return words_to_ints(other_share_words(key, owner, d, positions, modulus))
 
 
-async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int = CHUNK_ROWS
-                      ) -> tuple[int, Any]:
+async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int = CHUNK_ROWS,
+                      stream: bool = False) -> tuple[int, Any]:
     """Masked private inner join; returns m and the m x (d_L + d_R) secret-shared table.
 
     Every row-proportional step runs in chunks of ``chunk_rows`` rows (public, the same at
     every party): a data party hashes, masks and uploads its shuffled rows chunk by chunk;
     after m is announced, the positions, the shares' derivation and A2S go output chunk by
-    output chunk, each written into the table's word columns.
+    output chunk.  With ``stream`` the table is a :class:`ChunkedTable` whose chunks are
+    computed as its consumer iterates them (never all rows at once); else it is materialized.
     """
     left, right, helper = join.left.party, join.right.party, join.helper
     other = {left: right, right: left}
@@ -221,16 +222,23 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                 counts[owner] = n
     seen = {o: np.zeros(counts[o], dtype=bool) for o in counts}  # positions are distinct
     masks: dict[str, list[np.ndarray]] = {}  # the other party: the owner's PRF per column
+    inboxes = inboxes if inboxes is not None else {}
 
     # 5. Output chunk by output chunk: H tells each data party where the chunk's matches lie
     # in the *other* party's shuffled list; every joined value is additively shared mod p
     # (H holds v + r, the other party -r); A2S (engine/protocols/shares.py) turns them into
-    # Shamir shares, written into the table's word columns.
+    # Shamir shares.  The chunks are computed as the consumer asks for them.
     k = value_words(p)
-    table = {o: [np.empty((k, m), dtype=np.uint64) for _ in range(d[o])] for o in (left, right)}
-    step(chan, "converting shares")
-    for start in range(0, m, chunk_rows):
-        stop = min(m, start + chunk_rows)
+
+    async def chunks():
+        step(chan, "converting shares")
+        for start in range(0, m, chunk_rows):
+            stop = min(m, start + chunk_rows)
+            yield await _output_chunk(start, stop)
+        inboxes.clear()
+        masks.clear()
+
+    async def _output_chunk(start: int, stop: int) -> SharedTable:
         positions: dict[str, np.ndarray | None] = {left: None, right: None}
         for owner, col in ((left, 0), (right, 1)):
             if not d[owner]:
@@ -242,6 +250,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
             elif me == other[owner]:
                 positions[owner] = _check_positions(got, stop - start, counts[owner], helper,
                                                     owner, seen[owner])
+        blocks = []
         for owner in (left, right):
             if not d[owner]:
                 continue
@@ -262,15 +271,14 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                 if chan.recording:
                     chan.observe("derived_shares", words_to_ints(share))
             chan.phase("derive shares")
-            part = await additive_to_shamir(chan, (helper, other[owner]), share, stop - start,
-                                            d[owner], sf)
-            for j, c in enumerate(part.columns):
-                table[owner][j][:, start:stop] = c
-            del share, part
+            blocks.append(await additive_to_shamir(chan, (helper, other[owner]), share,
+                                                   stop - start, d[owner], sf))
+            del share
             chan.phase("share input")
-    del inboxes, masks
-    blocks = [SharedTable(sf, table[o], m) for o in (left, right) if d[o]]
-    return m, SharedTable.hstack(blocks)
+        return SharedTable.hstack(blocks)
+
+    table = ChunkedTable(sf, m, d[left] + d[right], chunks)
+    return m, table if stream else await table.materialize()
 
 
 def _check_positions(got: Any, m: int, n: Any, helper: str, owner: str,
