@@ -28,6 +28,8 @@ PHASE_ORDER = ("connect", "hash", "encrypt", "match", "mask", "decrypt", "derive
 #: match/derive shares).  "connect" (MPyC start-up) is counted with the join.
 JOIN_PHASES = ("connect", "hash", "encrypt", "match", "mask", "decrypt", "derive shares")
 INPUT_PHASES = ("share input",)
+#: Phases that run on one forked worker per core (engine.protocols.paillier._fork_map).
+CRYPTO_PHASES = ("encrypt", "mask", "decrypt")
 GRAM_PHASES = ("gram", "moments")
 SOLVE_PHASES = ("solve", "aggregate", "reveal")
 MODELS = ("lasso", "ridge", "linreg")
@@ -311,10 +313,11 @@ class Run:
             return math.nan
         return sum(n for (p, _), n in self.links(stage).items() if p == party) / 1e6
 
-    def cpu_path(self) -> float:
-        """Compute on the critical path if every party had a core of its own: per phase the
-        largest CPU seconds any party spent in it (its session process and the crypto workers
-        it joined), summed over the phases (NaN without per-phase CPU)."""
+    def cpu_path(self, cores: int = 1) -> float:
+        """Compute on the critical path if every party had ``cores`` cores of its own: per
+        phase the largest CPU seconds any party spent in it (its session process and the
+        crypto workers it joined; the Paillier phases, which fork one worker per core, divided
+        by ``cores``), summed over the phases (NaN without per-phase CPU)."""
         per: dict[str, float] = {}
         for p in PARTIES:
             cpu = ((self.stats.get(p, {}) or {}).get("traffic") or {}).get("cpu_by_phase")
@@ -322,7 +325,8 @@ class Run:
                 return math.nan
             for ph, v in cpu.items():
                 if ph != WAIT:
-                    per[ph] = max(per.get(ph, 0.0), float(v))
+                    v = float(v) / (cores if ph in CRYPTO_PHASES else 1)
+                    per[ph] = max(per.get(ph, 0.0), v)
         return sum(per.values())
 
     def wan_seconds(self, rtt: float = WAN_RTT, bandwidth: float = WAN_BANDWIDTH, *,

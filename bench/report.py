@@ -12,7 +12,10 @@ and the worst error against the plaintext answer.  Then, per configuration, the 
 round trip) in all and per stage, MB each party sent per stage (join / share conversion (A2S) /
 computation), and the projected wall clock at three sites (``--rtt``, ``--mbit``): measured
 total + hops x RTT/2 + setup round trips + per stage the largest per-link bytes / bandwidth
-("per link"), or the largest per-party bytes ("shared uplink": both links of a party share one).
+("per link"), or the largest per-party bytes ("shared uplink": both links of a party share one);
+and the same projection with the measured total replaced by the CPU path (per phase the largest
+CPU seconds of any party, Paillier phases over 1 or 2 cores: :meth:`bench.common.Run.cpu_path`),
+which does not grow with this machine's load the way the wall clock does.
 
 CPU seconds do not grow with the machine's
 load the way wall-clock seconds do; their sum over the parties divided by the number of cores is
@@ -88,7 +91,7 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
                *[f"hops {s}" for s in TRAFFIC_STAGES],
                *[f"MB {s} ac/emc/helper" for s in TRAFFIC_STAGES],
                "max link MB join/A2S/compute", "WAN s per link", "WAN s shared uplink",
-               "CPU path s", "WAN s from CPU path"]
+               "CPU path s 1/2 cores", "WAN s from CPU path 1/2 cores"]
     rows = []
     for cfg, rep in entries:
         def links(r, s):
@@ -104,9 +107,9 @@ def traffic_table(entries: list[tuple[dict, Repeated]], rtt: float = WAN_RTT,
             + ["/".join(secs(rep.med(lambda r, s=s: links(r, s)), 1) for s in TRAFFIC_STAGES),
                secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth)), 1),
                secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, shared_uplink=True)), 1),
-               secs(rep.med(lambda r: r.cpu_path()), 1),
-               secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, compute=r.cpu_path())),
-                    1)])
+               "/".join(secs(rep.med(lambda r, c=c: r.cpu_path(c)), 1) for c in (1, 2)),
+               "/".join(secs(rep.med(lambda r, c=c: r.wan_seconds(
+                   rtt, bandwidth, compute=r.cpu_path(c))), 1) for c in (1, 2))])
     return markdown(headers, rows)
 
 
