@@ -502,7 +502,8 @@ def traffic_cells(rep: Repeated, rtt: float = WAN_RTT, bandwidth: float = WAN_BA
     hops = f"{secs(rep.med(lambda r: r.hops), 0)} ({stages})"
     mb = ["/".join(secs(rep.med(lambda r, s=s, p=p: r.stage_sent_mb(s, p)), 1) for p in PARTIES)
           for s in TRAFFIC_STAGES]
-    return [hops, *mb, secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth)), 1)]
+    return [hops, *mb, secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth)), 1),
+            secs(rep.med(lambda r: r.wan_seconds(rtt, bandwidth, compute=r.cpu_path(2))), 1)]
 
 
 def dump_json(path: str, entries: Sequence[tuple[dict[str, Any], Repeated]]) -> None:

@@ -9,7 +9,7 @@ plaintext DuckDB join + scikit-learn, and prints medians. Usage::
     python -m bench.run [--rows 1000,5000] [--features 15+15] [--overlap 1.0] [--seed 0]
                         [--query lasso|ridge|linreg|sum|count] [--protocol paillier,masked]
                         [--alpha 0.05] [--repeat 3] [--netem DELAY_MS[:RATE_MBIT]]
-                        [--pool auto|N] [--emulate-rtt MS] [--wan RTT_MS:MBIT]
+                        [--pool auto|N] [--emulate-rtt MS[,MS...]] [--wan RTT_MS:MBIT]
 
 ``--pool`` turns on the parties' Paillier randomiser pools (``[crypto] paillier_pool``; ``auto``:
 one per row and ciphertext of the largest ``--rows``) and, before every run, waits until every
@@ -20,9 +20,12 @@ Every row also shows the communication on the critical path (engine.session.roun
 way messages in sequence; 2 hops = 1 round trip) in all and per stage (join / share conversion /
 computation), the MB each party sent per stage, and the projected wall clock at three sites
 (``--wan``, default 20 ms round trip and 100 Mbit/s per link: measured total + hops x RTT/2 +
-setup round trips + per stage the largest per-link bytes / bandwidth).  ``--emulate-rtt MS``
-delays every message the sessions receive by MS/2 (user-space latency emulation, where the
-kernel cannot shape links), to check that the wall clock grows by hops x RTT/2.
+setup round trips + per stage the largest per-link bytes / bandwidth), and the same with the
+measured total replaced by the CPU path with two cores per party (:meth:`bench.common.Run.
+cpu_path`, independent of this machine's load).  ``--emulate-rtt MS`` delays every message the
+sessions receive by MS/2 (user-space latency emulation, where the kernel cannot shape links);
+``--emulate-rtt 0,MS`` starts a federation for each value and interleaves their runs, to check
+that the wall clock grows by hops x RTT/2 (``bench.report`` compares them).
 """
 
 from __future__ import annotations
@@ -247,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                   "CPU s ac/emc/helper"]
                + (["pool wait s", "pool CPU s ac/emc/helper"] if pooled else [])
                + ["hops join/A2S/compute", "MB join ac/emc/helper", "MB A2S ac/emc/helper",
-                  "MB compute ac/emc/helper", f"WAN s {wan_label}"]
+                  "MB compute ac/emc/helper", f"WAN s {wan_label}", "WAN s CPU path 2 cores"]
                + [err, "plain s", "ratio"])
     table = []
     for cfg, rep in results:
@@ -282,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
           + " in this process; ratio = total/plain. hops: one-way messages on the critical "
           "path (2 hops = 1 round trip), in all (join/A2S/compute); MB per stage: bytes each "
           "party sent; WAN s: total + hops x (RTT - emulated RTT)/2 + "
-          "setup round trips + per stage the largest per-link bytes / bandwidth.\n")
+          "setup round trips + per stage the largest per-link bytes / bandwidth; CPU path: the "
+          "same with the total replaced by per phase the largest CPU s of any party (Paillier "
+          "phases over 2 cores).\n")
     print(markdown(headers, table))
     for f in failures:
         print(f"\nFAILED {f}")
