@@ -96,7 +96,8 @@ def check(shaping: Shaping) -> tuple[bool, str, bool]:
             if r.returncode == 0:
                 return True, f"tc tbf rate limit (netem unavailable: {why})", False
         return False, (f"this kernel has no netem qdisc ('tc qdisc add ... netem' says: {why}); "
-                       "latency cannot be emulated. Namespaces work: --netem 0 (no shaping) or "
+                       "the kernel cannot add latency (--emulate-rtt MS delays messages in the "
+                       "sessions instead). Namespaces work: --netem 0 (no shaping) or "
                        "--netem 0:RATE_MBIT (tbf bandwidth limit) run"), False
     finally:
         _ip("ip", "link", "del", va, check=False)
