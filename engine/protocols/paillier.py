@@ -170,7 +170,8 @@ def djn_exponent_bits(key_bits: int) -> int:
 #: in <h>: the owner's own randomiser h**a_i times h**a' is then statistically independent of
 #: a_i, whatever the owner computes (it can take discrete logarithms modulo p and q: 1024-bit
 #: primes, index calculus).  A ceil(k/2)-bit a' would leave a' + a_i - a_j in a short range only
-#: for the owner's true row j: linkable at the cost of two 1024-bit discrete logarithms.
+#: for the owner's true row j (always; ~2/3 for another row): a linking signal at the cost of
+#: discrete logarithms modulo two 1024-bit primes.
 def rerandomizer_exponent_bits(key_bits: int) -> int:
     return int(key_bits) + SIGMA
 
@@ -556,8 +557,9 @@ class _PrivateCtx(_PublicCtx):
 
     def decrypt(self, c: int) -> mpz:
         """Paillier decryption by CRT (as phe's raw_decrypt, on mpz): c is reduced modulo p**2
-        and q**2 before the two exponentiations (p - 1, q - 1 precomputed), ~3 % less CPU than
-        passing the 4096-bit c (bench/paillier_micro.py, "dec" rows)."""
+        and q**2 before the two exponentiations (p - 1, q - 1 precomputed).  This, the
+        unreduced c, gmpy2's batched powmod_base_list and phe cost the same within the noise
+        (bench/paillier_micro.py, "dec" rows; docs/protocols.md "DJN randomness")."""
         c = mpz(c)
         p, q = self.p, self.q
         mp = (gmpy2.powmod(c % self.psq, self.pm1, self.psq) - 1) // p * self.hp % p
