@@ -16,7 +16,7 @@ from dialect.errors import DataError, NotSupportedError
 from engine.protocols import regression
 from engine.protocols.channel import Channel
 from engine.protocols.fixedpoint import FRAC_BITS
-from engine.protocols.shares import materialized
+from engine.protocols.shares import ChunkedTable, ReducedRows, SharedTable, materialized
 from planner.plan import Aggregate, ColumnRef, Count, Plan
 
 
@@ -46,10 +46,9 @@ async def evaluate(chan: Channel, plan: Plan, m: int, table, sf) -> list[tuple] 
     program = plan.program
     if program is not None:  # runs a ChunkedTable chunk by chunk where it can
         return await _run_program(chan, plan, program, m, table, sf)
-    table = await materialized(table)
-    if plan.model is not None:
+    if plan.model is not None:  # reduces a ChunkedTable chunk by chunk (Models._fit)
         return await visitor(Models(chan, plan), plan.model)(plan.model, m, table)
-    return await ScalarAggregates(chan, plan, sf).run(m, table)
+    return await ScalarAggregates(chan, plan, sf).run(m, await materialized(table))
 
 
 def group_minimum(agreed: int, m: int) -> int:
@@ -170,8 +169,12 @@ class Models:
             raise DataError(f"{agg.func}: {d} features need more than {d} rows; the "
                             "intersection is smaller (more features than rows)")
         idx = [column_index(plan, c) for c in agg.args]
-        y = table[:, idx[0]]
-        X = table[:, idx[1:]]
+        if isinstance(table, ChunkedTable):
+            X, y = await reduce_rows(table, idx)
+            chan.phase("moments")
+        else:
+            y = table[:, idx[0]]
+            X = table[:, idx[1:]]
         y_scale, x_scale = model_scales(agg)
         opts = dict(agg.options)
         solver = opts.get("solver")
@@ -188,6 +191,23 @@ class Models:
         b = coef[0] / y_scale
         w = [coef[j + 1] * x_scale[j] / y_scale for j in range(d)]
         return [("intercept", b)] + list(zip(term_names(agg), w, strict=True))
+
+
+async def reduce_rows(table: ChunkedTable, idx: list[int]) -> tuple[ReducedRows, SharedTable]:
+    """The local part of protocol MOMENTS chunk by chunk: Z^T Z and the column sums of
+    Z = [X | y] (target ``idx[0]``, features ``idx[1:]``) of each chunk's shares, exactly
+    (``moments._local_moments``), added mod p; MOMENTS then reshares and converts them as it
+    does for a whole table.  Returns (X, y) for :func:`regression.fit`."""
+    from engine.protocols.regression.moments import _local_moments
+
+    p = table.sectype.field.order
+    ztz = sums = None
+    async for part in table.chunks():
+        cols = [part.columns[j] for j in idx[1:]] + [part.columns[idx[0]]]
+        a, b = _local_moments(cols, p)
+        ztz, sums = (a, b) if ztz is None else ((ztz + a) % p, (sums + b) % p)
+    X = ReducedRows(table.sectype, [], table.m, d=len(idx) - 1, ztz=ztz, sums=sums)
+    return X, SharedTable(table.sectype, [], table.m, vector=True)
 
 
 def _regression_reveal(chan: Channel):

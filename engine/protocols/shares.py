@@ -135,6 +135,22 @@ class ChunkedTable:
         return SharedTable(self.sectype, cols, self.m)
 
 
+@dataclass
+class ReducedRows(SharedTable):
+    """The X of a fit whose rows were already reduced chunk by chunk (an m x d table that
+    holds no rows): ``ztz`` and ``sums`` are this party's local (not yet reshared) Z^T Z and
+    column sums mod p of Z = [X | y], exactly as protocol MOMENTS forms them
+    (engine/protocols/regression/moments.py), summed over the chunks."""
+
+    d: int = 0
+    ztz: Any = None
+    sums: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.m, self.d)
+
+
 async def materialized(table: Any) -> Any:
     """``table`` with every row at once (a :class:`ChunkedTable` is materialized)."""
     return await table.materialize() if isinstance(table, ChunkedTable) else table

@@ -227,9 +227,11 @@ class SourceRunner:
 
     async def visit_PrivateJoin(self, join: PrivateJoin) -> tuple[int, Any]:
         if join.protocol == "masked":
-            # a program plan consumes the joined rows chunk by chunk (engine.protocols.program)
+            # a program or model plan consumes the joined rows chunk by chunk
+            # (engine.protocols.program, engine.protocols.aggregates.reduce_rows)
+            plan = self.sess.job.plan
             return await masked_join(self.sess, join, self.sf, chunk_rows=chunk_rows(),
-                                     stream=self.sess.job.plan.program is not None)
+                                     stream=plan.program is not None or plan.model is not None)
         job = self.sess.job
         return await paillier_join(self.sess, join, self.sf, key_bits=job.key_bits,
                                    keypair=job.paillier_key, randomizers=job.randomizers,

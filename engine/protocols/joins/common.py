@@ -165,7 +165,10 @@ def chunk_bounds(n: int, size: int = CHUNK_ROWS) -> Iterator[tuple[int, int]]:
 async def _upload(chan: Channel, label: str, sender: str, receiver: str,
                   chunks: Callable[[], Iterator[dict[str, Any]]] | None,
                   rows_of: Callable[[dict[str, Any]], int], size: int) -> Future:
-    """``sender`` sends ``receiver`` its chunks until one has fewer than ``size`` rows.
+    """``sender`` sends ``receiver`` its chunks until one has fewer than ``size`` rows; the
+    receiver acknowledges each full chunk before the next is sent ("chunk_received"), so at
+    most one chunk is buffered whatever the speeds (no ack for the last, short chunk: a table
+    of fewer than ``size`` rows is one message, as unchunked).
 
     One MPyC coroutine at every party: inside it only the sender and the receiver exchange
     messages (the third party's program counter moves by this one call), so the third party
@@ -177,6 +180,8 @@ async def _upload(chan: Channel, label: str, sender: str, receiver: str,
         if me == sender:
             for msg in chunks():
                 await chan.send(label, msg, sender, [receiver])
+                if rows_of(msg) == size:  # flow control: at most one chunk in flight
+                    await chan.send("chunk_received", None, receiver, [sender])
         elif me == receiver:
             while True:
                 msg = await chan.send(label, None, sender, [receiver])
@@ -185,6 +190,7 @@ async def _upload(chan: Channel, label: str, sender: str, receiver: str,
                 got.append(msg)
                 if rows_of(msg) < size:
                     break
+                await chan.send("chunk_received", True, receiver, [sender])
     except Exception as e:  # noqa: BLE001 - raised by the caller, outside MPyC's task
         return e
     return got

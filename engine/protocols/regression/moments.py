@@ -98,7 +98,9 @@ async def _moments(X, y, m: int, center: bool):
 
 async def _exact_products(rt, X, y, m: int, s1, words: bool):
     """Secret Z^T Z (reshared) and column sums of Z = [X | y] over the input field, exactly."""
-    if words:
+    if words and getattr(X, "ztz", None) is not None:  # rows reduced chunk by chunk
+        ztz, sums = X.ztz, X.sums  # (engine.protocols.aggregates.reduce_rows)
+    elif words:
         ztz, sums = _local_moments(X.columns + y.columns, s1.field.order)
     else:
         Xf, yf = await rt.gather(X, y)
