@@ -67,13 +67,21 @@ def _party(pid: int, ports: list[int], args: argparse.Namespace, rows: int, d: i
 
             async def timed(*a, _fn=fn, _name=name, **kw):
                 await mpc.barrier()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = await _fn(*a, **kw)
                 await mpc.gather(res)
                 steps.setdefault(_name, []).append(time.perf_counter() - t0)
+                steps.setdefault(_name + " CPU", []).append(time.process_time() - c0)
                 return res
 
             setattr(regression, name, timed)
+        orig_bits = mpc.np_random_bits
+
+        def counted_bits(sftype, n, *a, **kw):
+            steps.setdefault("random bits", [0])[0] += n
+            return orig_bits(sftype, n, *a, **kw)
+
+        mpc.np_random_bits = counted_bits
 
     X, y = _data(rows, d, args.seed)
     xs = np.array([_pow2(X[:, j]) for j in range(d)])

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 
 F = 48
 N = 400
+LTZ_BITS = (27, 39, 60, 96)
 
 
 def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
@@ -32,6 +33,9 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
     b = rng.normal(size=N)
     A = rng.normal(size=(6, 5))
     B = rng.normal(size=(5, 4))
+    cmp_vals = {bl: np.concatenate(([0.0, 2.0**-F, -2.0**-F, 2.0**(bl - 2 - F), -2.0**(bl - 2 - F)],
+                                   rng.uniform(-1, 1, 200) * 2.0**(bl - 2 - F)))
+                for bl in LTZ_BITS}
 
     async def main():
         await mpc.start()
@@ -58,10 +62,14 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
             "all": await val(fx.all_bits(1 - bits)),
             "all1": await val(fx.all_bits(bits * 0 + 1)),
         }
+        for bl, v in cmp_vals.items():  # LTZ-SMALL at several bit lengths (small field sizes)
+            res[f"ltz{bl}"] = await val(fx.ltz(mpc.input(t2.array(v), senders=0), bl))
+            res[f"sgn{bl}"] = await val(mpc.np_sgn(mpc.input(t2.array(v), senders=0), l=bl,
+                                                  LT=True))
         await mpc.shutdown()
         return res
 
-    out.put((pid, mpc.run(main()), a, b, A, B))
+    out.put((pid, mpc.run(main()), a, b, A, B, cmp_vals))
 
 
 def _enc(x) -> np.ndarray:
@@ -71,7 +79,7 @@ def _enc(x) -> np.ndarray:
 
 def test_one_round_products_three_parties():
     got = run_three(_party, (), 120)
-    _, res, a, b, A, B = got[0]
+    _, res, a, b, A, B, cmp_vals = got[0]
     assert all(list(g[1]["mul"]) == list(res["mul"]) for g in got)  # every party opens the same
     ea, eb, eA, eB = _enc(a), _enc(b), _enc(A), _enc(B)
     ulp = 2.0**-F
@@ -91,3 +99,7 @@ def test_one_round_products_three_parties():
     assert list(res["intmul"]) == list(np.where(a < 0, eb, 0))  # exact
     assert list(res["all"]) == [int(np.all(a >= 0))]
     assert list(res["all1"]) == [1]
+    for bl, v in cmp_vals.items():  # exact, and as MPyC's own comparison
+        assert list(res[f"ltz{bl}"]) == list((v < 0).astype(int)), bl
+        assert list(res[f"ltz{bl}"]) == list(res[f"sgn{bl}"]), bl
+        assert all(list(g[1][f"ltz{bl}"]) == list(res[f"ltz{bl}"]) for g in got)

@@ -288,8 +288,8 @@ def test_limb_gram_is_bit_exact():
 
 
 def test_admm_iteration_count():
-    assert regression.admm_iterations(None, None) == regression.ADMM_ITER == 30
-    assert regression.admm_iterations(None, 1e-8) == 60
+    assert regression.admm_iterations(None, None) == regression.ADMM_ITER == 24
+    assert regression.admm_iterations(None, 1e-8) == 48
     assert regression.admm_iterations(7, 1e-9) == 7
 
 

@@ -22,7 +22,11 @@ truncation: (-1, 1)); the bias (C(m, t) - 1)/2 of r' is subtracted.
 
 Also: :func:`intmul` (secret integers, e.g. bits, times a fixed-point array: exact, one
 reshare; MPyC does the same only while the integral flag survives, which slicing and
-concatenation drop) and :func:`all_bits` (AND of secret bits by a product tree).
+concatenation drop; its degree reduction is one PRSS-masked opening, not MPyC's reshare),
+:func:`all_bits` (AND of secret bits by a product tree) and :func:`ltz` (Protocol LTZ-SMALL:
+secure comparison in a small prime field, see its section below). The PRSS masks of all of
+these are drawn by one SHAKE-128 call per key and parsed by numpy (:func:`_prss_int`), with
+the distributions of MPyC's ``_np_randoms`` and ``np_pseudorandom_share_0``.
 
 Only for the runtime's default PRSS mode (MPyC's ``--no-prss`` falls back to MPyC's own
 products). Inputs must respect the secure type's range, as for MPyC's products.
@@ -30,14 +34,18 @@ products). Inputs must respect the secure type's range, as for MPyC's products.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 
+import gmpy2
 import numpy as np
 
 from engine.protocols import runtime as mpcrt
 
 coroutine = mpcrt.runtime_module.Runtime.coroutine
 thresha = mpcrt.runtime_module.thresha
+finfields = mpcrt.runtime_module.finfields
 
 
 def _rt():
@@ -62,22 +70,23 @@ async def _open_trunc(field, raw: np.ndarray, degree2: bool, f: int, l: int,  # 
     subsets = math.comb(m, t)
     flat = raw.reshape(-1)
     parts, shifts = [], []
+    p = field.modulus
     for g in (f, *(f + e for e in extra)):
-        r1 = rt._np_randoms(field, n, subsets << g).value  # per PRF uniform in [0, 2^g)
-        r2 = rt._np_randoms(field, n, 1 << (k + l - g)).value
+        # as MPyC's _np_randoms(field, n, bound): per key uniform in [0, 2^floor(log2(bound /
+        # C(m, t)))), drawn by the vectorised PRSS below
+        r1 = _prss_int((p,), n, g)[0]  # per key uniform in [0, 2^g)
+        r2 = _prss_int((p,), n, max(0, ((1 << (k + l - g)) // subsets).bit_length() - 1))[0]
         parts.append(flat + r1 + (r2 << g) + (1 << (l - 1)))
         shifts.append((g, r2))
     x = np.concatenate(parts)
     if degree2:
-        prfs = rt.prfs(field.order)
-        x = x + thresha.np_pseudorandom_share_0(field, m, rt.pid, prfs, rt._prss_uci(),
-                                                x.size).value
-    c = await rt.output(field.array(x % field.modulus), threshold=2 * t if degree2 else t)
+        x = x + _prss_zero2t(p, x.size)
+    c = await rt.output(field.array(x % p, check=False), threshold=2 * t if degree2 else t)
     c = np.asarray(c.value, dtype=object)
     out = []
     for i, (g, r2) in enumerate(shifts):
         y = (c[i * n:(i + 1) * n] >> g) - ((1 << (l - 1 - g)) + (subsets - 1) // 2) - r2
-        out.append(field.array((y % field.modulus).reshape(shape)))
+        out.append(field.array((y % field.modulus).reshape(shape), check=False))
     return out
 
 
@@ -179,7 +188,11 @@ async def _intmul(b, x):
     # b is an integer k held as k 2^f: dividing the product by 2^f in the field is exact
     inv = pow(1 << stype.sectype.frac_length, -1, p)
     c = np.broadcast_to(b.value * x.value, shape) % p * inv % p
-    return await rt._reshare(field.array(np.asarray(c, dtype=object)))
+    if rt.threshold == 0:
+        return field.array(np.asarray(c, dtype=object), check=False)
+    # degree 2t -> t by one masked opening (as MPyC's reshare: one round, each party sends its
+    # share to the others) with vectorised PRSS instead of a randbelow per element
+    return field.array(await _reduce(field, np.asarray(c, dtype=object)), check=False)
 
 
 def intmul(b, x):
@@ -202,3 +215,192 @@ def all_bits(bits):
         bits = rt.np_concatenate((prod, bits[2 * h:])) if bits.size % 2 else prod
     return bits
 
+
+
+# --- Protocol LTZ-SMALL: comparisons in a small prime field, vectorised PRSS ------------------
+#
+# MPyC's np_sgn(x, l, LT=True) spends l + 1 secure random bits per element in x's own field
+# (176 bits for SecFxp(96, 48)): each a PRSS square, an opening and a modular square root
+# (~12 us), plus a reshare per bit in its product tree (one Python randbelow per element).
+# ltz() runs the same comparison (Toft's variant of the Damgard et al. bitwise comparison, as
+# MPyC) in a Blum prime field Zq of ~l + k + 5 bits (e.g. 64 bits for l = 27), with every PRSS
+# value drawn by one SHAKE-128 call per key, parsed by numpy:
+#
+# 1. to Zq: open (threshold 2t, randomised by a PRSS degree-2t sharing of 0)
+#    c = x + 2^(l-1) + R with R = sum_S R_S, R_S in [0, 2^(l+k)) the PRF output of key S;
+#    each party lacks one R_S, so c hides x + 2^(l-1) in [0, 2^l) to statistical distance
+#    2^-k (as MPyC's own comparison mask r_divl).  Every party computes its shares of the
+#    same integer R in Zq from the same PRF outputs, so [x]_q = c - 2^(l-1) - [R]_q.
+# 2. in Zq: l + 1 random bits r^((q-1)/2) = r (r^2)^((q-3)/4) from uniform PRSS r and the
+#    opened r^2 (as MPyC's random bits); open c' = x + 2^l + sum 2^i r_i + 2^l r_divl; the
+#    product of the l + 1 Toft terms by a tree of one-round degree reductions (open a product
+#    plus a uniform PRSS R and a degree-2t zero sharing, subtract [R]_t: no randbelow); a
+#    public zero test of that product times a uniform PRSS value, as MPyC's np_is_zero_public.
+# 3. back to Zp: open b + R' (R' as in 1 with k bits per key) in Zq, [b]_p = c - [R']_p.
+#
+# What is opened: only values uniformly random in the field (the degree reductions, the
+# squares r^2, the zero test's masked product, whose zero-ness is a uniformly random bit thanks
+# to the random sign bit, as in MPyC) or statistically hiding to 2^-k (1, 3 and the comparison
+# mask); every opening is randomised by a degree-2t zero sharing, so only its value is seen.
+
+_TAG = b"mpcsql-ltz"
+
+
+def _keys():
+    return _rt()._prss_keys
+
+
+def _prf(key: bytes, uci: bytes, n: int, nbits: int) -> np.ndarray:
+    """n PRF outputs of ``key`` on ``uci``, uniform in [0, 2^nbits), as Python ints."""
+    limbs = (nbits + 63) // 64
+    buf = hashlib.shake_128(key + uci + _TAG).digest(8 * limbs * n)
+    a = np.frombuffer(buf, dtype="<u8").reshape(n, limbs)
+    x = a[:, 0].astype(object)
+    for j in range(1, limbs):
+        x = x + (a[:, j].astype(object) << (64 * j))
+    return x >> (64 * limbs - nbits) if nbits < 64 * limbs else x
+
+
+@functools.cache
+def _coef(q: int, m: int, i: int, S: tuple[int, ...]) -> int:
+    """f_S(i + 1) mod q: f_S of degree t, f_S(0) = 1, zero at the parties outside S."""
+    return int(thresha._f_S_i(finfields.GF(q), m, i, S)) % q
+
+
+def _prss_int(moduli: tuple[int, ...], n: int, nbits: int) -> list[np.ndarray]:
+    """This party's shares, modulo each of ``moduli``, of n integers R = sum_S R_S with
+    R_S uniform in [0, 2^nbits) (one PRF output per key S), from one fresh common input."""
+    rt = _rt()
+    uci = rt._prss_uci()
+    m = len(rt.parties)
+    out = [np.zeros(n, dtype=object) for _ in moduli]
+    for S, key in _keys().items():
+        r = _prf(key, uci, n, nbits)
+        for o, q in zip(out, moduli, strict=True):
+            o += r * _coef(q, m, rt.pid, S)
+    return [o % q for o, q in zip(out, moduli, strict=True)]
+
+
+def _prss_uniform(q: int, n: int) -> np.ndarray:
+    """Shares of n values uniform in Zq: PRF outputs in [0, 2^b) mod q, b = bit length of q,
+    within statistical distance (2^b - q) / 2^b of uniform (< 2^-53 for the primes used)."""
+    return _prss_int((q,), n, q.bit_length())[0]
+
+
+def _prss_zero2t(q: int, n: int) -> np.ndarray:
+    """Shares of n random degree-2t sharings of 0 in Zq (MPyC's np_pseudorandom_share_0):
+    sum over keys S of f_S(x) (r_S1 x + ... + r_St x^t), r_Sj uniform (k extra bits)."""
+    rt = _rt()
+    m, t, i = len(rt.parties), rt.threshold, rt.pid
+    if t == 0:
+        return np.zeros(n, dtype=object)
+    uci = rt._prss_uci()
+    nbits = q.bit_length()  # as _prss_uniform
+    s = 0
+    for S, key in _keys().items():
+        r = _prf(key, uci, n * t, nbits).reshape(t, n)
+        f = _coef(q, m, i, S)
+        for j in range(t):
+            s = s + r[j] * (f * pow(i + 1, j + 1, q) % q)
+    return s % q
+
+
+async def _open(field, x: np.ndarray) -> np.ndarray:
+    """Open shares ``x`` (degree t or 2t) randomised by a degree-2t zero sharing, so that
+    only the value is seen; returns the opened values as ints mod q, flattened."""
+    rt = _rt()
+    q = field.modulus
+    x = (x + _prss_zero2t(q, x.size)) % q
+    c = await rt.output(field.array(x, check=False), threshold=2 * rt.threshold)
+    return np.asarray(c.value, dtype=object).reshape(-1)
+
+
+async def _reduce(field, x: np.ndarray) -> np.ndarray:
+    """Degree-t shares of the values of degree-2t shares ``x`` (one masked opening)."""
+    if _rt().threshold == 0:
+        return x % field.modulus
+    q = field.modulus
+    r = _prss_uniform(q, x.size)
+    c = await _open(field, x.reshape(-1) + r)
+    return ((c - r) % q).reshape(x.shape)
+
+
+async def _random_bits(field, n: int) -> np.ndarray:
+    """Shares of n uniformly random bits in Zq (q a Blum prime): r^((q-1)/2) as MPyC does."""
+    q = field.modulus
+    r = _prss_uniform(q, n)
+    s = await _open(field, r * r)
+    bad = s == 0  # r = 0: probability n/q; draw those again
+    if bad.any():
+        r[bad] = (await _random_bits(field, int(bad.sum()))) * 2 - 1
+        s[bad] = 1
+    e = (q - 3) // 4
+    inv = np.array(list(map(int, gmpy2.powmod_base_list(list(s), e, q))), dtype=object)
+    return (r * inv + 1) * ((q + 1) // 2) % q
+
+
+@functools.cache
+def _small_field(l: int, k: int):  # noqa: E741
+    """GF(q), q the largest Blum prime below 2^max(l + k + 5, 2k + 2)."""
+    p, _, _ = finfields.find_prime_root(max(l + k + 5, 2 * k + 2))
+    return finfields.GF(p)
+
+
+@coroutine
+async def _ltz(a, l: int):  # noqa: E741
+    """Protocol LTZ-SMALL: [a < 0] for secure fixed-point a with |a 2^f| < 2^(l-1)."""
+    rt = _rt()
+    stype = type(a)
+    shape = a.shape
+    await rt.returnType((stype, True, shape))
+    sec = stype.sectype
+    p = sec.field.modulus
+    k = rt.options.sec_param
+    Fq = _small_field(l, k)
+    q = Fq.modulus
+    n = a.size
+    bits = _random_bits(Fq, (l + 1) * n)  # independent of a: runs alongside step 1
+    a = await rt.gather(a)
+    # 1. [a]_q from one opening of a + 2^(l-1) + R (R the same integer shared mod p and mod q)
+    Rp, Rq = _prss_int((p, q), n, l + k)
+    half = 1 << (l - 1)
+    c = await _open(sec.field, a.value.reshape(-1) + half + Rp)
+    x = (c - half - Rq) % q
+    # 2. Toft's comparison in Zq (as mpyc.runtime.np_sgn with LT=True)
+    rb = (await bits).reshape(l + 1, n)
+    s_sign = (2 * rb[l] - 1) % q
+    r_bits = rb[:l]  # MSB first
+    shifts = np.arange(l - 1, -1, -1, dtype=object).reshape(l, 1)
+    r_modl = np.sum(r_bits << shifts, axis=0)
+    r_divl = _prss_int((q,), n, k)[0]
+    a_r = x + (1 << l) + r_modl
+    c = await _open(Fq, a_r + (r_divl << l))
+    c = c & ((1 << l) - 1)
+    z = c - a_r
+    c_bits = (c.reshape(1, n) >> shifts) & 1
+    xor = c_bits + r_bits - 2 * c_bits * r_bits
+    sums = np.cumsum(np.vstack((np.zeros((1, n), dtype=object), xor)), axis=0)
+    e = (s_sign - np.vstack((c_bits - r_bits, np.ones((1, n), dtype=object))) + 3 * sums) % q
+    while e.shape[0] > 1:  # product tree over the l + 1 terms
+        h = e.shape[0] // 2
+        prod = await _reduce(Fq, e[:h] * e[h:2 * h])
+        e = np.vstack((prod, e[2 * h:]))
+    r = _prss_uniform(q, n)
+    g = await _open(Fq, e[0] * r)
+    g = (g == 0).astype(object)
+    hh = (1 - 2 * g) * s_sign + 3
+    b = (z + (hh << (l - 1))) * pow(1 << l, -1, q) % q  # [a < 0] in Zq
+    # 3. back to Zp
+    Rq, Rp = _prss_int((q, p), n, k)
+    c = await _open(Fq, b + Rq)
+    return sec.field.array((((c - Rp) % p) << sec.frac_length).reshape(shape) % p)
+
+
+def ltz(a, l: int | None = None):  # noqa: E741
+    """[a < 0] elementwise (secure bits, a's type) for |a| < 2^(l - 1 - f); as
+    ``mpc.np_sgn(a, l=l, LT=True)`` but in a small field (Protocol LTZ-SMALL above)."""
+    rt = _rt()
+    l = l or type(a).sectype.bit_length  # noqa: E741
+    if _fallback():
+        return rt.np_sgn(a, l=l, LT=True)
+    return _ltz(a, l)

@@ -181,7 +181,7 @@ async def solve(Gc, means, kind: str, *, rows: tuple[int, int], inv_rows=None,
     c = Gc[:d, d]
     g = rt.np_diagonal(G)
     # secret bit per feature: (near) zero variance; 0 <= g <= 1 (+ rounding)
-    const = rt.np_sgn(g - VAR_FLOOR, l=SOLVER_FRAC + 3, LT=True)
+    const = fx.ltz(g - VAR_FLOOR, SOLVER_FRAC + 3)
     const_bit = bad = None
     if kind == "LASSO":
         w = await _lasso(G, c, g, const, pen, alpha, y_scale, standardize, solver, n_iter)

@@ -53,8 +53,8 @@ None, the hook in :data:`PROGRESS`, which the session sets) with the public iter
 before the first and after every iteration, then ``on_progress("polishing", None, None)``
 (POLISH follows both); nothing else is reported.
 
-What each party sees: only masked openings inside the one-round products
-(:mod:`engine.protocols.fastfxp`) and inside MPyC's comparisons. Nothing is opened: the scales
+What each party sees: only masked openings inside the one-round products and the comparisons
+(LTZ-SMALL, :func:`engine.protocols.fastfxp.ltz`). Nothing is opened: the scales
 s_j, the iterates and the sign/support bits stay secret-shared, and a (near-)constant feature
 gets coefficient exactly 0 (as sklearn's Lasso does), decided by a secret bit per feature.
 """
@@ -112,7 +112,7 @@ def _standardize(G, c, g, const, pen: np.ndarray, alpha: float, y_scale: float,
         tt = t2.array(np.full(d, t_min))
     else:
         raw = fx.mul(s, t2.array(pen))  # <= 2 * 2^20
-        small = _rt().np_sgn(raw - 2, l=_cmp_bits(SOLVER_FRAC, 2.0**22), LT=True)
+        small = fx.ltz(raw - 2, _cmp_bits(SOLVER_FRAC, 2.0**22))
         tt = 2 + fx.intmul(small, raw - 2)
         t_min = float(pen.min()) * (1 - 2.0**-30)  # sd_j <= 1 in scaled units
     # sum t~ |v| <= 1/2 at the optimum; ADMM's iterates stay within 2 |v* + u*|.
@@ -132,7 +132,7 @@ async def _soft_threshold(a, theta, cmp=None, bits: int | None = None):
     n = a.shape[0]
     v = rt.np_concatenate((a - theta, -a - theta))
     vc = v if cmp is None else rt.np_concatenate((cmp[0] - cmp[1], -cmp[0] - cmp[1]))
-    pos = 1 - rt.np_sgn(vc, l=bits, LT=True)
+    pos = 1 - fx.ltz(vc, bits)
     r = fx.intmul(pos, v)
     return r[:n] - r[n:], pos[:n], pos[n:]
 
@@ -233,7 +233,7 @@ def _best_chain(rt, G, c, t, z, up, down):
     absz = fx.intmul(rt.np_reshape(up - down, (n, d)), Z)
     GZ = fx.matmul(Z, G)
     f = rt.np_sum(fx.mul(Z, fx.scale(GZ, 0.5) - c) + fx.mul(absz, t), axis=1)
-    second = rt.np_sgn(f[1:2] - f[:1], LT=True)
+    second = fx.ltz(f[1:2] - f[:1])
     parts = [rt.np_reshape(x, (n, d)) for x in (z, up, down)]
     first = rt.np_concatenate([x[0] for x in parts])
     diff = rt.np_concatenate([x[1] for x in parts]) - first

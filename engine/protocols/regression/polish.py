@@ -16,9 +16,9 @@ off it, slack 2^-20 t~ + 2^-40) or has a lower objective. Polishing is exact onc
 iterations have found the support, provided the support's correlation matrix has eigenvalues
 >= 2^-16 (else the iterate, or the better of the two, is returned).
 
-What each party sees: only masked openings inside the one-round products and MPyC's
-comparisons. Nothing is opened: the support, the signs, the KKT test and the choice between
-iterate and polished vector are secret bits.
+What each party sees: only masked openings inside the one-round products and the comparisons
+(LTZ-SMALL, :func:`engine.protocols.fastfxp.ltz`). Nothing is opened: the support, the signs,
+the KKT test and the choice between iterate and polished vector are secret bits.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ async def _polish(G, c, t, z, up, down):
     # |c - G wp| <= t off it.
     dev = c - fx.matmul(G, wp) - ts
     slack = fx.scale(t, KKT_SLACK) + fx.intmul(1 - act, t) + KKT_SLACK**2
-    lt = rt.np_sgn(rt.np_concatenate((wp, -wp, slack - dev, slack + dev)), LT=True)
+    lt = fx.ltz(rt.np_concatenate((wp, -wp, slack - dev, slack + dev)))
     neg, pos, hi, lo = lt[:d], lt[d:2 * d], lt[2 * d:3 * d], lt[3 * d:]
     viol = fx.intmul(rt.np_concatenate((up, down)), rt.np_concatenate((neg, pos)))
     kkt = fx.all_bits(1 - rt.np_concatenate((viol[:d] + viol[d:], hi + lo)))  # 0/1 each
     f_new = _objective(G, c, t, wp, fx.intmul(1 - 2 * neg, wp))
     f_old = _objective(G, c, t, z, fx.intmul(sgn, z))
-    better = rt.np_sgn(f_new - f_old, LT=True)
+    better = fx.ltz(f_new - f_old)
     accept = kkt + better - fx.intmul(kkt, better)
     return z + fx.intmul(accept, wp - z)
