@@ -164,6 +164,13 @@ def _same(a: list[tuple], b: list[tuple]) -> float:
     return worst
 
 
+def _coef_diff(got: list[tuple], want: list[tuple]) -> float:
+    """Largest absolute coefficient difference between two fits (terms by column name)."""
+    g = {str(t).split(".")[-1]: float(c) for t, c in got}
+    w = {str(t).split(".")[-1]: float(c) for t, c in want}
+    return max(abs(g[k] - w[k]) for k in w)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=_ints, default=[100_000, 1_000_000])
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_one(con, paths, sql)
             shutil.rmtree(fed_dir, ignore_errors=True)
             r.update(n=n, plain_seconds=plain_s, want=want, load=(load0, os.getloadavg()),
-                     diff=_same(r["rows"], want) if args.query != "lasso" else None)
+                     diff=_same(r["rows"], want) if args.query != "lasso"
+                     else _coef_diff(r["rows"], want))
             results.append(r)
             _print(r, sql)
     finally:
@@ -222,7 +230,8 @@ def _print(r: dict, sql: str) -> None:
     print(f"\n## {r['n']:,} rows per party: {sql}")
     print(f"load average {r['load'][0][0]:.1f} -> {r['load'][1][0]:.1f}; "
           f"total {stats.get('total_seconds', r['wall']):.1f} s (wall {r['wall']:.1f} s); "
-          f"DuckDB {r['plain_seconds']:.2f} s; max rel. diff vs DuckDB: {r['diff']}")
+          f"DuckDB {r['plain_seconds']:.2f} s; max diff vs DuckDB (rel.; LASSO: abs. vs "
+          f"scikit-learn): {r['diff']}")
 
     def cell(p: str, key: str, name: str, fmt: str) -> str:
         v = ((stats.get(p) or {}).get(key) or {}).get(name)
