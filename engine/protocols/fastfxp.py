@@ -222,9 +222,13 @@ def all_bits(bits):
 # MPyC's np_sgn(x, l, LT=True) spends l + 1 secure random bits per element in x's own field
 # (176 bits for SecFxp(96, 48)): each a PRSS square, an opening and a modular square root
 # (~12 us), plus a reshare per bit in its product tree (one Python randbelow per element).
-# ltz() runs the same comparison (Toft's variant of the Damgard et al. bitwise comparison, as
-# MPyC) in a Blum prime field Zq of ~l + k + 5 bits (e.g. 64 bits for l = 27), with every PRSS
-# value drawn by one SHAKE-128 call per key, parsed by numpy:
+# ltz() runs the same comparison (T. Toft's variant, "Primitives and applications for multi-
+# party computation", PhD thesis, Aarhus 2007, of the bitwise comparison of Damgard, Fitzi,
+# Kiltz, Nielsen and Toft, TCC 2006; as mpyc.runtime.np_sgn) in a Blum prime field Zq of
+# max(l + k + 5, 2k + 2) bits (62 for l = 27), with every PRSS value drawn by one SHAKE-128
+# call per key, parsed by numpy. The moves between fields use statistical masking as in
+# Catrina and de Hoogh's protocols (ESORICS 2010), with the mask's integer shared in both
+# fields by PRSS from the same PRF outputs:
 #
 # 1. to Zq: open (threshold 2t, randomised by a PRSS degree-2t sharing of 0)
 #    c = x + 2^(l-1) + R with R = sum_S R_S, R_S in [0, 2^(l+k)) the PRF output of key S;
@@ -348,7 +352,7 @@ def _small_field(l: int, k: int):  # noqa: E741
 
 @coroutine
 async def _ltz(a, l: int):  # noqa: E741
-    """Protocol LTZ-SMALL: [a < 0] for secure fixed-point a with |a 2^f| < 2^(l-1)."""
+    """Protocol LTZ-SMALL: [a < 0], |a 2^f| < 2^(l-1): Toft's comparison (as MPyC) in small Zq."""
     rt = _rt()
     stype = type(a)
     shape = a.shape
