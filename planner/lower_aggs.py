@@ -63,6 +63,7 @@ class Val:
     t: str | None = None  # predicates: is_true / is_false bits
     f: str | None = None
     count: bool = False  # a COUNT(*) without FILTER: >= 1 in every present group
+    sign: str | None = None  # an exact op with the value's sign (AVG: its sum), default ``name``
     lazy: Any = field(default=None, repr=False)
 
     def norm(self) -> str:
@@ -279,7 +280,8 @@ class Aggregates:
         text = _call_text(a)
         _, z, n1 = self._n(w, a.args, text)
         s1 = self.norm(self.stat([w, self.rows.V(x)], x.bits, f"Σ {expr_text(x)}"), text)
-        return Val(self._mean(s1, n1, x.bits, text), x.bits, null=z)
+        # the mean's rounding may turn a zero sum into +-1 unit: its sign is the exact sum's
+        return Val(self._mean(s1, n1, x.bits, text), x.bits, null=z, sign=s1)
 
     def _moments(self, a: AggCall, w: Poly) -> tuple[str, str, str, str, int]:
         """(n, is_zero(n), n guarded, var_pop, bits of var) of the one argument."""
@@ -605,11 +607,11 @@ class Aggregates:
                 "division by an aggregate that is not an integer inside an expression: its "
                 "magnitude has no public lower bound, so the quotient has no public bound; "
                 "select the quotient as its own column (it is then opened as a ratio)")
-        zy = fin.bit("is_zero", y.name)
+        zy = fin.bit("is_zero", y.sign or y.name)
         den = fin.op("select", (zy, fin.const(1.0), y.name), y.bits, y.rp)
         inf = None
         if not (y.count and self.grouped):  # a COUNT(*) is >= 1 in every present group
-            zx = fin.bit("is_zero", x.name)
+            zx = fin.bit("is_zero", x.sign or x.name)
             inf = fin.and_(zy, fin.not_(zx))
             nan = fin.or_(nan, fin.and_(zy, zx))
         q = fin.op("div", (x.name, den), x.bits, x.rp, floor=0)
@@ -620,12 +622,12 @@ class Aggregates:
         fin = self.fin
         x, y = self.arg(ex, "a division"), self.arg(ey, "a division")
         null = fin.or_(x.null, y.null)
-        zx, zy = fin.bit("is_zero", x.name), fin.bit("is_zero", y.name)
+        zx, zy = fin.bit("is_zero", x.sign or x.name), fin.bit("is_zero", y.sign or y.name)
         nan = fin.or_(x.nan, y.nan, fin.and_(zx, zy))
         inf = fin.and_(zy, fin.not_(zx))
         rp = max(x.rp, y.rp)
         # x / y = (x sign(y)) / |y|: the ratio u carries the denominator's sign in its numerator
-        sy = fin.op("select", (fin.bit("lt", y.name, fin.const(0.0)), fin.const(-1.0),
+        sy = fin.op("select", (fin.bit("lt", y.sign or y.name, fin.const(0.0)), fin.const(-1.0),
                                fin.const(1.0)), 0)
         num = fin.op("mul", (sy, x.name), x.bits, x.rp)
         u, c = self._odds(num, x.bits, y.name, y.bits, fin.and_(zx, zy), "x / y as ratio",

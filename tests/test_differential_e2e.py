@@ -478,3 +478,19 @@ def test_bound_is_tight_enough():
                  5) == 0.0
     assert np.isclose(bound(Agg("AVG", ColumnRef("ac", "a0", False)), col, 40, 4e5, 1e4),
                       2.0**(14 - 33) + gamma(40) * 1e4 + 4 * U * 1e4)
+
+
+def test_quotient_by_a_zero_average_follows_duckdb(con):
+    """x / AVG(y) with AVG(y) exactly 0: DuckDB's +-inf by x's sign (and NaN for 0 / 0), decided
+    on the exact sum (the mean's rounding may leave +-1 unit of a zero sum)."""
+    emc = pd.DataFrame({KEY: range(1, 8), "e0": [-3, -1, -2, -5, -4, -7, -6],
+                        "e1": [1, -1, 2, -2, 3, -3, 0], "e2": [2.5, -2.5, 0.5, -0.5, 1, -1, 0]})
+    con.register("emc", emc, party="emc", key=KEY)
+    ref = duckdb.connect()
+    ref.register("emc", emc)
+    sql = ("SELECT MIN(e0) / AVG(e1), MAX(e0) / AVG(e2), -MIN(e0) / AVG(e1), -MAX(e0) / AVG(e2),"
+           " SUM(e0) / AVG(e1), SUM(e1) / AVG(e2), MAX(e0) / AVG(e1 * 2), MIN(e0) / AVG(-e2)"
+           " FROM emc")
+    got = con.execute(sql).fetchall()
+    want = ref.execute(sql).fetchall()
+    assert [str(v) for v in got[0]] == [str(v) for v in want[0]], (got, want)
