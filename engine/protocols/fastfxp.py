@@ -256,6 +256,8 @@ def _keys():
 
 def _prf(key: bytes, uci: bytes, n: int, nbits: int) -> np.ndarray:
     """n PRF outputs of ``key`` on ``uci``, uniform in [0, 2^nbits), as Python ints."""
+    if nbits <= 0:
+        return np.zeros(n, dtype=object)
     limbs = (nbits + 63) // 64
     buf = hashlib.shake_128(key + uci + _TAG).digest(8 * limbs * n)
     a = np.frombuffer(buf, dtype="<u8").reshape(n, limbs)
@@ -285,21 +287,29 @@ def _prss_int(moduli: tuple[int, ...], n: int, nbits: int) -> list[np.ndarray]:
     return [o % q for o, q in zip(out, moduli, strict=True)]
 
 
+@functools.cache
+def _uniform_bits(q: int) -> int:
+    """PRF output length for values uniform in Zq: b = bit length of q if 2^b - q < 2^(b-50)
+    (then [0, 2^b) mod q is within 2^-50 of uniform: MPyC's fields and _small_field's), else
+    b + k (within 2^-k)."""
+    b = q.bit_length()
+    return b if (1 << b) - q < 1 << (b - 50) else b + _rt().options.sec_param
+
+
 def _prss_uniform(q: int, n: int) -> np.ndarray:
-    """Shares of n values uniform in Zq: PRF outputs in [0, 2^b) mod q, b = bit length of q,
-    within statistical distance (2^b - q) / 2^b of uniform (< 2^-53 for the primes used)."""
-    return _prss_int((q,), n, q.bit_length())[0]
+    """Shares of n values (statistically) uniform in Zq, see :func:`_uniform_bits`."""
+    return _prss_int((q,), n, _uniform_bits(q))[0]
 
 
 def _prss_zero2t(q: int, n: int) -> np.ndarray:
     """Shares of n random degree-2t sharings of 0 in Zq (MPyC's np_pseudorandom_share_0):
-    sum over keys S of f_S(x) (r_S1 x + ... + r_St x^t), r_Sj uniform (k extra bits)."""
+    sum over keys S of f_S(x) (r_S1 x + ... + r_St x^t), r_Sj uniform as in _prss_uniform."""
     rt = _rt()
     m, t, i = len(rt.parties), rt.threshold, rt.pid
     if t == 0:
         return np.zeros(n, dtype=object)
     uci = rt._prss_uci()
-    nbits = q.bit_length()  # as _prss_uniform
+    nbits = _uniform_bits(q)
     s = 0
     for S, key in _keys().items():
         r = _prf(key, uci, n * t, nbits).reshape(t, n)
@@ -346,7 +356,9 @@ async def _random_bits(field, n: int) -> np.ndarray:
 @functools.cache
 def _small_field(l: int, k: int):  # noqa: E741
     """GF(q), q the largest Blum prime below 2^max(l + k + 5, 2k + 2)."""
-    p, _, _ = finfields.find_prime_root(max(l + k + 5, 2 * k + 2))
+    b = max(l + k + 5, 2 * k + 2)
+    p, _, _ = finfields.find_prime_root(b)
+    assert p.bit_length() == b
     return finfields.GF(p)
 
 
