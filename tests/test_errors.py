@@ -234,3 +234,12 @@ def test_servers_exit_when_the_user_program_is_killed(tmp_path):
     assert not any(alive(p) for p in pids)
     assert not glob.glob(os.path.join(str(tmp_path), "*"))
     _ = np  # numpy imported for fixtures' dtypes
+
+
+def test_a_query_timeout_beyond_an_hour_is_also_the_client_s_wait():
+    """``engine.connect(query_timeout=...)`` above the client's default hour: the client waits as
+    long as the parties may take (it gave up at 3600 s while the parties went on)."""
+    with engine.connect(policies=OPEN_POLICY, query_timeout=5400) as c:
+        assert c.query_timeout == 5400
+        load(c, *make_tables(20, 20, 10, seed=3))
+        assert c.execute(f"SELECT COUNT(*) {JOIN}").fetchall() == [(10,)]

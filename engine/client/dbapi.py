@@ -90,7 +90,9 @@ def connect(
     fed = LocalFederation(workdir, policies=policies, key_bits=key_bits,
                           query_timeout=query_timeout, transcript_dir=transcript_dir,
                           paillier_pool=paillier_pool)
-    return Connection(fed, party)
+    con = Connection(fed, party)
+    con.query_timeout = max(con.query_timeout, query_timeout)  # the client waits as long
+    return con
 
 
 class Connection:
