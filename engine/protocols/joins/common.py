@@ -113,23 +113,27 @@ def match_words(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
     Numpy sort-merge on the hash words (O(n) words, no Python object per row): each side is
     sorted by its first word; where those are unique within each side (all but ~n^2 / 2^65 of
-    the time) there are no duplicates, the sides meet by binary search and the second words
-    are compared; otherwise both words are sorted together.
+    the time) there are no duplicates, the sorted sides meet by binary search of the sorted
+    right words in the left ones and the second words are compared; otherwise both words are
+    sorted together.
     """
     ol = np.argsort(left[:, 0])
     kl = left[ol, 0]
-    kr = np.sort(right[:, 0])
+    orr = np.argsort(right[:, 0])
+    kr = right[orr, 0]
     if _distinct(kl) and _distinct(kr):
         if kl.size == 0:
             return np.zeros((0, 2), dtype=np.int64)
-        j = np.searchsorted(kl, right[:, 0])
+        j = np.searchsorted(kl, kr)  # sorted needles: a merge (random ones: cache misses)
         j[j == kl.size] = 0
-        li = ol[j]
-        del ol, kl, kr, j
-        ri = np.flatnonzero((left[li, 0] == right[:, 0]) & (left[li, 1] == right[:, 1]))
-        pairs = np.stack([li[ri], ri], axis=1).astype(np.int64)
+        hit = kl[j] == kr
+        del kl, kr
+        li, ri = ol[j[hit]], orr[hit]
+        del ol, orr, j
+        same = left[li, 1] == right[ri, 1]
+        pairs = np.stack([li[same], ri[same]], axis=1).astype(np.int64)
     else:  # rare: equal first words within a side
-        del ol, kl, kr
+        del ol, kl, orr, kr
         both = np.concatenate([left, right])
         o = np.lexsort((both[:, 1], both[:, 0]))
         s = both[o]
@@ -164,7 +168,8 @@ def chunk_bounds(n: int, size: int = CHUNK_ROWS) -> Iterator[tuple[int, int]]:
 @mpc_coro
 async def _upload(chan: Channel, label: str, sender: str, receiver: str,
                   chunks: Callable[[], Iterator[dict[str, Any]]] | None,
-                  rows_of: Callable[[dict[str, Any]], int], size: int) -> Future:
+                  rows_of: Callable[[dict[str, Any]], int], size: int,
+                  keep: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Future:
     """``sender`` sends ``receiver`` its chunks until one has fewer than ``size`` rows; the
     receiver acknowledges each full chunk before the next is sent ("chunk_received"), so at
     most one chunk is buffered whatever the speeds (no ack for the last, short chunk: a table
@@ -173,7 +178,8 @@ async def _upload(chan: Channel, label: str, sender: str, receiver: str,
     One MPyC coroutine at every party: inside it only the sender and the receiver exchange
     messages (the third party's program counter moves by this one call), so the third party
     learns nothing, not even the number of chunks.  Returns the received chunks at the
-    receiver (a refusal as an exception object: raised by the caller)."""
+    receiver, each as ``keep`` makes it (a refusal as an exception object: raised by the
+    caller)."""
     me = chan.party
     got: list[dict[str, Any]] = []
     try:
@@ -187,8 +193,10 @@ async def _upload(chan: Channel, label: str, sender: str, receiver: str,
                 msg = await chan.send(label, None, sender, [receiver])
                 if not isinstance(msg, dict):
                     raise ProtocolError(f"malformed {label} message", party=sender)
-                got.append(msg)
-                if rows_of(msg) < size:
+                rows = rows_of(msg)
+                got.append(msg if keep is None else keep(msg))
+                del msg  # with ``keep``: only what it kept (unless in the transcript)
+                if rows < size:
                     break
                 await chan.send("chunk_received", True, receiver, [sender])
     except Exception as e:  # noqa: BLE001 - raised by the caller, outside MPyC's task
@@ -198,13 +206,23 @@ async def _upload(chan: Channel, label: str, sender: str, receiver: str,
 
 async def upload(chan: Channel, label: str, sender: str, receiver: str,
                  chunks: Callable[[], Iterator[dict[str, Any]]] | None,
-                 rows_of: Callable[[dict[str, Any]], int], size: int = CHUNK_ROWS
+                 rows_of: Callable[[dict[str, Any]], int], size: int = CHUNK_ROWS,
+                 keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None
                  ) -> list[dict[str, Any]]:
     """:func:`_upload`, raising what it refused."""
-    got = await _upload(chan, label, sender, receiver, chunks, rows_of, size)
+    got = await _upload(chan, label, sender, receiver, chunks, rows_of, size, keep)
     if isinstance(got, Exception):
         raise got
     return got
+
+
+def _as_words(msg: dict[str, Any]) -> dict[str, Any]:
+    """What the helper keeps of an uploaded chunk: its row count, the hashes' matching words
+    (16 B a row instead of the 32-byte hashes) and the rest of the payload."""
+    out = {k: v for k, v in msg.items() if k != "hashes"}
+    out["rows"] = _hash_rows(msg)
+    out["words"] = hash_words(msg["hashes"])
+    return out
 
 
 def _hash_rows(msg: dict[str, Any]) -> int:
@@ -265,22 +283,21 @@ async def hash_and_match(
         inbox_r = await chan.send(rows_label, outbox if me == right else None, right, [helper])
     else:
         inbox_l = await upload(chan, rows_label, left, helper,
-                               chunks if me == left else None, _hash_rows, chunk_rows)
+                               chunks if me == left else None, _hash_rows, chunk_rows, _as_words)
         inbox_r = await upload(chan, rows_label, right, helper,
-                               chunks if me == right else None, _hash_rows, chunk_rows)
+                               chunks if me == right else None, _hash_rows, chunk_rows,
+                               _as_words)
     pairs = None
     step(chan, "matching ids" if me == helper else "helper matching ids")
     if me == helper:
         if chunk_payload is None:
             words = [hash_words(inbox_l["hashes"]), hash_words(inbox_r["hashes"])]
         else:
-            words = [np.concatenate([hash_words(c["hashes"]) for c in box])
-                     for box in (inbox_l, inbox_r)]
-            # the words are all the helper keeps of the hashes (a new dict: the received
-            # one may be in the transcript)
-            inbox_l, inbox_r = ([{**{k: v for k, v in c.items() if k != "hashes"},
-                                  "rows": _hash_rows(c)} for c in box]
-                                for box in (inbox_l, inbox_r))
+            words = []
+            for box in (inbox_l, inbox_r):
+                words.append(np.concatenate([c["words"] for c in box]))
+                for c in box:
+                    del c["words"]
         chan.opened("table_sizes", (len(words[0]), len(words[1])))
         pairs = match_words(*words)
         del words
