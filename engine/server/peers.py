@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import ssl
+import time
 from typing import Any
 
 from dialect.errors import (
@@ -37,6 +38,7 @@ class Peers:
     def __init__(self, server: PartyState):
         self.server = server
         self.conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        self.used: dict[str, float] = {}  # when each connection last carried a request
 
     async def __aenter__(self) -> Peers:
         """Connect to every peer (mutual TLS when configured) and check who answered."""
@@ -47,6 +49,7 @@ class Peers:
         for name, r in zip(names, results, strict=True):
             if not isinstance(r, BaseException):
                 self.conns[name] = r
+                self.used[name] = time.monotonic()
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self.__aexit__(None, None, None)
@@ -127,6 +130,7 @@ class Peers:
             never = asyncio.StreamReader()  # our own run is never aborted through a socket
             reply = await srv.handlers[type(req)](req, Caller(analyst=req.analyst), None, never)
         else:
+            await self._fresh(name)
             reader, writer = self.conns[name]
             try:
                 await wire.send(writer, msg)
@@ -134,9 +138,20 @@ class Peers:
             except (asyncio.IncompleteReadError, ConnectionError, OSError):
                 raise OperationalError(f"party {name} went away during the query",
                                        party=name) from None
+            self.used[name] = time.monotonic()
         if not isinstance(reply, dict) or not reply.get("ok"):
             raise error_from_dict(reply["error"] if isinstance(reply, dict) else {})
         return reply
+
+    async def _fresh(self, name: str) -> None:
+        """Replace a connection silent for half the idle timeout before using it: the peer may
+        close it as idle while this party plans or waits for another party (a large query's
+        planning can take that long)."""
+        last = self.used.get(name)  # None: connected just now by the caller
+        if last is not None and time.monotonic() - last > self.server.cfg.idle_timeout / 2:
+            self.conns.pop(name)[1].close()
+            self.conns[name] = await self.connect(name)
+            self.used[name] = time.monotonic()
 
     async def all(self, op: str, msg: dict[str, Any], timeout: float | None = None):
         """Send ``op`` to every party at once; the first error aborts the rest and is raised."""
