@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import pickle
 import subprocess
 
 import numpy as np
@@ -86,3 +88,19 @@ def recording(tmp_path_factory):
     tdir = str(tmp_path_factory.mktemp("transcripts"))
     with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir) as c:
         yield c, tdir
+
+
+def run_recorded(recording, ac: pd.DataFrame, emc: pd.DataFrame, sql: str):
+    """``(rows, {party: view})``: ``sql`` over ``ac`` and ``emc`` on the recording federation,
+    with each party's transcript of that one query (earlier transcripts are removed first)."""
+    con, tdir = recording
+    for f in glob.glob(os.path.join(tdir, "*.pkl")):
+        os.unlink(f)
+    con.register("ac", ac, party="ac", key="id")
+    con.register("emc", emc, party="emc", key="id")
+    rows = con.execute(sql).fetchall()
+    views = {}
+    for f in glob.glob(os.path.join(tdir, "*.pkl")):
+        with open(f, "rb") as fh:  # written by this test's own sessions
+            views[os.path.basename(f).rsplit("-", 1)[1][:-4]] = pickle.load(fh)
+    return rows, views

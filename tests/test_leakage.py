@@ -6,17 +6,14 @@ decrypts) when started with a transcript directory.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
-import pickle
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from engine.protocols.paillier import MASK_BITS, OFFSET
-from tests.conftest import make_tables
+from tests.conftest import make_tables, run_recorded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
@@ -25,22 +22,7 @@ SQL = "SELECT COUNT(*), AVG(ac.charges), AVG(ac.delta), SUM(emc.bmi) FROM ac JOI
 
 @pytest.fixture(scope="module")
 def recorded(recording):
-    con, tdir = recording  # the session's recording federation (conftest)
-
-    def run(ac, emc):
-        for f in glob.glob(os.path.join(tdir, "*.pkl")):
-            os.unlink(f)
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
-        rows = con.execute(SQL).fetchall()
-        views = {}
-        for f in glob.glob(os.path.join(tdir, "*.pkl")):
-            party = os.path.basename(f).rsplit("-", 1)[1][:-4]
-            with open(f, "rb") as fh:
-                views[party] = pickle.load(fh)
-        return rows, views
-
-    yield run
+    yield lambda ac, emc: run_recorded(recording, ac, emc, SQL)
 
 
 def _change_non_matching(df, matching_ids, seed):

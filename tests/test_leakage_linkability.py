@@ -20,9 +20,6 @@ distribution (a sum of hypergeometric laws).
 
 from __future__ import annotations
 
-import glob
-import os
-import pickle
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,7 +28,7 @@ import pytest
 from scipy import stats
 
 from engine.protocols.paillier import MASK_BITS, split_hashes
-from tests.conftest import make_tables
+from tests.conftest import make_tables, run_recorded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
@@ -54,21 +51,7 @@ class Run(NamedTuple):
 
 @pytest.fixture(scope="module")
 def recorded(recording):
-    con, tdir = recording  # the session's recording federation (conftest)
-
-    def run(ac: pd.DataFrame, emc: pd.DataFrame, sql: str):
-        for f in glob.glob(os.path.join(tdir, "*.pkl")):
-            os.unlink(f)
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
-        rows = con.execute(sql).fetchall()
-        views = {}
-        for f in glob.glob(os.path.join(tdir, "*.pkl")):
-            with open(f, "rb") as fh:
-                views[os.path.basename(f).rsplit("-", 1)[1][:-4]] = pickle.load(fh)
-        return rows, views
-
-    yield run
+    yield lambda ac, emc, sql: run_recorded(recording, ac, emc, sql)
 
 
 def _layout(df: pd.DataFrame, matching: set, where: str, seed: int) -> pd.DataFrame:

@@ -3,11 +3,8 @@ three-party runs (three real party processes, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import hmac
-import os
-import pickle
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,7 @@ from scipy import stats
 
 from engine.protocols import paillier
 from engine.protocols.joins import masked as mj
-from tests.conftest import make_tables
+from tests.conftest import make_tables, run_recorded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
@@ -38,22 +35,7 @@ LEAK_SQL = SET + ("SELECT COUNT(*), AVG(ac.charges), AVG(ac.delta), SUM(emc.bmi)
 
 @pytest.fixture(scope="module")
 def recorded(recording):
-    con, tdir = recording  # the session's recording federation (conftest)
-
-    def run_recorded(ac, emc, sql=LEAK_SQL):
-        for f in glob.glob(os.path.join(tdir, "*.pkl")):
-            os.unlink(f)
-        con.register("ac", ac, party="ac", key="id")
-        con.register("emc", emc, party="emc", key="id")
-        rows = con.execute(sql).fetchall()
-        views = {}
-        for f in glob.glob(os.path.join(tdir, "*.pkl")):
-            party = os.path.basename(f).rsplit("-", 1)[1][:-4]
-            with open(f, "rb") as fh:
-                views[party] = pickle.load(fh)
-        return rows, views
-
-    yield run_recorded
+    yield lambda ac, emc, sql=LEAK_SQL: run_recorded(recording, ac, emc, sql)
 
 
 def _message(view, label, index=0):
