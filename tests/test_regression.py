@@ -338,15 +338,9 @@ def test_admm_iterates_stay_within_the_public_bound(diabetes):
     X, y = diabetes
     for Xs, alpha in ((X, 0.01), (X, 1.0), (insurance()[0], 0.001)):
         yy = y if Xs is X else insurance()[1]
-        xs = np.array([pow2_scale(Xs[:, j]) for j in range(Xs.shape[1])])
-        ys = pow2_scale(yy)
-        Z, t = Xs * xs, np.minimum(alpha * ys * xs, 2.0)
-        Zc, yc = Z - Z.mean(0), yy * ys - (yy * ys).mean()
-        G, c = Zc.T @ Zc / len(yy), Zc.T @ yc / len(yy)
-        s = 1 / np.sqrt(np.diag(G))
-        Gt, ct, tt = G * np.outer(s, s), c * s, np.minimum(t * s, 2)
-        d = len(c)
-        v_max = 0.5 / t.min()
+        Gt, ct, tt, t_min = _unit_diagonal_problem(Xs, yy, alpha)
+        d = len(ct)
+        v_max = 0.5 / t_min
         bound = 2 * (v_max + np.sqrt(d) * 2 / min(regression.ADMM_RHOS))
         for rho in regression.ADMM_RHOS:
             M = np.linalg.inv(Gt + rho * np.eye(d))
@@ -369,14 +363,14 @@ def test_lasso_zeros_are_exact(diabetes):
 
 
 def _unit_diagonal_problem(X, y, alpha):
-    """The standardised LASSO problem (G~, c~, t~) fit() builds, in float64."""
+    """The standardised LASSO problem (G~, c~, t~) fit() builds, in float64, and min_j t_j."""
     xs = np.array([pow2_scale(X[:, j]) for j in range(X.shape[1])])
     ys = pow2_scale(y)
     Z, t = X * xs, np.minimum(alpha * ys * xs, 2.0)
     Zc, yc = Z - Z.mean(0), y * ys - (y * ys).mean()
     G, c = Zc.T @ Zc / len(y), Zc.T @ yc / len(y)
     s = 1 / np.sqrt(np.diag(G))
-    return G * np.outer(s, s), c * s, np.minimum(t * s, 2)
+    return G * np.outer(s, s), c * s, np.minimum(t * s, 2), t.min()
 
 
 def _noisy_admm_supports(Gt, ct, tt, iters, runs, rng):
@@ -422,7 +416,7 @@ def test_admm_support_survives_comparison_noise(diabetes, case):
     CMP_LAST >= 3 in none, and the final margins are then those of the noiseless iteration."""
     name, alpha = case.split("-")
     X, y = diabetes if name == "diabetes" else insurance()
-    Gt, ct, tt = _unit_diagonal_problem(X, y, float(alpha))
+    Gt, ct, tt, _ = _unit_diagonal_problem(X, y, float(alpha))
     ref = sk_lasso(X, y, float(alpha))[1]
     up, down = _noisy_admm_supports(Gt, ct, tt, regression.ADMM_ITER, 20_000,
                                     np.random.default_rng(0))
