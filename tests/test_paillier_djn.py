@@ -83,8 +83,10 @@ def test_djn_randomiser_is_h_to_a_secret_exponent(small, monkeypatch):
     h = P.djn_h(pub)
     assert P.rerandomizer_exponent_bits(512) == 512 + P.SIGMA  # small key: unit test only
     assert P.rerandomizer_exponent_bits(2048) == 2088
-    for ctx, bits in ((P._PublicCtx(_wire(pub)), 512 + P.SIGMA), (P._context(pub, priv), 256)):
-        assert ctx.djn.bits == bits
+    owner = P._context(pub, priv)
+    assert owner.djn is None and owner.djn_bits == 256  # CRT: tables mod p**2 and q**2
+    assert [t.bits for t in owner.djn_pq] == [256, 256]
+    for ctx, bits in ((P._PublicCtx(_wire(pub)), 512 + P.SIGMA), (owner, 256)):
         a = secrets.randbits(bits) | (1 << (bits - 1))  # uses the table's top row
         monkeypatch.setattr(P.secrets, "randbits", lambda k, a=a, bits=bits: a if k == bits
                             else 0)

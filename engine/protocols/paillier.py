@@ -12,9 +12,10 @@ v + 2**63 + r, which hides v up to statistical distance 2**-SIGMA.
 Speed: all modular arithmetic runs on gmpy2 ``mpz``.  Randomness: a key made with DJN
 randomness (the default) publishes h = (-x**2)**n mod n**2, and every randomiser under it is
 h**a from a fixed-base table (:class:`FixedBase`; docs/protocols.md "DJN randomness"): the
-owner's encryptions use a secret a of ceil(k/2) bits, the helper's re-randomisations (and any
-encryption without the private key) one of k + SIGMA bits, so that h**a is statistically close
-to uniform in <h> and hides the owner's own randomiser even from the owner, who knows p and q.
+owner's encryptions use a secret a of ceil(k/2) bits (tables modulo p**2 and q**2, CRT), the
+helper's re-randomisations (and any encryption without the private key) one of k + SIGMA bits,
+so that h**a is statistically close to uniform in <h> and hides the owner's own randomiser even
+from the owner, who knows p and q.
 With classic randomness the owner computes r**n mod n**2 by CRT modulo p**2 and q**2 and the
 helper, who only has the public key, computes r**n mod n**2 directly (r uniform in Z_n^*).
 Decryption is by CRT modulo p**2 and q**2 either way.  Batches of at least ``MIN_PARALLEL``
@@ -479,15 +480,20 @@ class FixedBase:
 _TABLES: dict[tuple[int, int, int, int], FixedBase] = {}
 
 
-def _djn_table(n: int, h: int, bits: int, window: int = DJN_WINDOW) -> FixedBase:
-    """The fixed-base table of h mod n**2 (cached: a few keys per process at most)."""
-    key = (int(n), int(h), int(bits), int(window))
+def _fixed_base(base: int, m: int, bits: int, window: int = DJN_WINDOW) -> FixedBase:
+    """The fixed-base table of ``base`` mod ``m`` (cached: a few keys per process at most)."""
+    key = (int(base) % int(m), int(m), int(bits), int(window))
     table = _TABLES.get(key)
     if table is None:
-        if len(_TABLES) >= 4:
+        if len(_TABLES) >= 6:
             _TABLES.pop(next(iter(_TABLES)))
-        table = _TABLES[key] = FixedBase(h, int(n) * int(n), bits, window)
+        table = _TABLES[key] = FixedBase(base, m, bits, window)
     return table
+
+
+def _djn_table(n: int, h: int, bits: int, window: int = DJN_WINDOW) -> FixedBase:
+    """The fixed-base table of h mod n**2."""
+    return _fixed_base(h, int(n) * int(n), bits, window)
 
 
 class _PublicCtx:
@@ -497,12 +503,13 @@ class _PublicCtx:
     of :func:`rerandomizer_exponent_bits` bits (the owner's :class:`_PrivateCtx` uses short a).
     """
 
-    def __init__(self, public_key, exponent_bits: Callable[[int], int] | None = None):
+    def __init__(self, public_key, exponent_bits: Callable[[int], int] | None = None, *,
+                 table: bool = True):
         self.n = mpz(public_key.n)
         self.nsq = self.n * self.n
         h = djn_h(public_key)
         self.djn: FixedBase | None = None
-        if h is not None:
+        if h is not None and table:
             bits = (exponent_bits or rerandomizer_exponent_bits)(int(self.n).bit_length())
             self.djn = _djn_table(int(self.n), check_djn_h(int(self.n), h), bits)
 
@@ -518,8 +525,8 @@ class _PrivateCtx(_PublicCtx):
     """A private key's CRT constants as mpz (p < q as in phe)."""
 
     def __init__(self, private_key, public_key=None):
-        super().__init__(private_key.public_key if public_key is None else public_key,
-                         djn_exponent_bits)
+        public_key = private_key.public_key if public_key is None else public_key
+        super().__init__(public_key, table=False)
         p, q = mpz(private_key.p), mpz(private_key.q)
         if p * q != self.n or p == q:
             raise ValueError("private key does not match its public key")
@@ -535,6 +542,19 @@ class _PrivateCtx(_PublicCtx):
         self.hp = gmpy2.invert((gmpy2.powmod(g, p - 1, self.psq) - 1) // p, p)
         self.hq = gmpy2.invert((gmpy2.powmod(g, q - 1, self.qsq) - 1) // q, q)
         self.pm1, self.qm1 = p - 1, q - 1
+        # DJN: h**a mod p**2 and mod q**2 from two tables, joined by CRT (half the cost of one
+        # table modulo n**2: products of 2048-bit instead of 4096-bit numbers).
+        self.djn_bits = djn_exponent_bits(int(self.n).bit_length())
+        self.djn_pq: tuple[FixedBase, FixedBase] | None = None
+        h = djn_h(public_key)
+        if h is not None:
+            h = check_djn_h(int(self.n), h)
+            self.djn_pq = (_fixed_base(h, int(self.psq), self.djn_bits),
+                           _fixed_base(h, int(self.qsq), self.djn_bits))
+
+    def _crt(self, xp: mpz, xq: mpz) -> mpz:
+        """The x mod n**2 with x = xp mod p**2 and x = xq mod q**2."""
+        return xq + self.qsq * ((xp - xq) * self.qsq_inv % self.psq)
 
     def nth_power(self, sp: mpz, sq: mpz) -> mpz:
         """x in Z_{n^2}^* with x = sp**p mod p**2 and x = sq**q mod q**2.
@@ -546,13 +566,13 @@ class _PrivateCtx(_PublicCtx):
         cost of two 1024-bit exponents modulo 2048-bit moduli instead of a 2048-bit exponent
         modulo a 4096-bit one.
         """
-        xp = gmpy2.powmod(sp, self.p, self.psq)
-        xq = gmpy2.powmod(sq, self.q, self.qsq)
-        return xq + self.qsq * ((xp - xq) * self.qsq_inv % self.psq)
+        return self._crt(gmpy2.powmod(sp, self.p, self.psq), gmpy2.powmod(sq, self.q, self.qsq))
 
     def randomizer(self, _i: int = 0) -> mpz:
-        if self.djn is not None:
-            return super().randomizer()
+        """h**a mod n**2 for a uniform a of :func:`djn_exponent_bits` bits (DJN), else r**n."""
+        if self.djn_pq is not None:
+            a = secrets.randbits(self.djn_bits)
+            return self._crt(self.djn_pq[0].pow(a), self.djn_pq[1].pow(a))
         return self.nth_power(_random_unit(self.p), _random_unit(self.q))
 
     def decrypt(self, c: int) -> mpz:
