@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pandas as pd
@@ -424,16 +425,13 @@ def _serve(path: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def test_a_wrong_dsn_stops_the_server_at_start_up_naming_the_table(pg, dep):
+    """Four misconfigured ``mpcsql serve`` runs (a closed port, a wrong password, a missing
+    database, a missing table); the four processes run at the same time (each spends its
+    seconds importing the server before it reads its sources), each checked on its own."""
     closed = free_port()
     bad = write_toml(dep, "ac", ac_block(pg, dsn=f"host=127.0.0.1 port={closed} dbname=parties "
                                                  "user=ac_reader"),
                      duck=[], path=os.path.join(dep.dir("ac"), "bad-port.toml"))
-    out = _serve(bad)
-    assert out.returncode == 2, out.stderr
-    assert "cannot connect to the PostgreSQL source of ac's table ac" in out.stderr
-    assert f"port={closed}" in out.stderr  # the operator is shown the DSN ...
-    assert pg.passwords["ac"] not in out.stderr + out.stdout  # ... never the password
-
     # a wrong password (from the environment), a missing database, a missing table
     wrong = secrets.token_hex(12)
     cases = {
@@ -442,16 +440,28 @@ def test_a_wrong_dsn_stops_the_server_at_start_up_naming_the_table(pg, dep):
         "bad-db.toml": (ac_block(pg, dsn=pg.dsn("ac_reader", db="nope")), {},
                         'database "nope" does not exist'),
     }
-    for name, (block, env, cause) in cases.items():
-        path = write_toml(dep, "ac", block, duck=[], path=os.path.join(dep.dir("ac"), name))
-        out = _serve(path, env)
+    runs = [(bad, None)]
+    for name, (block, env, _) in cases.items():
+        runs.append((write_toml(dep, "ac", block, duck=[], path=os.path.join(dep.dir("ac"), name)),
+                     env))
+    no_table = os.path.join(dep.dir("ac"), "no-table.toml")
+    with open(no_table, "w") as f:
+        f.write(open(dep.config("ac")).read().replace('table = "ins.ac"', 'table = "ins.acx"'))
+    runs.append((no_table, None))
+    with ThreadPoolExecutor(len(runs)) as pool:
+        outs = list(pool.map(lambda run: _serve(*run), runs))
+
+    out = outs[0]
+    assert out.returncode == 2, out.stderr
+    assert "cannot connect to the PostgreSQL source of ac's table ac" in out.stderr
+    assert f"port={closed}" in out.stderr  # the operator is shown the DSN ...
+    assert pg.passwords["ac"] not in out.stderr + out.stdout  # ... never the password
+    for out, (_, _, cause) in zip(outs[1:3], cases.values(), strict=True):
         assert out.returncode == 2 and "PostgreSQL source of ac's table ac" in out.stderr, \
             out.stderr
         assert cause in out.stderr and wrong not in out.stderr and \
             pg.passwords["ac"] not in out.stderr, out.stderr
-    with open(os.path.join(dep.dir("ac"), "no-table.toml"), "w") as f:
-        f.write(open(dep.config("ac")).read().replace('table = "ins.ac"', 'table = "ins.acx"'))
-    out = _serve(os.path.join(dep.dir("ac"), "no-table.toml"))
+    out = outs[3]
     assert out.returncode == 2
     assert 'cannot read the PostgreSQL source of ac\'s table ac: relation "ins.acx" does not ' \
            "exist" in out.stderr, out.stderr
