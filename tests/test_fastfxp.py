@@ -8,6 +8,7 @@ on the encoded inputs.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 from fractions import Fraction
 
@@ -50,6 +51,20 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
                                 otypes=[object])(v)
 
         full, low = fx.matmul(sA, sB, extra=20)
+        stack = mpc.input(t2.array(np.stack([A, 2 * A])), senders=0)
+        fac = np.array([3.7, 0.3]).reshape(2, 1, 1)
+        # PRSS integers (shared mod p and mod a 62-bit prime) and degree-2t zero sharings
+        q = fx._small_field(27, mpc.options.sec_param).modulus
+        Rp, Rq = fx._prss_int((p, q), N, 57)
+        Fq = fx._small_field(27, mpc.options.sec_param)
+        z2 = fx._prss_zero2t(q, N)
+        prss = {
+            "Rp": list((await mpc.output(t2.field.array(Rp))).value),
+            "Rq": list((await mpc.output(Fq.array(Rq))).value),
+            "z2": list((await mpc.output(Fq.array(z2), threshold=2)).value),
+            "zp": list((await mpc.output(t2.field.array(fx._prss_zero2t(p, 5)),
+                                         threshold=2)).value),
+        }
         res = {
             "mul": await val(fx.mul(sa, sb)),
             "mul_extra": await val(fx.mul(sa, sb, extra=5)),
@@ -61,6 +76,8 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
             "intmul": await val(fx.intmul(bits, sb)),
             "all": await val(fx.all_bits(1 - bits)),
             "all1": await val(fx.all_bits(bits * 0 + 1)),
+            "factor": await val(fx.matmul(stack, sB, factor=fac)),
+            **prss,
         }
         for bl, v in cmp_vals.items():  # LTZ-SMALL at several bit lengths (small field sizes)
             res[f"ltz{bl}"] = await val(fx.ltz(mpc.input(t2.array(v), senders=0), bl))
@@ -99,7 +116,29 @@ def test_one_round_products_three_parties():
     assert list(res["intmul"]) == list(np.where(a < 0, eb, 0))  # exact
     assert list(res["all"]) == [int(np.all(a >= 0))]
     assert list(res["all1"]) == [1]
+    fac = [Fraction(round(f * 2**40), 2**40) for f in (3.7, 0.3)]
+    for k, (f, mult) in enumerate(zip(fac, (1, 2), strict=True)):  # one truncation per entry
+        assert np.abs(err(res["factor"][k], (eA * mult @ eB) * f)).max() < 2 * ulp
+    assert res["Rp"] == res["Rq"]  # the same integers in both fields
+    assert all(0 <= r < 3 * 2**57 for r in res["Rp"]) and max(res["Rp"]) > 2**57
+    assert res["z2"] == [0] * N and res["zp"] == [0] * 5
     for bl, v in cmp_vals.items():  # exact, and as MPyC's own comparison
         assert list(res[f"ltz{bl}"]) == list((v < 0).astype(int)), bl
         assert list(res[f"ltz{bl}"]) == list(res[f"sgn{bl}"]), bl
         assert all(list(g[1][f"ltz{bl}"]) == list(res[f"ltz{bl}"]) for g in got)
+
+
+def test_prss_integer_coefficients_are_mpyc_polynomials():
+    from mpyc import finfields, thresha
+
+    from engine.protocols import fastfxp as fx
+
+    for m in (3, 4, 5):
+        for t in range(1, (m - 1) // 2 + 1):
+            subsets = tuple(tuple(sorted(set(range(m)) - set(c)))
+                            for c in itertools.combinations(range(m), t))
+            q = 2**61 - 1
+            for i in range(m):
+                cs, D = fx._int_coefs(m, i, subsets)
+                want = [int(thresha._f_S_i(finfields.GF(q), m, i, S)) for S in subsets]
+                assert [c * pow(D, -1, q) % q for c in cs] == want

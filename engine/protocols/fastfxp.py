@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from fractions import Fraction
 
 import gmpy2
 import numpy as np
@@ -114,8 +115,12 @@ def mul(a, b, *, extra: int = 0):
     return _mul(a, b, extra)
 
 
+#: Fractional bits of a public ``factor`` folded into a product's truncation (matmul).
+FACTOR_BITS = 40
+
+
 @coroutine
-async def _matmul(A, B, extra: int):
+async def _matmul(A, B, extra: int, factor):
     rt = _rt()
     stype = type(A)
     shape = (np.zeros(A.shape) @ np.zeros(B.shape)).shape
@@ -127,20 +132,31 @@ async def _matmul(A, B, extra: int):
     sec = stype.sectype
     f = sec.frac_length
     raw = np.asarray(A.value @ B.value, dtype=object).reshape(shape)
-    out = await _open_trunc(sec.field, raw, True, f, sec.bit_length + f,
+    g = f
+    if factor is not None:  # times round(factor 2^FACTOR_BITS), truncated FACTOR_BITS more
+        raw = np.asarray(raw * _encode(factor, FACTOR_BITS), dtype=object).reshape(shape)
+        g = f + FACTOR_BITS
+    out = await _open_trunc(sec.field, raw, True, g, sec.bit_length + f,
                             (extra,) if extra else ())
     return out if extra else out[0]
 
 
-def matmul(A, B, *, extra: int = 0):
-    """A @ B for secure fixed-point arrays (1-D or 2-D), in one round.
+def matmul(A, B, *, extra: int = 0, factor=None):
+    """A @ B for secure fixed-point arrays (1-D, 2-D or stacks), in one round.
 
     With ``extra`` > 0 returns the pair (A @ B, A @ B * 2^-extra), the second with only
     f - extra fractional bits (a cheaper input for comparisons), from the same opening.
+    ``factor`` (public, broadcasting against the result, 0 < factor < 8; not with ``extra``)
+    gives (A @ B) * factor with the factor rounded to FACTOR_BITS fractional bits, in the same
+    round and opening: the raw product is multiplied by the encoded integer and truncated by
+    f + FACTOR_BITS bits. The caller keeps |A @ B| * factor below 2^(l - f - FACTOR_BITS - 1)
+    (2^7 for SecFxp(96, 48)), as the truncation requires.
     """
+    assert factor is None or not extra
     if _fallback():
-        return (A @ B, (A @ B) * 2.0**-extra) if extra else A @ B
-    return _matmul(A, B, extra)
+        C = A @ B if factor is None else (A @ B) * np.asarray(factor, float)
+        return (C, C * 2.0**-extra) if extra else C
+    return _matmul(A, B, extra, factor)
 
 
 def outer(a, b):
@@ -256,21 +272,61 @@ def _keys():
 
 def _prf(key: bytes, uci: bytes, n: int, nbits: int) -> np.ndarray:
     """n PRF outputs of ``key`` on ``uci``, uniform in [0, 2^nbits), as Python ints."""
+    h = _prf_halves(key, uci, n, nbits)
+    return _join_halves(h) if h.shape[0] else np.zeros(n, dtype=object)
+
+
+def _prf_halves(key: bytes, uci: bytes, n: int, nbits: int) -> np.ndarray:
+    """The n PRF outputs of :func:`_prf` as 32-bit halves, int64 (H, n), least significant
+    first: the low ``nbits`` bits of 64 ceil(nbits / 64) bits of SHAKE-128 output each."""
     if nbits <= 0:
-        return np.zeros(n, dtype=object)
+        return np.zeros((0, n), dtype=np.int64)
     limbs = (nbits + 63) // 64
     buf = hashlib.shake_128(key + uci + _TAG).digest(8 * limbs * n)
-    a = np.frombuffer(buf, dtype="<u8").reshape(n, limbs)
-    x = a[:, 0].astype(object)
-    for j in range(1, limbs):
-        x = x + (a[:, j].astype(object) << (64 * j))
-    return x >> (64 * limbs - nbits) if nbits < 64 * limbs else x
+    a = np.frombuffer(buf, dtype="<u4").reshape(n, 2 * limbs).T
+    nh = (nbits + 31) // 32
+    out = a[:nh].astype(np.int64)
+    top = nbits - 32 * (nh - 1)
+    if top < 32:
+        out[-1] &= (1 << top) - 1
+    return out
+
+
+def _join_halves(h: np.ndarray) -> np.ndarray:
+    """Object array of the (signed) integers sum_j h[j] 2^(32 j)."""
+    x = h[-1].astype(object)
+    for j in range(h.shape[0] - 2, -1, -1):
+        x = (x << 32) + h[j].astype(object)
+    return x
 
 
 @functools.cache
-def _coef(q: int, m: int, i: int, S: tuple[int, ...]) -> int:
-    """f_S(i + 1) mod q: f_S of degree t, f_S(0) = 1, zero at the parties outside S."""
-    return int(thresha._f_S_i(finfields.GF(q), m, i, S)) % q
+def _int_coefs(m: int, i: int, subsets: tuple[tuple[int, ...], ...]) -> tuple[list[int], int]:
+    """(D f_S(i + 1) for each S, D): f_S(x) = prod_{j not in S} (x_j - x) / x_j (MPyC's PRSS
+    polynomial, x_j = j + 1) as integers over the common denominator D."""
+    fr = []
+    for S in subsets:
+        f = Fraction(1)
+        for j in range(m):
+            if j not in S:
+                f *= Fraction(j - i, j + 1)
+        fr.append(f)
+    D = math.lcm(*(f.denominator for f in fr))
+    return [int(f * D) for f in fr], D
+
+
+def _combine(terms: list[tuple[int, np.ndarray]], D: int, moduli: tuple[int, ...]) -> list:
+    """sum c h / D mod each q for integer coefficients c and halves h (int64 (H, n)): the
+    sum is formed in int64 per half (exact: |c| 2^32 summed stays below 2^62) and joined
+    into Python ints once, then multiplied by D^-1 mod q."""
+    acc = None
+    for c, h in terms:
+        if c:
+            acc = c * h if acc is None else acc + c * h
+    if acc is None:
+        return [np.zeros(terms[0][1].shape[1], dtype=object) for _ in moduli]
+    x = _join_halves(acc)
+    return [x * pow(D, -1, q) % q for q in moduli]
 
 
 def _prss_int(moduli: tuple[int, ...], n: int, nbits: int) -> list[np.ndarray]:
@@ -278,13 +334,14 @@ def _prss_int(moduli: tuple[int, ...], n: int, nbits: int) -> list[np.ndarray]:
     R_S uniform in [0, 2^nbits) (one PRF output per key S), from one fresh common input."""
     rt = _rt()
     uci = rt._prss_uci()
-    m = len(rt.parties)
-    out = [np.zeros(n, dtype=object) for _ in moduli]
-    for S, key in _keys().items():
-        r = _prf(key, uci, n, nbits)
-        for o, q in zip(out, moduli, strict=True):
-            o += r * _coef(q, m, rt.pid, S)
-    return [o % q for o, q in zip(out, moduli, strict=True)]
+    if nbits <= 0:
+        return [np.zeros(n, dtype=object) for _ in moduli]
+    keys = _keys()
+    cs, D = _int_coefs(len(rt.parties), rt.pid, tuple(keys))
+    assert sum(map(abs, cs)) < 1 << 29
+    terms = [(c, _prf_halves(key, uci, n, nbits))
+             for c, key in zip(cs, keys.values(), strict=True)]
+    return _combine(terms, D, moduli)
 
 
 @functools.cache
@@ -310,13 +367,14 @@ def _prss_zero2t(q: int, n: int) -> np.ndarray:
         return np.zeros(n, dtype=object)
     uci = rt._prss_uci()
     nbits = _uniform_bits(q)
-    s = 0
-    for S, key in _keys().items():
-        r = _prf(key, uci, n * t, nbits).reshape(t, n)
-        f = _coef(q, m, i, S)
-        for j in range(t):
-            s = s + r[j] * (f * pow(i + 1, j + 1, q) % q)
-    return s % q
+    keys = _keys()
+    cs, D = _int_coefs(m, i, tuple(keys))
+    terms = []
+    for c, key in zip(cs, keys.values(), strict=True):
+        h = _prf_halves(key, uci, n * t, nbits).reshape(-1, t, n)
+        terms += [(c * (i + 1) ** (j + 1), h[:, j]) for j in range(t)]
+    assert sum(abs(c) for c, _ in terms) < 1 << 29
+    return _combine(terms, D, (q,))[0]
 
 
 async def _open(field, x: np.ndarray) -> np.ndarray:

@@ -7,8 +7,10 @@
 * INV-SQRT (1/sqrt(v), v a variance in [2^-40, 1]): Newton's iteration y <- y (3 - v y^2) / 2
   from y = 1 with a public number of steps, no comparison. Used by LASSO's standardisation.
 * NS-INVERSE (A^-1 for symmetric A with public eigenvalue bounds): the Newton-Schulz iteration
-  X <- X (2I - A X) (G. Schulz, 1933) from the scaled identity X0 = 2/(lam_lo + lam_hi) I, with
-  a public step count from the bounds. Used by LASSO-ADMM and POLISH.
+  X <- X (2I - A X) (G. Schulz, 1933) from the scaled identity X0 = 2/(lam_lo + lam_hi) I,
+  accelerated by public per-step scalings X <- X (a I - b A X) while the condition number is
+  large (Pan and Schreiber 1991), with a public step count from the bounds (15 instead of 26
+  steps for [2^-16, 30]). Used by LASSO-ADMM and POLISH.
 
 Fixed-point products are one-round (:mod:`engine.protocols.fastfxp`). What each party sees:
 only PRSS-masked openings inside those products and MPyC's masked openings inside the
@@ -16,8 +18,6 @@ comparisons; nothing is opened in the clear and the results stay secret-shared.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -85,20 +85,63 @@ async def _inv_sqrt(v, lo: int):
     return rt.np_reshape(y, v.shape)
 
 
+#: NS-INVERSE: scaled steps while the error 1 - s_lo exceeds this, then plain steps.
+NS_SWITCH = 2.0**-16
+#: NS-INVERSE's target error (every eigenvalue of A X within 2^-52 of 1).
+NS_TARGET = 2.0**-52
+#: Relative widening of the tracked eigenvalue interval per scaled step (a safety margin).
+NS_WIDEN = 2.0**-30
+
+
+def _ns_schedule(lam_lo: float, lam_hi: float) -> list[tuple[float, float]]:
+    """Public (a, b) of NS-INVERSE's steps X <- X (a I - b A X) for eigenvalues in
+    [lam_lo, lam_hi]: plain (2, 1) first, scaled while 1 - s_lo > NS_SWITCH, plain after."""
+    # After step 0 (X0 = 2/(lo + hi) I, plain) the eigenvalues s of A X lie in [1 - e0^2, 1].
+    # A scaled step with c = (s_lo + s_hi)/2, b = 1/c^2, a = 2/c maps s to s (a - b s), which
+    # is 1 at s = c, equals s_lo s_hi / c^2 at both ends and lies in [0, 1] on [0, 2c]: the
+    # condition number falls ~4x per step (plain: 2x). Plain steps square the error 1 - s.
+    e0 = (lam_hi - lam_lo) / (lam_hi + lam_lo)
+    steps = [(2.0, 1.0)]
+    s_lo, s_hi = 1 - e0 * e0, 1.0
+    while 1 - s_lo > NS_SWITCH:
+        s_lo, s_hi = s_lo * (1 - NS_WIDEN), s_hi * (1 + NS_WIDEN)
+        c = (s_lo + s_hi) / 2
+        steps.append((2 / c, 1 / c**2))
+        s_lo, s_hi = s_lo * s_hi / c**2, 1.0
+    e = 1 - s_lo + 2 * NS_WIDEN
+    while e > NS_TARGET:
+        steps.append((2.0, 1.0))
+        e = e * e
+    return steps
+
+
 @coroutine
 async def _ns_inverse(A, lam_min: float, lam_hi: float, lam_lo=None):
     """Protocol NS-INVERSE: A^-1 for symmetric A with public eigenvalue bounds, Newton-Schulz."""
-    # X <- X (2I - A X) from X0 = 2/(lam_lo + lam_hi) I squares the error I - A X each step;
-    # the public count takes it from (kappa - 1)/(kappa + 1) to 2^-52, kappa = lam_hi / lam_min.
-    # A may be a stack (n, d, d); ``lam_lo`` (default lam_min) then gives each one's X0.
+    # X <- X (a I - b A X) from X0 = 2/(lam_lo + lam_hi) I with the public schedule of
+    # _ns_schedule (scaled Newton-Schulz, as in Pan and Schreiber, SIAM J. Sci. Stat. Comput.
+    # 12, 1991: the scaling only depends on the public bounds), b folded into the product A X
+    # (fastfxp.matmul ``factor``). A may be a stack (n, d, d); ``lam_lo`` (default lam_min)
+    # then gives each one's bounds; all run the longest schedule (plain steps pad the others).
+    # Whatever A is (PSD, eigenvalues <= lam_hi), the eigenvalues of A X stay in [0, 1].
     rt = _rt()
     await rt.returnType((type(A), A.shape))
     d = A.shape[-1]
     eye = np.eye(d)
-    e0 = (lam_hi - lam_min) / (lam_hi + lam_min)
-    steps = max(1, math.ceil(math.log2(52 * math.log(2) / -math.log(e0)))) if e0 > 0 else 1
-    lo = np.reshape(lam_min if lam_lo is None else lam_lo, (-1, 1, 1) if A.ndim == 3 else ())
+    los = np.reshape(lam_min if lam_lo is None else lam_lo, -1)
+    sched = [_ns_schedule(float(lo), lam_hi) for lo in los]
+    n_steps = max(len(s) for s in sched)
+    sched = [s + [(2.0, 1.0)] * (n_steps - len(s)) for s in sched]
+    stack = A.ndim == 3
+    lo = los.reshape(-1, 1, 1) if stack else los[0]
     X = type(A).sectype.array(np.broadcast_to(eye * (2 / (lo + lam_hi)), A.shape).copy())
-    for _ in range(steps):
-        X = fx.matmul(X, 2 * eye - fx.matmul(A, X))
+    for k in range(n_steps):
+        a = np.array([s[k][0] for s in sched])
+        b = np.array([s[k][1] for s in sched])
+        if stack:
+            a, b = a.reshape(-1, 1, 1), b.reshape(-1, 1, 1)
+        else:
+            a, b = a[0], b[0]
+        AX = fx.matmul(A, X) if np.all(b == 1) else fx.matmul(A, X, factor=b)
+        X = fx.matmul(X, a * eye - AX)
     return X
