@@ -15,6 +15,7 @@ from scipy import stats
 from dialect.errors import ProtocolError
 from engine.protocols import paillier
 from engine.protocols.fixedpoint import encode
+from engine.protocols.joins import common
 from engine.protocols.joins import masked as mj
 
 P = 2**128 - 173  # the field prime of SecFxp(64, 32)
@@ -110,6 +111,10 @@ def test_subkeys_are_separated():
     ids = [1, 2, 3]
     assert mj.id_key(KEY) != KEY and mj.id_key(KEY) != mj.derive_key(KEY, b"mask")
     assert paillier.keyed_hashes(mj.id_key(KEY), ids) != paillier.keyed_hashes(KEY, ids)
+    words = common.keyed_hashes(mj.id_key(KEY), ids)  # the join's id PRF
+    assert words != common.keyed_hashes(KEY, ids)
+    assert not set(paillier.split_hashes(words)) & set(
+        paillier.split_hashes(common.keyed_hashes(mj.derive_key(KEY, b"mask"), ids)))
 
 
 # --- arithmetic mod p on 64-bit words ----------------------------------------------------------

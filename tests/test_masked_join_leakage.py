@@ -9,6 +9,7 @@ import hmac
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy import stats
 
 from engine.protocols import paillier
@@ -136,6 +137,12 @@ def test_received_positions_are_a_uniform_random_subset(recorded):
     assert stats.chi2_contingency(table).pvalue > 1e-4
 
 
+def _aes_hash(id_key: bytes, v: int) -> bytes:
+    k = hmac.new(id_key, b"mpcsql/id-prf/v1/aes-256", hashlib.sha256).digest()
+    block = b"\x01" + v.to_bytes(15, "big", signed=True)
+    return Cipher(algorithms.AES(k), modes.ECB()).encryptor().update(block) + bytes(16)
+
+
 def test_helper_never_sees_ids_or_plaintext(recorded):
     ac, emc = make_tables(30, 30, 15, seed=22)
     _, views = recorded(ac, emc)
@@ -157,9 +164,9 @@ def test_helper_never_sees_ids_or_plaintext(recorded):
         hashes = set(paillier.split_hashes(obj["hashes"]))
         assert len(hashes) == len(df)
         assert not hashes & plain_sha and not hashes & raw_key_hmac
-        # The hashes are HMAC-SHA256 under the subkey derived from the data parties' key.
-        assert hashes == set(paillier.split_hashes(
-            paillier.keyed_hashes(mj.id_key(key), df["id"].tolist())))
+        # The hashes are AES-256 of the ids' blocks (integer tag 1, 15-byte two's complement)
+        # under a key derived from the id subkey of the data parties' key, zero-padded.
+        assert hashes == {_aes_hash(mj.id_key(key), int(i)) for i in df["id"]}
         assert not any(b in obj["hashes"] or b in obj["masked"] for b in id_bytes if len(b) > 4)
         assert len(obj["masked"]) == len(df) * d * 16
         masked = mj.words_to_ints(np.frombuffer(obj["masked"], "<u8").reshape(2, -1))

@@ -46,14 +46,29 @@ def test_chunk_bounds_end_with_a_short_chunk():
     assert list(common.chunk_bounds(9, 4)) == [(0, 4), (4, 8), (8, 9)]
 
 
-def test_keyed_hashes_are_hmac_sha256_of_the_canonical_ids():
+def test_keyed_hashes_are_aes_of_the_id_blocks_or_hmac():
+    """The wire's 32-byte hashes: AES-256 (key HMAC-SHA256(k, label)) of the id's one-block
+    encoding, or HMAC-SHA256 (another label) of a long canonical id, then 16 zero bytes
+    (tests/test_hashing.py has the full construction)."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def aes(key, block):
+        k = hmac.new(key, b"mpcsql/id-prf/v1/aes-256", hashlib.sha256).digest()
+        return Cipher(algorithms.AES(k), modes.ECB()).encryptor().update(block) + bytes(16)
+
     key = bytes(range(32))
     ids = np.array([5, -7, 2**62, 10**9], dtype=np.int64)
-    want = paillier.keyed_hashes(key, ids.tolist())
+    want = b"".join(aes(key, b"\x01" + int(v).to_bytes(15, "big", signed=True)) for v in ids)
     assert common.keyed_hashes(key, ids) == want
     assert common.keyed_hashes(key, ids.tolist()) == want
-    assert common.keyed_hashes(b"k" * 100, ["a", 3]) == paillier.keyed_hashes(b"k" * 100,
-                                                                               ["a", 3])
+    k_h = hmac.new(b"k" * 100, b"mpcsql/id-prf/v1/hmac-sha256", hashlib.sha256).digest()
+    long_id = hmac.new(k_h, b"s:" + b"a" * 14, hashlib.sha256).digest()[:16] + bytes(16)
+    assert common.keyed_hashes(b"k" * 100, ["a", 3, "a" * 14]) == (
+        aes(b"k" * 100, b"\x13s:a" + bytes(12)) + aes(b"k" * 100, b"\x01" + bytes(14) + b"\x03")
+        + long_id)
 
 
 def _words(rng, n):

@@ -17,7 +17,6 @@ not public (:func:`public_steps`): see engine/session/progress.py.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from asyncio import Future
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from mpyc.asyncoro import mpc_coro
 from dialect.errors import DataError, ProtocolError
 from engine.protocols import paillier
 from engine.protocols.channel import Channel, announce_size
+from engine.protocols.joins import hashing
 from planner.plan import PrivateJoin
 
 KEY_BYTES = 32
@@ -72,31 +72,12 @@ class Matched:
 # --- keyed hashing -------------------------------------------------------------------------------
 
 
-def _hmac_states(key: bytes) -> tuple[Any, Any]:
-    """HMAC-SHA256's inner and outer SHA-256 states after the padded key (RFC 2104)."""
-    k = hashlib.sha256(key).digest() if len(key) > 64 else key
-    k = k.ljust(64, b"\0")
-    return (hashlib.sha256(bytes(b ^ 0x36 for b in k)),
-            hashlib.sha256(bytes(b ^ 0x5C for b in k)))
-
-
 def keyed_hashes(key: bytes, ids: Any) -> bytes:
-    """HMAC-SHA256 of every id under ``key``, concatenated: :func:`paillier.keyed_hashes`
-    exactly, from the key's precomputed inner and outer states (about twice as fast as
-    ``hmac.digest`` per id).  ``ids`` is a numpy integer array or a sequence of ids."""
-    inner, outer = _hmac_states(key)
-    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
-        msgs: Any = (b"i:%d" % v for v in ids.tolist())  # paillier.canonical_id of an int
-    else:
-        msgs = (paillier.canonical_id(v) for v in ids)
-    out = []
-    for msg in msgs:
-        a = inner.copy()
-        a.update(msg)
-        b = outer.copy()
-        b.update(a.digest())
-        out.append(b.digest())
-    return b"".join(out)
+    """The keyed PRF of every id under ``key`` (:func:`hashing.prf`: AES-256 on one-block
+    encodings of the canonical ids, HMAC-SHA256 for longer ones), each a 16-byte word padded
+    with zeros to the wire's paillier.HASH_BYTES, concatenated.  ``ids`` is a numpy integer
+    array or a sequence of ids."""
+    return hashing.keyed_hashes(key, ids, paillier.HASH_BYTES)
 
 
 def hash_words(blob: bytes) -> np.ndarray:
@@ -111,43 +92,47 @@ def match_words(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Helper: the (m, 2) int64 positions (i, j) with left[i] == right[j], in a uniformly
     random order (cryptographic source); DataError on a duplicated hash within one side.
 
-    Numpy sort-merge on the hash words (O(n) words, no Python object per row): each side is
-    sorted by its first word; where those are unique within each side (all but ~n^2 / 2^65 of
-    the time) there are no duplicates, the sorted sides meet by binary search of the sorted
-    right words in the left ones and the second words are compared; otherwise both words are
-    sorted together.
+    Numpy sort-merge on the hash words (O(n) words, no Python object per row): each side's
+    first words, their low b = bits(n - 1) bits replaced by the row's index, are sorted as
+    plain uint64 values (one value sort, ~10x faster than an argsort); the sorted right high
+    parts are looked up by binary search in the left ones and each candidate pair is kept if
+    both of its words are equal.  Rows whose high parts tie within a side (~n^2 / 2^(65-b))
+    have their full words compared, so a duplicate is refused exactly as before.
     """
-    ol = np.argsort(left[:, 0])
-    kl = left[ol, 0]
-    orr = np.argsort(right[:, 0])
-    kr = right[orr, 0]
-    if _distinct(kl) and _distinct(kr):
-        if kl.size == 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        j = np.searchsorted(kl, kr)  # sorted needles: a merge (random ones: cache misses)
-        j[j == kl.size] = 0
-        hit = kl[j] == kr
-        del kl, kr
-        li, ri = ol[j[hit]], orr[hit]
-        del ol, orr, j
-        same = left[li, 1] == right[ri, 1]
-        pairs = np.stack([li[same], ri[same]], axis=1).astype(np.int64)
-    else:  # rare: equal first words within a side
-        del ol, kl, orr, kr
-        both = np.concatenate([left, right])
-        o = np.lexsort((both[:, 1], both[:, 0]))
-        s = both[o]
-        eq = np.flatnonzero((s[1:] == s[:-1]).all(axis=1))
-        a, b = np.minimum(o[eq], o[eq + 1]), np.maximum(o[eq], o[eq + 1])
-        if (b < left.shape[0]).any() or (a >= left.shape[0]).any() \
-                or np.unique(a).size != a.size or np.unique(b).size != b.size:
+    nl, nr = left.shape[0], right.shape[0]
+    low = np.uint64((1 << max(1, (max(nl, nr) - 1).bit_length())) - 1)
+    hl, il, ties_l = _sorted_side(left, low)
+    hr, ir, _ = _sorted_side(right, low)
+    if nl == 0 or nr == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    lo = np.searchsorted(hl, hr)  # sorted needles: a merge (random ones: cache misses)
+    if not ties_l:
+        hit = np.flatnonzero(hl[np.minimum(lo, nl - 1)] == hr)
+        li, ri = il[lo[hit]], ir[hit]
+    else:  # rare: equal high parts within the left side: every left row of the run
+        cnt = np.searchsorted(hl, hr, "right") - lo
+        first = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
+        li, ri = il[first + np.arange(first.size)], ir[np.repeat(np.arange(nr), cnt)]
+    del hl, il, hr, ir, lo
+    same = (left[li, 0] == right[ri, 0]) & (left[li, 1] == right[ri, 1])
+    pairs = np.stack([li[same], ri[same]], axis=1)
+    return pairs[hashing.random_order(pairs.shape[0])]
+
+
+def _sorted_side(words: np.ndarray, low: np.uint64) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One side of :func:`match_words`: the sorted high parts of its first words, the row of
+    each (int64) and whether high parts tie; DataError if two rows have equal words."""
+    v = words[:, 0] & ~low
+    v |= np.arange(v.size, dtype=np.uint64)
+    v.sort()
+    rows = (v & low).astype(np.int64)
+    v &= ~low
+    tie = np.flatnonzero(v[1:] == v[:-1])
+    if tie.size:  # equal words have equal high parts: compare those rows' words in full
+        run = words[rows[np.unique(np.concatenate([tie, tie + 1]))]]
+        if np.unique(run, axis=0).shape[0] != run.shape[0]:
             raise DataError("duplicate join keys reached the helper")
-        pairs = np.stack([a, b - left.shape[0]], axis=1).astype(np.int64)
-    return pairs[paillier.random_permutation(pairs.shape[0])]
-
-
-def _distinct(sorted_words: np.ndarray) -> bool:
-    return sorted_words.size < 2 or bool((sorted_words[1:] != sorted_words[:-1]).all())
+    return v, rows, bool(tie.size)
 
 
 # --- chunked upload to the helper ---------------------------------------------------------------
