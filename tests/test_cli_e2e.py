@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import make_tables
 from tests.test_cli import mpcsql
+from tests.test_progress_e2e import BAR, _env
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +42,12 @@ def test_errors_exit_nonzero_with_the_cause(tmp_path):
 
 
 def test_demo_runs_and_matches_duckdb():
-    out = mpcsql("demo")
+    """Also the piped half of test_progress_e2e's demo test: piped into a file (with a TERM
+    that would allow a bar on a terminal), the demo prints no progress bar and no carriage
+    return."""
+    out = mpcsql("demo", env=_env())
     assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stdout + out.stderr and not BAR.search(out.stdout + out.stderr)
     assert "Plaintext DuckDB" in out.stdout and "ac learns:" in out.stdout
     diff = float(out.stdout.split("max |secure - plaintext| = ")[1].split()[0])
     assert diff < 1e-6
