@@ -97,6 +97,10 @@ class PartyConfig:
     config_path: str | None = None
     paillier_pool: int = 0  # Paillier randomisers kept ready per key between queries; 0: off
     paillier_randomness: str = DEFAULT_PAILLIER_RANDOMNESS  # of this data party's keys
+    #: the masked join's spill files ([storage]): under this directory (None: the system
+    #: temporary directory), for tables of more than spill_rows rows
+    spill_dir: str | None = None
+    spill_rows: int = 1 << 23
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartyConfig:
@@ -126,6 +130,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "audit": {"path"},
     "timeouts": {"connect", "peer", "query", "idle"},
     "crypto": {"paillier_key_bits", "paillier_pool", "paillier_randomness"},
+    "storage": {"spill_dir", "spill_rows"},
     "pg": None,  # the PostgreSQL endpoint's settings: load_pg_config (mpcsql serve-pg)
 }
 
@@ -274,6 +279,12 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         _not_writable_by_others("audit.path", audit_log)
     timeouts = _section(raw, "timeouts", required=False)
     crypto = _section(raw, "crypto", required=False)
+    storage = _section(raw, "storage", required=False)
+    spill_dir = rel(_get(storage, "spill_dir", str, "storage")) if "spill_dir" in storage \
+        else None
+    spill_rows = _get(storage, "spill_rows", int, "storage", 1 << 23)
+    if spill_rows < 0:
+        raise ConfigError("storage.spill_rows must be 0 (always spill) or a positive count")
 
     def seconds(key: str, default: float) -> float:
         v = float(_get(timeouts, key, (int, float), "timeouts", default))
@@ -297,7 +308,7 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         key_bits=key_bits, tls=tls, peer_certs=pins, tables=tables,
         audit_log=audit_log,
         session_ports=session_ports, config_path=path, paillier_pool=pool,
-        paillier_randomness=randomness,
+        paillier_randomness=randomness, spill_dir=spill_dir, spill_rows=spill_rows,
     )
 
 

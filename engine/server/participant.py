@@ -39,6 +39,7 @@ from dialect.errors import (
 from engine.control.messages import Prepare, PrepareReply, Run, RunReply, check_query_id
 from engine.protocols.agreement import binding
 from engine.protocols.channel import LocalData
+from engine.protocols.spill import SPILL_ROWS, Spill
 from engine.server.audit import NOTHING, approval, describe, revealed
 from engine.server.dispatch import Caller
 from engine.server.queries import QueryRecord, stop
@@ -58,6 +59,7 @@ class Prepared:
     local: LocalData | None
     port: int
     record: QueryRecord | None = None  # None at the coordinator (it keeps its own)
+    spill: Spill | None = None  # the query's spill directory (the masked join beyond memory)
 
 
 def free_port(host: str, ports: tuple[int, int] | None = None) -> int:
@@ -142,15 +144,18 @@ class Participant:
             plan = await self.server.plan(req.sql, req.catalog, req.receivers)
             self.policy.check(plan, analyst)
             await self.slot.acquire(qid, reader)
+            spill = query_spill(self.cfg, plan)
             try:
                 scan = plan.scan_at(self.cfg.name)
                 key = scan.key if scan and len(plan.scans) == 2 else None
-                local = load_scan(self.server.store, plan, scan, key) if scan else None
+                local = load_scan(self.server.store, plan, scan, key, spill) if scan else None
                 if local is not None:
                     check_model_features(plan, scan, local, self.cfg.name)
                 port = free_port(self.cfg.host, self.cfg.session_ports)
             except BaseException:
                 self.slot.release(qid)
+                if spill is not None:
+                    spill.cleanup()
                 raise
         except BaseException as e:
             if rec is not None:
@@ -159,7 +164,7 @@ class Participant:
             raise
         if rec is not None:
             rec.start()
-        self.prepared[qid] = Prepared(plan, local, port, rec)
+        self.prepared[qid] = Prepared(plan, local, port, rec, spill)
         lease = asyncio.ensure_future(self.lease(qid, reader))
         self.leases.add(lease)  # keep a reference: the loop holds tasks only weakly
         lease.add_done_callback(self.leases.discard)
@@ -172,6 +177,8 @@ class Participant:
             if reader.at_eof() or time.monotonic() > deadline:
                 prep = self.prepared.pop(qid)
                 self.slot.release(qid)
+                if prep.spill is not None:
+                    prep.spill.cleanup()
                 if prep.record is not None:
                     err = OperationalError(f"query {qid} was abandoned by its coordinator "
                                            "before its run")
@@ -210,6 +217,8 @@ class Participant:
             await stop(watch)
             if not run.done():
                 await stop(run)
+            if prep.spill is not None:  # the session process has ended (or was killed)
+                prep.spill.cleanup()
             self.slot.release(qid)
             if prep.record is not None:
                 rec = prep.record
@@ -257,8 +266,10 @@ class Participant:
             key_bits=self.cfg.key_bits, paillier_randomness=self.cfg.paillier_randomness,
             transcript_dir=self.cfg.transcript_dir, connect_timeout=self.cfg.connect_timeout,
             tls=SessionTLS(self.cfg.tls, dict(self.cfg.peer_certs)) if self.cfg.tls else None,
-            paillier_key=keypair, randomizers=handed,
+            paillier_key=keypair, randomizers=handed, spill=prep.spill,
         )
+        if prep.spill is not None:
+            prep.spill.dir()  # made here, so that this server removes it whatever the session
         async with self.run_lock:
             recv_end, send_end = _FORK.Pipe(duplex=False)
             proc = _FORK.Process(target=child_main, args=(job, send_end), daemon=False,
@@ -298,12 +309,26 @@ class Participant:
         return RunReply(rows=payload, stats=stats).to_wire()
 
 
-def load_scan(store, plan: Plan, scan, key: str | None) -> LocalData:
+def load_scan(store, plan: Plan, scan, key: str | None, spill: Spill | None = None
+              ) -> LocalData:
     """This party's rows for ``scan``: a program plan's local columns (evaluated and
-    normalised by :meth:`PartyStore.load_local`), or a model plan's plain columns."""
+    normalised by :meth:`PartyStore.load_local`; beyond ``spill.rows`` rows into the query's
+    spill directory), or a model plan's plain columns."""
     if plan.program is not None:
-        return store.load_local(scan.table, key, scan.local)
+        return store.load_local(scan.table, key, scan.local, spill)
     return store.load(scan.table, key, scan.columns)
+
+
+def query_spill(cfg, plan: Plan) -> Spill | None:
+    """The spill settings of a query that may spill: the masked join streaming into a program
+    (``[storage] spill_dir`` and ``spill_rows``; MPCSQL_SPILL_DIR and MPCSQL_SPILL_ROWS in
+    the environment override them for tests and benchmarks).  None for every other plan."""
+    if not (isinstance(plan.source, PrivateJoin) and plan.source.protocol == "masked"
+            and plan.program is not None):
+        return None
+    rows = os.environ.get("MPCSQL_SPILL_ROWS")
+    return Spill(os.environ.get("MPCSQL_SPILL_DIR") or getattr(cfg, "spill_dir", None),
+                 max(0, int(rows)) if rows else getattr(cfg, "spill_rows", SPILL_ROWS))
 
 
 def check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:

@@ -30,6 +30,7 @@ from dialect.errors import DataError, NotSupportedError, ProgrammingError
 from engine.protocols.channel import LocalData
 from engine.protocols.fixedpoint import check_range
 from engine.protocols.paillier import TypedId
+from engine.protocols.spill import Spill, SpilledRows
 from engine.server.pgsource import PgTable
 from planner import domains as dom
 from planner.binder import check_key_type, key_base_type
@@ -39,6 +40,16 @@ from planner.physical import LocalColumn
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META = "_mpcsql_tables"
 _PG_ROWS = "_mpcsql_pg_rows"  # the registered frame a PostgreSQL read passes through
+#: Rows per record batch of a spilled read (:meth:`PartyStore.load_local` with a spill).
+BATCH_ROWS = 1 << 17
+try:  # the spilled read streams DuckDB's result as Arrow record batches
+    import pyarrow  # noqa: F401
+
+    _HAVE_ARROW = True
+except ImportError:  # pragma: no cover - without pyarrow every table is read in memory
+    _HAVE_ARROW = False
+_INT64_KEYS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+               "UINTEGER", "UBIGINT"}
 
 
 MIN_SCALE_BITS, MAX_SCALE_BITS = -16, 31
@@ -49,6 +60,12 @@ def power_of_two_bits(bound: float) -> int:
     if bound <= 0:
         return 0
     return int(min(MAX_SCALE_BITS, max(MIN_SCALE_BITS, math.ceil(math.log2(bound)))))
+
+
+def _closed(reader) -> None:
+    """Close a DuckDB result's record batch reader (its connection is free again)."""
+    if reader is not None:
+        reader.close()
 
 
 def _quote(name: str) -> str:
@@ -533,8 +550,8 @@ class PartyStore:
                                 "re-register the table with a larger bound", party=self.party)
         return LocalData(ids, values)
 
-    def load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...]
-                   ) -> LocalData:
+    def load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...],
+                   spill: Spill | None = None) -> LocalData:
         """Evaluate a program plan's local columns on this party's table, checked, normalised.
 
         The key is read and checked as by :meth:`load`.  Each column's ``sql`` (from this
@@ -543,13 +560,19 @@ class PartyStore:
         result, a value beyond the public bound ``2**bits`` or an indicator that is not 0/1 is
         refused naming the table and the column's text, never a value.  Values come back as
         float64 divided by ``2**bits`` (exact), so ``|v| <= 1``.
+
+        With ``spill`` (the masked join streaming into a program), a table of more than
+        ``spill.rows`` rows whose key is an integer of at most 64 bits is read in record
+        batches of at most :data:`BATCH_ROWS` rows, each checked as above and appended to a file in
+        the query's spill directory (:class:`SpilledRows`): neither this server nor the
+        session holds the whole table.  A refusal removes what was written.
         """
         self.schema(table)  # an unknown (or unserved) table is refused before any read
         with self._fresh(table):
-            return self._load_local(table, key, local)
+            return self._load_local(table, key, local, spill)
 
-    def _load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...]
-                    ) -> LocalData:
+    def _load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...],
+                    spill: Spill | None = None) -> LocalData:
         where = f"{self.party}'s table {table}"
         schema = self.schema(table)
         self.check_domains(table)  # group indicators assume every value is in its domain
@@ -561,7 +584,13 @@ class PartyStore:
         if not select:
             n = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
             return LocalData(None, np.zeros((n, 0)))
-        rows = self._evaluate(f"SELECT {', '.join(select)} FROM {source}", source, local, where)
+        sql = f"SELECT {', '.join(select)} FROM {source}"
+        if spill is not None and key and key_value is int and self._int_key(table, key) \
+                and _HAVE_ARROW:
+            n = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+            if n > spill.rows:
+                return self._spill_local(sql, source, local, where, n, spill)
+        rows = self._evaluate(sql, source, local, where)
         names = list(rows.keys())
         ids = self._ids(rows[names[0]], key_value, table, key, where) if key else None
         vals = [self._checked_local(rows[n], c, where)
@@ -570,6 +599,57 @@ class PartyStore:
         values = np.column_stack(vals) if vals else np.zeros((n, 0))
         return LocalData(ids, values)
 
+    def _int_key(self, table: str, key: str) -> bool:
+        """Whether ``table.key`` is read as a numpy integer of at most 64 bits."""
+        col = self.schema(table).column(key)
+        return col is not None and key_base_type(col.dtype) in _INT64_KEYS
+
+    def _spill_local(self, sql: str, source: str, local: tuple[LocalColumn, ...], where: str,
+                     n: int, spill: Spill) -> SpilledRows:
+        """:meth:`_load_local` for a table beyond ``spill.rows``: record batches, each checked
+        and appended to a spill file of (key, values) rows (8 + 8 d bytes a row)."""
+        out = spill.row_file("table", 1 + len(local))
+        key_dtype = None
+        reader = None
+        try:
+            try:
+                batch_rows = min(BATCH_ROWS, max(1000, spill.rows))
+                self.con.execute("SELECT 1").fetchall()  # no unfinished result before it
+                rel = self.con.sql(sql)  # a relation streams its record batches
+                reader = (rel.to_arrow_reader(batch_rows) if hasattr(rel, "to_arrow_reader")
+                          else rel.fetch_arrow_reader(batch_rows))  # duckdb < 1.4
+                del rel
+                for batch in reader:
+                    key_col = batch.column(0)
+                    ids = key_col.to_numpy(zero_copy_only=False)
+                    if key_col.null_count or ids.dtype.kind not in "iu":
+                        raise DataError(f"key column of {where} contains NULL values",
+                                        party=self.party)
+                    key_dtype = key_dtype or ids.dtype.newbyteorder("<").str
+                    rows = np.empty((len(ids), 1 + len(local)), dtype=np.uint64)
+                    rows[:, 0] = ids.astype(key_dtype, copy=False).view(np.uint64)
+                    for j, c in enumerate(local):
+                        col = batch.column(1 + j)
+                        raw = np.ma.masked_array(
+                            col.to_numpy(zero_copy_only=False).astype(np.float64),
+                            mask=col.is_null().to_numpy(zero_copy_only=False))
+                        rows[:, 1 + j] = self._checked_local(raw, c, where).view(np.uint64)
+                    out.append(rows)
+                    del rows, batch
+            except duckdb.Error as e:
+                reader = _closed(reader)
+                raise self._refusal(e, source, local, where) from None
+            finally:
+                reader = _closed(reader)  # the connection serves other queries after this
+            out.close()
+            if out.rows != n:
+                raise DataError(f"{where} changed while it was read", party=self.party)
+        except BaseException:
+            out.remove()
+            raise
+        return SpilledRows(None, np.zeros((0, len(local))), file=out, n=n,
+                           key_dtype=key_dtype or "<i8")
+
     def _evaluate(self, sql: str, source: str, local: tuple[LocalColumn, ...], where: str
                   ) -> dict[str, np.ndarray]:
         """Run the local columns' SELECT; a DuckDB error names the column it comes from and
@@ -577,21 +657,27 @@ class PartyStore:
         try:
             return self.con.execute(sql).fetchnumpy()
         except duckdb.Error as e:
-            culprit = "the key"
-            for c in local:  # find the column that fails (the key alone is read by load too)
-                try:
-                    self.con.execute(f"SELECT CAST(({c.sql}) AS DOUBLE) FROM {source}").fetchall()
-                except duckdb.Error:
-                    culprit = f"local column {c.text}"
-                    break
-            if isinstance(e, duckdb.ProgrammingError) \
-                    and not isinstance(e, duckdb.InvalidInputException):
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ProgrammingError(f"cannot evaluate {culprit} of {where}: {first}",
-                                       party=self.party) from None
-            raise DataError(f"evaluating {culprit} of {where} failed on its data "
-                            f"({type(e).__name__}; the value is not shown)",
-                            party=self.party) from None
+            raise self._refusal(e, source, local, where) from None
+
+    def _refusal(self, e: duckdb.Error, source: str, local: tuple[LocalColumn, ...],
+                 where: str) -> ProgrammingError | DataError:
+        """The refusal of a failed local-column SELECT: names the column it comes from (each
+        evaluated alone, aggregated so that no rows are held) and its kind."""
+        culprit = "the key"
+        for c in local:  # find the column that fails (the key alone is read by load too)
+            try:
+                self.con.execute(f"SELECT max(CAST(({c.sql}) AS DOUBLE)) FROM {source}"
+                                 ).fetchall()
+            except duckdb.Error:
+                culprit = f"local column {c.text}"
+                break
+        if isinstance(e, duckdb.ProgrammingError) \
+                and not isinstance(e, duckdb.InvalidInputException):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return ProgrammingError(f"cannot evaluate {culprit} of {where}: {first}",
+                                    party=self.party)
+        return DataError(f"evaluating {culprit} of {where} failed on its data "
+                         f"({type(e).__name__}; the value is not shown)", party=self.party)
 
     def _checked_local(self, raw: np.ndarray, col: LocalColumn, where: str) -> np.ndarray:
         """One local column's values checked (never NULL, finite, within 2**bits, 0/1 for an

@@ -32,6 +32,9 @@ class Job:
     randomizers: dict[int, list[int]] = field(default_factory=dict)  # n -> precomputed r^n
     # Most bytes the session holds from one peer (None: MPCSQL_MAX_PEER_BUFFER or 4 GiB).
     max_peer_buffer: int | None = None
+    #: where and above how many rows the masked join spills (engine.protocols.spill.Spill);
+    #: its directory is made and removed by the party server
+    spill: Any = None
 
 
 @dataclass

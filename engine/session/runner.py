@@ -190,6 +190,8 @@ async def _run(sess: Session, state: dict[str, Any]) -> SessionResult:
     stats = {"phases": sess.phases, "bytes_received": received, "bytes_sent": sent,
              "peak_rss_mb": _peak_rss_mb(), "cpu_seconds": _cpu_seconds(),
              "tls_peers": sorted(state.get("tls_peers", ())),
+             # bytes this party wrote to its spill files (the masked join beyond memory)
+             "spill_bytes": getattr(sess.job.spill, "written", 0),
              **({"phase_peak_mb": sess.memory.stop()} if sess.memory is not None else {}),
              # Precomputed randomisers this session did not use (they are taken from the end).
              "pool_left": {key_id(n): len(v) for n, v in sess.job.randomizers.items()},
@@ -231,7 +233,8 @@ class SourceRunner:
             # (engine.protocols.program, engine.protocols.aggregates.reduce_rows)
             plan = self.sess.job.plan
             return await masked_join(self.sess, join, self.sf, chunk_rows=chunk_rows(),
-                                     stream=plan.program is not None or plan.model is not None)
+                                     stream=plan.program is not None or plan.model is not None,
+                                     spill=self.sess.job.spill)
         job = self.sess.job
         return await paillier_join(self.sess, join, self.sf, key_bits=job.key_bits,
                                    keypair=job.paillier_key, randomizers=job.randomizers,

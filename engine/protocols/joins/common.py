@@ -28,7 +28,9 @@ from mpyc.asyncoro import mpc_coro
 
 from dialect.errors import DataError, ProtocolError
 from engine.protocols import paillier
+from engine.protocols import spill as spill_mod
 from engine.protocols.channel import Channel, announce_size
+from engine.protocols.joins import outofcore
 from engine.protocols.joins import hashing
 from planner.plan import PrivateJoin
 
@@ -225,14 +227,21 @@ async def hash_and_match(
     rows_label: str,
     hash_key: Callable[[bytes], bytes],
     payload: Callable[[bytes, np.ndarray], dict[str, Any]] | None = None,
-    chunk_payload: Callable[[bytes, np.ndarray, int, int], dict[str, Any]] | None = None,
+    chunk_payload: Callable[[bytes, np.ndarray, int], dict[str, Any]] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    inbox: Callable[[str], Any] | None = None,
+    spill: Any = None,
 ) -> Matched:
     """Steps 1-3 above; ``payload(key, order)`` is a data party's value message (shuffled).
 
-    With ``chunk_payload(key, order, start, stop)`` instead, a data party hashes and sends
-    its shuffled rows in chunks of ``chunk_rows`` (:func:`upload`); the helper's inbox of a
-    party is then the list of the chunks it received.
+    With ``chunk_payload(key, values, start)`` instead, a data party hashes and sends its
+    shuffled rows in chunks of ``chunk_rows`` (:func:`upload`; ``values`` are the chunk's rows,
+    ``start`` its first shuffled position); the helper keeps each party's chunks in
+    ``inbox(party)`` (an :class:`engine.protocols.joins.outofcore.Inbox`: in memory, or on
+    disk beyond ``spill.rows``), and its pairs are then an array or an on-disk
+    :class:`~engine.protocols.joins.outofcore.PairFile`.  A data party whose rows are spilled
+    (:class:`engine.protocols.spill.SpilledRows`) shuffles them on disk
+    (:func:`engine.protocols.spill.shuffled_rows`).
     """
     left, right, helper = join.left.party, join.right.party, join.helper
     me = chan.party
@@ -244,48 +253,77 @@ async def hash_and_match(
     if me in (left, right):
         data = chan.local
         step(chan, "hashing ids")
-        order = paillier.random_permutation(len(data.ids))
         hkey = hash_key(key)
-        ids = data.ids if isinstance(data.ids, np.ndarray) else None
-        if chunk_payload is None:
-            shuffled = ids[order] if ids is not None else (data.ids[i] for i in order)
-            hashes = keyed_hashes(hkey, shuffled)
-            chan.phase("hash")
-            outbox = {"hashes": hashes, **payload(key, order)}
-            step(chan, "sending rows to the helper")
-        else:
+        if isinstance(data, spill_mod.SpilledRows):
+            shuffled = spill_mod.shuffled_rows(data, spill, chunk_rows)
+
             def chunks() -> Iterator[dict[str, Any]]:
-                for start, stop in chunk_bounds(len(order), chunk_rows):
-                    part = order[start:stop]
-                    hashes = keyed_hashes(hkey, ids[part] if ids is not None
-                                          else [data.ids[i] for i in part])
+                start = 0
+                for ids, values in shuffled:
+                    hashes = keyed_hashes(hkey, ids)
                     chan.phase("hash")
-                    yield {"hashes": hashes, **chunk_payload(key, order, start, stop)}
+                    yield {"hashes": hashes, **chunk_payload(key, values, start)}
+                    start += len(ids)
+        else:
+            order = paillier.random_permutation(len(data.ids))
+            ids = data.ids if isinstance(data.ids, np.ndarray) else None
+            if chunk_payload is None:
+                shuffled = ids[order] if ids is not None else (data.ids[i] for i in order)
+                hashes = keyed_hashes(hkey, shuffled)
+                chan.phase("hash")
+                outbox = {"hashes": hashes, **payload(key, order)}
+                step(chan, "sending rows to the helper")
+            else:
+                values = np.asarray(data.values, dtype=np.float64)
+                if values.ndim != 2:
+                    values = values.reshape(len(order), -1 if values.size else 0)
+
+                def chunks() -> Iterator[dict[str, Any]]:
+                    for start, stop in chunk_bounds(len(order), chunk_rows):
+                        part = order[start:stop]
+                        hashes = keyed_hashes(hkey, ids[part] if ids is not None
+                                              else [data.ids[i] for i in part])
+                        chan.phase("hash")
+                        yield {"hashes": hashes, **chunk_payload(key, values[part], start)}
     else:
         step(chan, "waiting for the data parties' rows")
+    boxes = {p: inbox(p) for p in (left, right)} if me == helper and inbox is not None else {}
+
+    def keeper(party: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        box = boxes.get(party)
+        if box is None:
+            return _as_words
+        return lambda msg: box.keep(msg, _hash_rows(msg), hash_words(msg["hashes"]))
+
     if chunk_payload is None:
         inbox_l = await chan.send(rows_label, outbox if me == left else None, left, [helper])
         inbox_r = await chan.send(rows_label, outbox if me == right else None, right, [helper])
     else:
         inbox_l = await upload(chan, rows_label, left, helper,
-                               chunks if me == left else None, _hash_rows, chunk_rows, _as_words)
+                               chunks if me == left else None, _hash_rows, chunk_rows,
+                               keeper(left))
         inbox_r = await upload(chan, rows_label, right, helper,
                                chunks if me == right else None, _hash_rows, chunk_rows,
-                               _as_words)
+                               keeper(right))
     pairs = None
     step(chan, "matching ids" if me == helper else "helper matching ids")
     if me == helper:
-        if chunk_payload is None:
-            words = [hash_words(inbox_l["hashes"]), hash_words(inbox_r["hashes"])]
+        if boxes:
+            inbox_l, inbox_r = boxes[left], boxes[right]
+            chan.opened("table_sizes", (inbox_l.n, inbox_r.n))
+            pairs = outofcore.match(inbox_l, inbox_r, match_words)
         else:
-            words = []
-            for box in (inbox_l, inbox_r):
-                words.append(np.concatenate([c["words"] for c in box]))
-                for c in box:
-                    del c["words"]
-        chan.opened("table_sizes", (len(words[0]), len(words[1])))
-        pairs = match_words(*words)
-        del words
+            if chunk_payload is None:
+                words = [hash_words(inbox_l["hashes"]), hash_words(inbox_r["hashes"])]
+            else:
+                words = []
+                for box in (inbox_l, inbox_r):
+                    words.append(np.concatenate([c["words"] for c in box]))
+                    for c in box:
+                        del c["words"]
+            chan.opened("table_sizes", (len(words[0]), len(words[1])))
+            pairs = match_words(*words)
+            del words
         chan.phase("match")
     m = await announce_size(chan, "intersection_size", len(pairs) if me == helper else None,
                             helper, [left, right], "the intersection")

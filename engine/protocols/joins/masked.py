@@ -36,10 +36,12 @@ from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join'
 )
 from engine.protocols.fixedpoint import encode_int64
 from engine.protocols.joins.common import CHUNK_ROWS, hash_and_match, step
+from engine.protocols.joins.outofcore import Inbox, PairFile
 from engine.protocols.prf import SIGMA, Stream, prf_ints, sample_bytes  # noqa: F401
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
 from engine.protocols.shares import ChunkedTable, SharedTable, additive_to_shamir
+from engine.protocols.spill import RowFile, Spill, row_count
 from planner.plan import PrivateJoin
 
 DOMAIN = b"mpcsql/masked-join/v1/"
@@ -171,7 +173,7 @@ def other_shares(
 
 
 async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int = CHUNK_ROWS,
-                      stream: bool = False) -> tuple[int, Any]:
+                      stream: bool = False, spill: Spill | None = None) -> tuple[int, Any]:
     """Masked private inner join; returns m and the m x (d_L + d_R) secret-shared table.
 
     Every row-proportional step runs in chunks of ``chunk_rows`` rows (public, the same at
@@ -179,6 +181,12 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
     after m is announced, the positions, the shares' derivation and A2S go output chunk by
     output chunk.  With ``stream`` the table is a :class:`ChunkedTable` whose chunks are
     computed as its consumer iterates them (never all rows at once); else it is materialized.
+
+    With ``spill`` (streaming only), a party keeps the per-row state that outlives a chunk on
+    disk once a table has more than ``spill.rows`` rows (docs/masked_join.md): a data party's
+    spilled rows (:class:`SpilledRows`) are shuffled on disk, the other owner's masks go to a
+    file read at the matched positions, and the helper's words, masked values and pairs go to
+    disk (:mod:`engine.protocols.joins.outofcore`).  Messages and results do not change.
     """
     left, right, helper = join.left.party, join.right.party, join.helper
     other = {left: right, right: left}
@@ -187,21 +195,27 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
     d = {left: len(join.left.columns), right: len(join.right.columns)}
     streams: list[Stream] = []
 
-    def masked_chunk(key: bytes, order: np.ndarray, start: int, stop: int) -> dict[str, Any]:
+    spill = spill if stream else None  # a materialized table holds every row anyway
+
+    def masked_chunk(key: bytes, values: np.ndarray, start: int) -> dict[str, Any]:
         if start == 0:
             step(chan, "masking values")
             streams[:] = mask_streams(key, me, d[me], p)
-        values = np.asarray(chan.local.values, dtype=np.float64).reshape(len(order), d[me])
-        out = {"masked": mask_rows(key, me, values[order[start:stop]], p, streams)}
+        out = {"masked": mask_rows(key, me, values.reshape(len(values), d[me]), p, streams)}
         chan.phase("mask")
         return out
+
+    def inbox(owner: str) -> Inbox:
+        return Inbox(spill, d[owner], p, chunk_rows)
 
     # 1-3. Key, shuffle, keyed hashes and PRF-masked values to H in chunks, match, announce m.
     matched = await hash_and_match(chan, join, key_label="join_key",
                                    rows_label="hashed_masked_rows", hash_key=id_key,
-                                   chunk_payload=masked_chunk, chunk_rows=chunk_rows)
+                                   chunk_payload=masked_chunk, chunk_rows=chunk_rows,
+                                   inbox=inbox, spill=spill)
     m, key, pairs = matched.m, matched.key, matched.pairs
     if m == 0 or not (d[left] or d[right]):
+        _drop(matched.inboxes, pairs)
         return m, None
 
     # 4. The owner tells the other data party its row count (which the plan discloses to it
@@ -212,7 +226,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
     counts: dict[str, int] = {}
     for owner in (left, right):
         if d[owner]:
-            n = await chan.send("row_count", len(chan.local.ids) if me == owner else None,
+            n = await chan.send("row_count", row_count(chan.local) if me == owner else None,
                                 owner, [other[owner]])
             if me == other[owner]:
                 chan.opened(f"row_count:{owner}", n)
@@ -221,7 +235,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                                         party=owner)
                 counts[owner] = n
     seen = {o: np.zeros(counts[o], dtype=bool) for o in counts}  # positions are distinct
-    masks: dict[str, list[np.ndarray]] = {}  # the other party: the owner's PRF per column
+    masks: dict[str, Any] = {}  # the other party: the owner's PRF per column (or their file)
     inboxes = inboxes if inboxes is not None else {}
 
     # 5. Output chunk by output chunk: H tells each data party where the chunk's matches lie
@@ -235,7 +249,11 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
         for start in range(0, m, chunk_rows):
             stop = min(m, start + chunk_rows)
             yield await _output_chunk(start, stop)
+        _drop(inboxes, pairs)
         inboxes.clear()
+        for f in masks.values():
+            if isinstance(f, RowFile):
+                f.remove()
         masks.clear()
 
     async def _output_chunk(start: int, stop: int) -> SharedTable:
@@ -256,17 +274,27 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                 continue
             share = None
             if me == helper:
-                share = helper_chunk_words(inboxes[owner], d[owner], positions[owner], p,
-                                           chunk_rows)
+                box = inboxes[owner]
+                share = (box.shares(positions[owner]) if isinstance(box, Inbox)
+                         else helper_chunk_words(box, d[owner], positions[owner], p, chunk_rows))
             elif me == other[owner]:
+                pos = positions[owner]
+                share = np.empty((k, pos.size, d[owner]), dtype=np.uint64)
+                if owner not in masks and spill is not None and counts[owner] > spill.rows:
+                    masks[owner] = mask_file(spill, key, owner, d[owner], counts[owner], p,
+                                             chunk_rows)
                 if owner not in masks:  # once: the owner's masks at all its n positions
                     every = np.arange(counts[owner])
                     masks[owner] = [prf_words(key, owner, j, every, p)
                                     for j in range(d[owner])]
-                pos = positions[owner]
-                share = np.empty((k, pos.size, d[owner]), dtype=np.uint64)
-                for j in range(d[owner]):
-                    share[:, :, j] = neg_mod(masks[owner][j][:, pos], p)
+                if isinstance(masks[owner], RowFile):
+                    g = masks[owner].gather(pos).reshape(pos.size, k, d[owner])
+                    for j in range(d[owner]):
+                        share[:, :, j] = neg_mod(np.ascontiguousarray(g[:, :, j].T), p)
+                    del g
+                else:
+                    for j in range(d[owner]):
+                        share[:, :, j] = neg_mod(masks[owner][j][:, pos], p)
                 # what it now knows (kept only for leakage tests)
                 if chan.recording:
                     chan.observe("derived_shares", words_to_ints(share))
@@ -279,6 +307,33 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
 
     table = ChunkedTable(sf, m, d[left] + d[right], chunks)
     return m, table if stream else await table.materialize()
+
+
+def mask_file(spill: Spill, key: bytes, owner: str, d: int, n: int, modulus: int,
+              chunk_rows: int = CHUNK_ROWS) -> RowFile:
+    """The other data party, beyond the spill threshold: the owner's masks at all its n
+    positions written to a file of rows of (K, d) words (16 B a column and row), computed from
+    the owner's PRF streams in order, ``chunk_rows`` positions at a time."""
+    k = value_words(modulus)
+    out = spill.row_file(f"masks-{owner}", k * d)
+    streams = mask_streams(key, owner, d, modulus)
+    for start in range(0, n, chunk_rows):
+        rows = min(chunk_rows, n - start)
+        block = np.empty((rows, k, d), dtype=np.uint64)
+        for j in range(d):
+            block[:, :, j] = streams[j].take(rows).T
+        out.append(block.reshape(rows, k * d))
+    out.close()
+    return out
+
+
+def _drop(inboxes: dict[str, Any] | None, pairs: Any) -> None:
+    """Remove the helper's spill files of a finished join (nothing for in-memory state)."""
+    for box in (inboxes or {}).values():
+        if isinstance(box, Inbox):
+            box.clear()
+    if isinstance(pairs, PairFile):
+        pairs.remove()
 
 
 def _check_positions(got: Any, m: int, n: Any, helper: str, owner: str,
