@@ -30,8 +30,7 @@ from dialect.errors import DataError, ProtocolError
 from engine.protocols import paillier
 from engine.protocols import spill as spill_mod
 from engine.protocols.channel import Channel, announce_size
-from engine.protocols.joins import outofcore
-from engine.protocols.joins import hashing
+from engine.protocols.joins import hashing, outofcore
 from planner.plan import PrivateJoin
 
 KEY_BYTES = 32
