@@ -9,8 +9,16 @@ seconds per phase (the critical path as the coordinator ``ac`` saw it), peak res
 per party (the party server, which reads the table, and its session process), CPU seconds per
 party (session process), and DuckDB's seconds.  Usage::
 
-    python -m bench.scale [--rows 1e5,1e6,1e7] [--query sum|lasso|group] [--features 2+2]
+    python -m bench.scale [--rows 1e5,1e6,1e7,1e8] [--query sum|lasso|group] [--features 2+2]
                           [--workdir DIR] [--timeout 3600] [--json PATH]
+                          [--spill-rows N] [--spill-dir DIR] [--load api|direct]
+
+``--spill-rows N`` makes every party keep the masked join's per-row state on disk for tables of
+more than N rows (MPCSQL_SPILL_ROWS; default: the parties' own threshold, 2^23 rows), under
+``--spill-dir`` (MPCSQL_SPILL_DIR).  ``--load direct`` (the default from 2*10^7 rows on: a
+table's Parquet file can exceed the 2 GiB a registration message may carry) writes each party's
+DuckDB file from the Parquet file with the party's own storage code before its server starts,
+instead of registering through the API; the server's peak then covers only the query.
 
 ``sum``: ``COUNT(*)`` and ``SUM``/``AVG`` of every column; ``lasso``: LASSO of y on every
 feature; ``group``: ``GROUP BY`` a 10-value column of ac with 5 aggregates.  The server's peak is
@@ -136,6 +144,22 @@ def _reset_peak(pid: int) -> None:
         pass
 
 
+def load_direct(fed_dir: str, paths: dict[str, str], decl: dict[str, dict]) -> None:
+    """Each party's DuckDB file (``<party>.duckdb`` in ``fed_dir``, where the embedded
+    federation's servers open it) written from its Parquet file by the party's own storage code
+    (engine.server.storage.PartyStore.register: DuckDB reads the file, same checks and catalog
+    entry as a registration), before any server starts."""
+    from engine.server.storage import PartyStore
+
+    os.makedirs(fed_dir, mode=0o700, exist_ok=True)
+    for t, path in paths.items():
+        store = PartyStore(os.path.join(fed_dir, f"{t}.duckdb"), t)
+        try:
+            store.register(t, key="id", path=path, **decl[t])
+        finally:
+            store.close()
+
+
 def run_one(con, paths: dict[str, str], sql: str) -> dict:
     pids = con.federation.pids()
     for p in PARTIES:
@@ -180,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                     "DuckDB files go (default: a temporary directory, removed at the end)")
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--spill-rows", type=lambda v: int(float(v)), default=None)
+    ap.add_argument("--spill-dir", default=None)
+    ap.add_argument("--load", choices=("api", "direct"), default=None,
+                    help="api: register through the API; direct: write the parties' DuckDB "
+                    "files before their servers start (default from 2e7 rows)")
     args = ap.parse_args(argv)
     d_ac, d_emc = args.features
     if args.query == "lasso":
@@ -187,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sql = query_sql(args.query, d_ac, d_emc)
     os.environ["MPCSQL_PHASE_RSS"] = "1"  # the sessions report their peak memory per phase
+    if args.spill_rows is not None:
+        os.environ["MPCSQL_SPILL_ROWS"] = str(args.spill_rows)  # the party servers inherit it
+    if args.spill_dir:
+        os.makedirs(args.spill_dir, exist_ok=True)
+        os.environ["MPCSQL_SPILL_DIR"] = args.spill_dir
     base = args.workdir or tempfile.mkdtemp(prefix="mpcsql-scale-")
     os.makedirs(base, exist_ok=True)
     start = (time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0])
@@ -196,19 +230,24 @@ def main(argv: list[str] | None = None) -> int:
             paths = make_tables(base, n, d_ac, d_emc)
             want, plain_s = plain(paths, sql, args.query, d_ac, d_emc)
             fed_dir = os.path.join(base, f"parties_{n}")
+            # no NULLs: declared, so the program computes no validity bits
+            decl = {"ac": {"domains": {"g": {"min": 0, "max": 9}},
+                           "not_null": ["y", "g"] + [f"a{j + 1}" for j in range(d_ac)]},
+                    "emc": {"not_null": [f"e{j + 1}" for j in range(d_emc)]}}
+            direct = args.load == "direct" or (args.load is None and n >= 20_000_000)
+            if direct:
+                load_direct(fed_dir, paths, decl)
             with engine.connect(workdir=fed_dir, query_timeout=args.timeout) as con:
-                # no NULLs: declared, so the program computes no validity bits
-                con.register("ac", paths["ac"], party="ac", key="id",
-                             domains={"g": {"min": 0, "max": 9}},
-                             not_null=["y", "g"] + [f"a{j + 1}" for j in range(d_ac)])
-                con.register("emc", paths["emc"], party="emc", key="id",
-                             not_null=[f"e{j + 1}" for j in range(d_emc)])
+                if not direct:
+                    for t in ("ac", "emc"):
+                        con.register(t, paths[t], party=t, key="id", **decl[t])
                 for p in paths.values():
                     os.remove(p)
                 load0 = os.getloadavg()
                 r = run_one(con, paths, sql)
             shutil.rmtree(fed_dir, ignore_errors=True)
-            r.update(n=n, plain_seconds=plain_s, want=want, load=(load0, os.getloadavg()),
+            r.update(n=n, plain_seconds=plain_s, load_mode="direct" if direct else "api",
+                     want=want, load=(load0, os.getloadavg()),
                      diff=_same(r["rows"], want) if args.query != "lasso"
                      else _coef_diff(r["rows"], want))
             results.append(r)
@@ -228,6 +267,9 @@ def _print(r: dict, sql: str) -> None:
     names = ordered_phases({n for p in PARTIES for n in ((stats.get(p) or {}).get("phases")
                                                          or {})})
     print(f"\n## {r['n']:,} rows per party: {sql}")
+    spilled = "/".join(f"{(stats.get(p) or {}).get('spill_bytes', 0) / 1e6:.0f}" for p in PARTIES)
+    print(f"tables loaded by {r.get('load_mode', 'api')}; spill MB written ac/emc/helper: "
+          f"{spilled}")
     print(f"load average {r['load'][0][0]:.1f} -> {r['load'][1][0]:.1f}; "
           f"total {stats.get('total_seconds', r['wall']):.1f} s (wall {r['wall']:.1f} s); "
           f"DuckDB {r['plain_seconds']:.2f} s; max diff vs DuckDB (rel.; LASSO: abs. vs "
