@@ -142,3 +142,5 @@ def test_prss_integer_coefficients_are_mpyc_polynomials():
                 cs, D = fx._int_coefs(m, i, subsets)
                 want = [int(thresha._f_S_i(finfields.GF(q), m, i, S)) for S in subsets]
                 assert [c * pow(D, -1, q) % q for c in cs] == want
+                own = tuple(S for S in subsets if i in S)  # the keys party i holds
+                assert fx._int_coefs(m, i, own)[1] == D  # one D at every party

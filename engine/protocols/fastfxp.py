@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 from fractions import Fraction
 
@@ -303,22 +304,30 @@ def _join_halves(h: np.ndarray) -> np.ndarray:
 @functools.cache
 def _int_coefs(m: int, i: int, subsets: tuple[tuple[int, ...], ...]) -> tuple[list[int], int]:
     """(D f_S(i + 1) for each S, D): f_S(x) = prod_{j not in S} (x_j - x) / x_j (MPyC's PRSS
-    polynomial, x_j = j + 1) as integers over the common denominator D."""
-    fr = []
-    for S in subsets:
-        f = Fraction(1)
+    polynomial, x_j = j + 1) as integers over the common denominator D of every party's
+    values for every subset of that size (the same D at all parties, whichever keys each
+    holds: shares of D R are then consistent)."""
+    def f(i: int, S: tuple[int, ...]) -> Fraction:
+        v = Fraction(1)
         for j in range(m):
             if j not in S:
-                f *= Fraction(j - i, j + 1)
-        fr.append(f)
-    D = math.lcm(*(f.denominator for f in fr))
-    return [int(f * D) for f in fr], D
+                v *= Fraction(j - i, j + 1)
+        return v
+
+    size = len(subsets[0])  # a party holds only its own keys: D runs over all subsets
+    D = math.lcm(*(f(h, S).denominator for h in range(m)
+                   for S in itertools.combinations(range(m), size)))
+    return [int(f(i, S) * D) for S in subsets], D
 
 
-def _combine(terms: list[tuple[int, np.ndarray]], D: int, moduli: tuple[int, ...]) -> list:
+def _combine(terms: list[tuple[int, np.ndarray]], D: int, moduli: tuple[int, ...],
+             exact: bool = True) -> list:
     """sum c h / D mod each q for integer coefficients c and halves h (int64 (H, n)): the
     sum is formed in int64 per half (exact: |c| 2^32 summed stays below 2^62) and joined
-    into Python ints once, then multiplied by D^-1 mod q."""
+    into Python ints once, then multiplied by D^-1 mod q. With ``exact`` False the factor
+    D^-1 is left out: the shares are then of D times the value, which is as uniform as the
+    value itself (D is public and invertible mod q), so uniform draws and zero sharings
+    need no division."""
     acc = None
     for c, h in terms:
         if c:
@@ -326,12 +335,16 @@ def _combine(terms: list[tuple[int, np.ndarray]], D: int, moduli: tuple[int, ...
     if acc is None:
         return [np.zeros(terms[0][1].shape[1], dtype=object) for _ in moduli]
     x = _join_halves(acc)
+    if not exact or D == 1:
+        return [x % q for q in moduli]
     return [x * pow(D, -1, q) % q for q in moduli]
 
 
-def _prss_int(moduli: tuple[int, ...], n: int, nbits: int) -> list[np.ndarray]:
+def _prss_int(moduli: tuple[int, ...], n: int, nbits: int,
+              exact: bool = True) -> list[np.ndarray]:
     """This party's shares, modulo each of ``moduli``, of n integers R = sum_S R_S with
-    R_S uniform in [0, 2^nbits) (one PRF output per key S), from one fresh common input."""
+    R_S uniform in [0, 2^nbits) (one PRF output per key S), from one fresh common input
+    (with ``exact`` False: of D R mod q, D public, see :func:`_combine`; for uniform draws)."""
     rt = _rt()
     uci = rt._prss_uci()
     if nbits <= 0:
@@ -341,7 +354,7 @@ def _prss_int(moduli: tuple[int, ...], n: int, nbits: int) -> list[np.ndarray]:
     assert sum(map(abs, cs)) < 1 << 29
     terms = [(c, _prf_halves(key, uci, n, nbits))
              for c, key in zip(cs, keys.values(), strict=True)]
-    return _combine(terms, D, moduli)
+    return _combine(terms, D, moduli, exact)
 
 
 @functools.cache
@@ -355,7 +368,7 @@ def _uniform_bits(q: int) -> int:
 
 def _prss_uniform(q: int, n: int) -> np.ndarray:
     """Shares of n values (statistically) uniform in Zq, see :func:`_uniform_bits`."""
-    return _prss_int((q,), n, _uniform_bits(q))[0]
+    return _prss_int((q,), n, _uniform_bits(q), exact=False)[0]
 
 
 def _prss_zero2t(q: int, n: int) -> np.ndarray:
@@ -374,7 +387,7 @@ def _prss_zero2t(q: int, n: int) -> np.ndarray:
         h = _prf_halves(key, uci, n * t, nbits).reshape(-1, t, n)
         terms += [(c * (i + 1) ** (j + 1), h[:, j]) for j in range(t)]
     assert sum(abs(c) for c, _ in terms) < 1 << 29
-    return _combine(terms, D, (q,))[0]
+    return _combine(terms, D, (q,), exact=False)[0]
 
 
 async def _open(field, x: np.ndarray) -> np.ndarray:

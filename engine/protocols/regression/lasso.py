@@ -26,7 +26,7 @@ fixed number of iterations follows (:mod:`~engine.protocols.regression.options`)
 * ``'admm'``: two ADMM chains, penalties rho I with rho in ADMM_RHOS = (0.05, 0.5) and
   over-relaxation 1.6, run side by side as stacked arrays (one product and one comparison call
   per iteration serve both). (G~ + rho I)^-1 comes from NS-INVERSE with a public step count
-  from the public eigenvalue bounds [rho, d + rho] (14 steps at d = 30, two rounds each). An
+  from the public eigenvalue bounds [rho, d + rho] (9 scaled steps at d = 30, two rounds each). An
   iteration is one d x 2d product per chain (one round, opened twice: at 48 and at CMP_FRAC
   fractional bits) and one batched soft-thresholding whose 4d comparisons use the
   low-resolution copy: CMP_FRAC = 12 fractional bits (24 in the last CMP_LAST = 4 iterations,

@@ -7,14 +7,16 @@ the result is better.
 
 The signs and support of the last LASSO-CD / LASSO-ADMM iterate give the KKT system
 G~_AA v_A = c~_A - t~_A sign(v_A), solved obliviously (inactive coordinates masked to an
-identity block) by NS-INVERSE with the public bounds [POLISH_LAM = 2^-16, d] (26 steps at
-d = 30) plus one refinement step. Whatever H is, the eigenvalues of X H stay in [0, 1] and
-|X| <= 2^steps X0, so every later value is bounded (no range check is needed before the
-comparisons). The polished vector replaces the iterate, by a secret selection, if it passes a
-full secure KKT test (signs kept and c~ - G~ v = t~ sign(v) on the support, |c~ - G~ v| <= t~
-off it, slack 2^-20 t~ + 2^-40) or has a lower objective. Polishing is exact once the
-iterations have found the support, provided the support's correlation matrix has eigenvalues
->= 2^-16 (else the iterate, or the better of the two, is returned).
+identity block) by NS-INVERSE with the public bounds [POLISH_LAM = 2^-16, d] (15 steps at
+d = 30, scaled Newton-Schulz) plus one refinement step. Whatever H is, the eigenvalues of X H
+stay in [0, 1] and |X| <= prod_k a_k X0 (the steps' public factors a_k <= 4; < 2^25 X0 at
+d = 30, 2^26 X0 before the scaling), so every later value is bounded (no range check is
+needed before the comparisons). The polished vector replaces the iterate, by a secret
+selection, if it passes a full secure KKT test (signs kept and c~ - G~ v = t~ sign(v) on
+the support, |c~ - G~ v| <= t~ off it, slack 2^-20 t~ + 2^-40) or has a lower objective.
+Polishing is exact once the iterations have found the support, provided the support's
+correlation matrix has eigenvalues >= 2^-16 (else the iterate, or the better of the two, is
+returned).
 
 What each party sees: only masked openings inside the one-round products and the comparisons
 (LTZ-SMALL, :func:`engine.protocols.fastfxp.ltz`). Nothing is opened: the support, the signs,
@@ -44,7 +46,7 @@ async def _polish(G, c, t, z, up, down):
     """Protocol POLISH: solve the KKT system on the iterate's support and signs, keep if valid."""
     # H = G on the support (identity elsewhere) is inverted by NS-INVERSE with the public
     # eigenvalue bound POLISH_LAM (plus one refinement step); whatever H is, the solution is
-    # bounded (|X| <= 2^steps * X0), and only a full KKT test (stationarity on the support too)
+    # bounded (|X| <= prod a_k * X0), and only a full KKT test (stationarity on the support too)
     # or a lower objective lets it replace the iterate.
     rt = _rt()
     await rt.returnType(Future)
