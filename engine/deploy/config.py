@@ -101,6 +101,7 @@ class PartyConfig:
     #: temporary directory), for tables of more than spill_rows rows
     spill_dir: str | None = None
     spill_rows: int = 1 << 23
+    duckdb_memory_limit: str | None = "1GB"  # DuckDB's memory_limit while reading such a table
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartyConfig:
@@ -130,7 +131,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "audit": {"path"},
     "timeouts": {"connect", "peer", "query", "idle"},
     "crypto": {"paillier_key_bits", "paillier_pool", "paillier_randomness"},
-    "storage": {"spill_dir", "spill_rows"},
+    "storage": {"spill_dir", "spill_rows", "duckdb_memory_limit"},
     "pg": None,  # the PostgreSQL endpoint's settings: load_pg_config (mpcsql serve-pg)
 }
 
@@ -285,6 +286,9 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
     spill_rows = _get(storage, "spill_rows", int, "storage", 1 << 23)
     if spill_rows < 0:
         raise ConfigError("storage.spill_rows must be 0 (always spill) or a positive count")
+    duckdb_memory = _get(storage, "duckdb_memory_limit", str, "storage", "1GB")
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", duckdb_memory.strip(), re.IGNORECASE):
+        raise ConfigError("storage.duckdb_memory_limit must be a size such as '1GB' or '512MiB'")
 
     def seconds(key: str, default: float) -> float:
         v = float(_get(timeouts, key, (int, float), "timeouts", default))
@@ -309,6 +313,7 @@ def _build(raw: dict[str, Any], base: str, path: str) -> PartyConfig:
         audit_log=audit_log,
         session_ports=session_ports, config_path=path, paillier_pool=pool,
         paillier_randomness=randomness, spill_dir=spill_dir, spill_rows=spill_rows,
+        duckdb_memory_limit=duckdb_memory,
     )
 
 

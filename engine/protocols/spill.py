@@ -44,6 +44,8 @@ class Spill:
     base: str | None = None
     rows: int = SPILL_ROWS
     path: str | None = None
+    #: DuckDB's memory_limit while the party server reads a table beyond ``rows`` (None: as is)
+    duckdb_memory: str | None = "1GB"
     written: int = 0  # bytes written to spill files (by this process)
     _files: int = field(default=0, repr=False)
 

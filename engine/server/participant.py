@@ -328,7 +328,8 @@ def query_spill(cfg, plan: Plan) -> Spill | None:
         return None
     rows = os.environ.get("MPCSQL_SPILL_ROWS")
     return Spill(os.environ.get("MPCSQL_SPILL_DIR") or getattr(cfg, "spill_dir", None),
-                 max(0, int(rows)) if rows else getattr(cfg, "spill_rows", SPILL_ROWS))
+                 max(0, int(rows)) if rows else getattr(cfg, "spill_rows", SPILL_ROWS),
+                 duckdb_memory=getattr(cfg, "duckdb_memory_limit", "1GB"))
 
 
 def check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:
