@@ -115,9 +115,13 @@ def match_words(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         first = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
         li, ri = il[first + np.arange(first.size)], ir[np.repeat(np.arange(nr), cnt)]
     del hl, il, hr, ir, lo
-    same = (left[li, 0] == right[ri, 0]) & (left[li, 1] == right[ri, 1])
+    same = np.empty(li.size, dtype=bool)
+    for a in range(0, li.size, 1 << 20):  # row gathers (2x faster than per word), bounded
+        b = a + (1 << 20)
+        same[a:b] = (np.take(left, li[a:b], axis=0)
+                     == np.take(right, ri[a:b], axis=0)).all(axis=1)
     pairs = np.stack([li[same], ri[same]], axis=1)
-    return pairs[hashing.random_order(pairs.shape[0])]
+    return np.take(pairs, hashing.random_order(pairs.shape[0]), axis=0)
 
 
 def _sorted_side(words: np.ndarray, low: np.uint64) -> tuple[np.ndarray, np.ndarray, bool]:
