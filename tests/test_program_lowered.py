@@ -23,7 +23,7 @@ from engine.protocols.program import run_program
 from engine.protocols.shares import SharedTable
 from planner.build import plan
 from tests.program_reference import FilterTooSmall, evaluate, local_values
-from tests.test_lower import CATALOG, QUERIES, generated, tables
+from tests.test_lower import CATALOG, QUERIES, generated, loaded, tables
 from tests.test_program_mpc import Chan, encode
 
 mpc = mpcrt.mpc
@@ -80,14 +80,16 @@ def close(a, b, bound: float = 0.0) -> bool:
 
 def check(sql: str, seed: int, **kw) -> None:
     p = plan(sql, CATALOG)
-    data = tables(seed)
-    try:
-        want = evaluate(p, data, **kw)
-    except FilterTooSmall:
-        return
-    got = secure(p, data, **kw)
+    # one DuckDB database holding the tables, read by the reference, the owners' shares and
+    # the bounds (instead of one database each)
+    with loaded(tables(seed)) as data:
+        try:
+            want = evaluate(p, data, **kw)
+        except FilterTooSmall:
+            return
+        got = secure(p, data, **kw)
+        bd = bounds(p, local_values(p, data)[0])
     assert len(got) == len(want), (sql, got, want)
-    bd = bounds(p, local_values(p, data)[0])
     for g, w in zip(got, want, strict=True):
         assert len(g) == len(w) and all(close(a, b, t) for a, b, t in zip(g, w, bd,
                                                                           strict=True)), \
