@@ -331,7 +331,7 @@ class Run:
 
     def wan_seconds(self, rtt: float = WAN_RTT, bandwidth: float = WAN_BANDWIDTH, *,
                     shared_uplink: bool = False, compute: float | None = None) -> float:
-        """Projected wall clock with the parties at three sites (see /work/notes/wan-perf.md):
+        """Projected wall clock at three sites (docs/performance.md, "Across three sites"):
 
         measured total + hops x (rtt - emulated rtt) / 2 + SETUP_ROUND_TRIPS x rtt
         + sum over the stages of the stage's largest per-link byte count / bandwidth
