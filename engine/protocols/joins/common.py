@@ -268,7 +268,7 @@ async def hash_and_match(
                     yield {"hashes": hashes, **chunk_payload(key, values, start)}
                     start += len(ids)
         else:
-            order = paillier.random_permutation(len(data.ids))
+            order = hashing.random_order(len(data.ids))
             ids = data.ids if isinstance(data.ids, np.ndarray) else None
             if chunk_payload is None:
                 shuffled = ids[order] if ids is not None else (data.ids[i] for i in order)
