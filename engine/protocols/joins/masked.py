@@ -36,7 +36,12 @@ from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join'
 from engine.protocols.fixedpoint import encode_int64
 from engine.protocols.joins import hashing
 from engine.protocols.joins.common import CHUNK_ROWS, hash_and_match, step
-from engine.protocols.joins.outofcore import Inbox, PairFile
+from engine.protocols.joins.outofcore import (
+    Inbox,
+    PairFile,
+    helper_chunk_words,
+    helper_share_words,
+)
 from engine.protocols.prf import SIGMA, Stream, prf_ints, sample_bytes  # noqa: F401
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
@@ -120,33 +125,6 @@ def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int,
 def mask_streams(key: bytes, party: str, d: int, modulus: int) -> list[Stream]:
     """The PRF streams of ``party``'s d columns, read from position 0 on (:func:`mask_rows`)."""
     return [Stream(_seed(key, party, j), modulus) for j in range(d)]
-
-
-def helper_share_words(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int
-                       ) -> np.ndarray:
-    """Helper: its shares (the masked values) of ``rows`` of an owner's n x d matrix, as
-    (K, len(rows), d) words."""
-    k = value_words(modulus)
-    if len(blob) != n * d * k * 8:
-        raise ProtocolError(f"malformed masked values: {len(blob)} bytes for {n} x {d} values")
-    words = np.frombuffer(blob, dtype="<u8").reshape(k, n, d)
-    return words[:, np.asarray(rows, dtype=np.int64)]
-
-
-def helper_chunk_words(inbox: list[dict[str, Any]], d: int, rows: np.ndarray, modulus: int,
-                       chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """Helper: its shares of ``rows`` of an owner's matrix received in chunks of
-    ``chunk_rows`` rows (``inbox``: the chunks, each with its "rows" count and "masked" bytes),
-    as (K, len(rows), d) words."""
-    k = value_words(modulus)
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty((k, rows.size, d), dtype=np.uint64)
-    which, offset = np.divmod(rows, chunk_rows)
-    for b in np.unique(which):
-        c = inbox[int(b)]
-        sel = np.flatnonzero(which == b)
-        out[:, sel] = helper_share_words(c["masked"], c["rows"], d, offset[sel], modulus)
-    return out
 
 
 def other_share_words(

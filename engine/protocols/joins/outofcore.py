@@ -33,6 +33,34 @@ from engine.protocols.spill import (
     random_buckets,
 )
 
+
+def helper_share_words(blob: bytes, n: int, d: int, rows: np.ndarray, modulus: int
+                       ) -> np.ndarray:
+    """Helper: its shares (the masked values) of ``rows`` of an owner's n x d matrix, as
+    (K, len(rows), d) words."""
+    k = value_words(modulus)
+    if len(blob) != n * d * k * 8:
+        raise ProtocolError(f"malformed masked values: {len(blob)} bytes for {n} x {d} values")
+    words = np.frombuffer(blob, dtype="<u8").reshape(k, n, d)
+    return words[:, np.asarray(rows, dtype=np.int64)]
+
+
+def helper_chunk_words(inbox: list[dict[str, Any]], d: int, rows: np.ndarray, modulus: int,
+                       chunk_rows: int) -> np.ndarray:
+    """Helper: its shares of ``rows`` of an owner's matrix received in chunks of
+    ``chunk_rows`` rows (``inbox``: the chunks, each with its "rows" count and "masked" bytes),
+    as (K, len(rows), d) words."""
+    k = value_words(modulus)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((k, rows.size, d), dtype=np.uint64)
+    which, offset = np.divmod(rows, chunk_rows)
+    for b in np.unique(which):
+        c = inbox[int(b)]
+        sel = np.flatnonzero(which == b)
+        out[:, sel] = helper_share_words(c["masked"], c["rows"], d, offset[sel], modulus)
+    return out
+
+
 #: Buckets of the helper's words on disk: 2^WORD_BITS, by the top bits of the first word.
 WORD_BITS = 8
 
@@ -101,8 +129,6 @@ class Inbox:
 
     def shares(self, rows: np.ndarray) -> np.ndarray:
         """The helper's shares (the masked values) at ``rows`` as (K, len(rows), d) words."""
-        from engine.protocols.joins.masked import helper_chunk_words
-
         if self.chunks is not None:
             return helper_chunk_words(self.chunks, self.d, rows, self.modulus, self.chunk_rows)
         rows = np.asarray(rows, dtype=np.int64)
