@@ -63,17 +63,19 @@ def make_tables(workdir: str, n: int, d_ac: int, d_emc: int, seed: int = 0) -> d
     """Write ac.parquet and emc.parquet with n rows each (full overlap); their paths."""
     con = duckdb.connect()
     con.execute(f"SELECT setseed({0.5 / (seed + 1)})")
-    ident = f"(((i * {_A}) % 1099511627776) + 1000000000)"
+    def ident(v: str) -> str:  # a bijection on [0, 2^40); HUGEINT: i * _A overflows BIGINT
+        return f"(((CAST({v} AS HUGEINT) * {_A}) % 1099511627776) + 1000000000)"
+
     a_cols = ", ".join(f"round((random() * 2 - 1) * 1000, 3) AS a{j + 1}" for j in range(d_ac))
     e_cols = ", ".join(f"round((random() * 2 - 1) * 100, 3) AS e{j + 1}" for j in range(d_emc))
     group = ", CAST(floor(random() * 10) AS INTEGER) AS g"
     paths = {"ac": os.path.join(workdir, f"ac_{n}.parquet"),
              "emc": os.path.join(workdir, f"emc_{n}.parquet")}
     y = "round(random() * 10000, 2) AS y"
-    con.execute(f"COPY (SELECT CAST({ident} AS BIGINT) AS id, {y}{', ' if a_cols else ''}"
+    con.execute(f"COPY (SELECT CAST({ident('i')} AS BIGINT) AS id, {y}{', ' if a_cols else ''}"
                 f"{a_cols}{group} FROM range({n}) t(i)) TO '{paths['ac']}' (FORMAT parquet)")
-    emc_i = f"((j * {_B}) % {n})"
-    con.execute(f"COPY (SELECT CAST({ident.replace('i', emc_i)} AS BIGINT) AS id"
+    emc_i = f"((CAST(j AS HUGEINT) * {_B}) % {n})"
+    con.execute(f"COPY (SELECT CAST({ident(emc_i)} AS BIGINT) AS id"
                 f"{', ' if e_cols else ''}{e_cols} FROM range({n}) t(j)) TO '{paths['emc']}' "
                 "(FORMAT parquet)")
     con.close()
