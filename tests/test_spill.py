@@ -337,3 +337,33 @@ def test_helper_view_of_a_spilled_upload_does_not_depend_on_hidden_rows(spilled)
         assert stats.kstest(x, "uniform").pvalue > 1e-4
     assert stats.ks_2samp(x1, x2).pvalue > 1e-4
     assert _empty(spill_dir) == []
+
+
+def test_two_large_reads_in_a_row_within_duckdb_s_memory_limit(tmp_path):
+    """A read beyond spill.rows runs within duckdb_memory and DuckDB spills to its own temporary
+    directory; a second such read on the same server works too (DuckDB refuses to switch its
+    temporary directory once used, which broke every read after the first spilled one)."""
+    from engine.server.storage import PartyStore
+    from planner.physical import LocalColumn
+
+    src = str(tmp_path / "t.parquet")
+    duckdb.sql("COPY (SELECT i AS id, (i % 1000) / 10.0 AS v FROM range(3000000) r(i)) "
+               f"TO '{src}' (FORMAT parquet)")
+    store = PartyStore(str(tmp_path / "ac.duckdb"), "ac")
+    store.register("t", key="id", path=src, not_null=["id", "v"])
+    col = LocalColumn(party="ac", name="v", sql='"v"', bits=7, text="v")
+    base = tmp_path / "spill"
+    limit = "SELECT current_setting('memory_limit')"
+    before = store.con.execute(limit).fetchone()[0]
+    try:
+        for _ in range(2):
+            spill = sp.Spill(base=str(base), rows=0, duckdb_memory="30MB")
+            try:
+                got = store.load_local("t", "id", (col,), spill)
+                assert got.n == 3_000_000
+            finally:
+                spill.cleanup()
+        assert store.con.execute(limit).fetchone()[0] == before  # restored
+        assert not os.listdir(base)  # the queries' directories are gone
+    finally:
+        store.close()

@@ -574,20 +574,19 @@ class PartyStore:
     @contextlib.contextmanager
     def _bounded(self, table: str, spill: Spill | None):
         """For a table beyond ``spill.rows``: DuckDB's own checks and reads run within
-        ``spill.duckdb_memory`` (its ``memory_limit``), spilling to the query's directory
-        (``temp_directory``), and both settings are restored afterwards."""
+        ``spill.duckdb_memory`` (its ``memory_limit``, restored afterwards), spilling to DuckDB's
+        own temporary directory (by default next to the database file, ``<database>.tmp``).
+        Not the query's spill directory: DuckDB cannot switch its temporary directory once it
+        has used it, and the query's directory is removed when the query ends."""
         if spill is None or not spill.duckdb_memory or self.con.execute(
                 f"SELECT count(*) FROM {_ident(table)}").fetchone()[0] <= spill.rows:
             yield
             return
-        temp = spill.dir().replace("'", "''")
         self.con.execute(f"SET memory_limit = '{spill.duckdb_memory}'")
-        self.con.execute(f"SET temp_directory = '{temp}'")
         try:
             yield
         finally:
             self.con.execute("RESET memory_limit")
-            self.con.execute("RESET temp_directory")
 
     def _load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...],
                     spill: Spill | None = None) -> LocalData:
