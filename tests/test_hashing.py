@@ -265,17 +265,19 @@ def test_match_order_is_uniform():
 
 def test_random_order_is_a_uniform_permutation():
     for n in (0, 1, 2, 3, 1000, 2**16 + 3):
-        p = hashing.random_order(n)
+        p = paillier.random_permutation(n)
         assert p.dtype == np.int64 and sorted(p.tolist()) == list(range(n))
     counts: dict[tuple, int] = {}
     for _ in range(2400):
-        key = tuple(hashing.random_order(4).tolist())
+        key = tuple(paillier.random_permutation(4).tolist())
         counts[key] = counts.get(key, 0) + 1
     assert len(counts) == 24 and min(counts.values()) > 50
+
+
 def test_random_order_breaks_ties_uniformly(monkeypatch):
     """With random parts that tie often (here: one random bit per row) the order is still a
     uniformly random permutation."""
-    real, armed = hashing.os.urandom, [False]
+    real, armed = paillier.os.urandom, [False]
 
     def few_bits(size: int) -> bytes:
         if not armed[0]:  # the tie-breaking draws stay real
@@ -284,11 +286,11 @@ def test_random_order_breaks_ties_uniformly(monkeypatch):
         top = np.frombuffer(real(size), dtype=np.uint64) & np.uint64(1 << 63)
         return top.tobytes()
 
-    monkeypatch.setattr(hashing.os, "urandom", few_bits)
+    monkeypatch.setattr(paillier.os, "urandom", few_bits)
     first, orders = [], set()
     for _ in range(1800):
         armed[0] = True
-        p = hashing.random_order(9)
+        p = paillier.random_permutation(9)
         assert sorted(p.tolist()) == list(range(9))
         first.append(int(np.flatnonzero(p == 0)[0]))
         orders.add(tuple(p.tolist()))

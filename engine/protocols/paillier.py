@@ -802,15 +802,29 @@ def match(hashes_left: Sequence[bytes], hashes_right: Sequence[bytes]) -> list[t
 def random_permutation(n: int) -> np.ndarray:
     """A uniformly random permutation of range(n) from a cryptographic source (os.urandom).
 
-    The order of n fresh 64-bit random keys; drawn again in the rare case of a tie (p < n^2 /
-    2^65), so every permutation is exactly equally likely.  ~100x faster than Fisher-Yates
-    with ``secrets.randbelow`` in Python.
+    Sorts n words of fresh random high bits with the index in the low b = bits(n - 1) bits (one
+    uint64 value sort, ~10x faster than an argsort of random keys); rows whose random parts tie
+    (~n^2 / 2^(65-b) of them) are put in a fresh uniformly random order among themselves, so
+    every permutation is exactly equally likely.
     """
-    while True:
-        keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
-        order = np.argsort(keys, kind="stable")
-        if n < 2 or bool((np.diff(keys[order]) != 0).all()):
-            return order.astype(np.int64)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    bits = (n - 1).bit_length()
+    low = np.uint64((1 << bits) - 1)
+    v = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) & ~low
+    v |= np.arange(n, dtype=np.uint64)
+    v.sort()
+    order = (v & low).astype(np.int64)
+    v &= ~low
+    tie = np.flatnonzero(v[1:] == v[:-1])
+    if tie.size:
+        starts = tie[np.r_[True, tie[1:] != tie[:-1] + 1]]
+        for s in starts.tolist():
+            e = s + 1
+            while e < n and v[e] == v[s]:
+                e += 1
+            order[s:e] = order[s:e][random_permutation(e - s)]
+    return order
 
 
 def shuffle(items: list) -> None:

@@ -121,7 +121,7 @@ def match_words(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         same[a:b] = (np.take(left, li[a:b], axis=0)
                      == np.take(right, ri[a:b], axis=0)).all(axis=1)
     pairs = np.stack([li[same], ri[same]], axis=1)
-    return np.take(pairs, hashing.random_order(pairs.shape[0]), axis=0)
+    return np.take(pairs, paillier.random_permutation(pairs.shape[0]), axis=0)
 
 
 def _sorted_side(words: np.ndarray, low: np.uint64) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -268,7 +268,7 @@ async def hash_and_match(
                     yield {"hashes": hashes, **chunk_payload(key, values, start)}
                     start += len(ids)
         else:
-            order = hashing.random_order(len(data.ids))
+            order = paillier.random_permutation(len(data.ids))
             ids = data.ids if isinstance(data.ids, np.ndarray) else None
             if chunk_payload is None:
                 shuffled = ids[order] if ids is not None else (data.ids[i] for i in order)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from engine.protocols.paillier import canonical_id, random_permutation
+from engine.protocols.paillier import canonical_id
 
 DOMAIN = b"mpcsql/id-prf/v1/"
 WORD_BYTES = 16
@@ -113,32 +112,3 @@ def keyed_hashes(key: bytes, ids: Any, width: int = WORD_BYTES) -> bytes:
     out = np.zeros((words.shape[0], width), dtype=np.uint8)
     out[:, :WORD_BYTES] = words
     return out.tobytes()
-
-
-def random_order(n: int) -> np.ndarray:
-    """A uniformly random permutation of range(n) from a cryptographic source (os.urandom),
-    as int64: :func:`paillier.random_permutation`'s distribution, about 10x faster.
-
-    Sorts n words of fresh random high bits with the index in the low b = bits(n - 1) bits
-    (one uint64 value sort instead of an argsort); rows whose random parts tie (~n^2 / 2^(65-b)
-    of them) are put in a fresh uniformly random order among themselves, so every permutation
-    is exactly equally likely.
-    """
-    if n < 2:
-        return np.arange(n, dtype=np.int64)
-    bits = (n - 1).bit_length()
-    low = np.uint64((1 << bits) - 1)
-    v = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) & ~low
-    v |= np.arange(n, dtype=np.uint64)
-    v.sort()
-    order = (v & low).astype(np.int64)
-    v &= ~low
-    tie = np.flatnonzero(v[1:] == v[:-1])
-    if tie.size:
-        starts = tie[np.r_[True, tie[1:] != tie[:-1] + 1]]
-        for s in starts.tolist():
-            e = s + 1
-            while e < n and v[e] == v[s]:
-                e += 1
-            order[s:e] = order[s:e][random_permutation(e - s)]
-    return order

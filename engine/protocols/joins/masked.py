@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dialect.errors import ProtocolError
+from engine.protocols import paillier
 from engine.protocols.channel import Channel
 from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join's arithmetic)
     add_mod,
@@ -34,7 +35,6 @@ from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join'
     words_to_ints,
 )
 from engine.protocols.fixedpoint import encode_int64
-from engine.protocols.joins import hashing
 from engine.protocols.joins.common import CHUNK_ROWS, hash_and_match, step
 from engine.protocols.joins.outofcore import (
     Inbox,
@@ -101,7 +101,7 @@ def masks(key: bytes, party: str, d: int, positions: np.ndarray, modulus: int) -
 
 def secure_permutation(n: int) -> np.ndarray:
     """A uniformly random permutation of range(n) from a cryptographic source."""
-    return hashing.random_order(n)
+    return paillier.random_permutation(n)
 
 
 def mask_rows(key: bytes, party: str, values: np.ndarray, modulus: int,

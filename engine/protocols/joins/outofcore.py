@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from dialect.errors import ProtocolError
+from engine.protocols import paillier
 from engine.protocols.fieldwords import value_words
-from engine.protocols.joins import hashing
 from engine.protocols.spill import (
     Buckets,
     RowFile,
@@ -190,7 +190,7 @@ def match(left: Inbox, right: Inbox, match_words) -> np.ndarray | PairFile:
         result = spill.row_file("pairs", 2)
         for b in range(count):
             part = out.take(b)
-            result.append(part[hashing.random_order(len(part))])
+            result.append(part[paillier.random_permutation(len(part))])
     finally:
         out.remove()
         left.words.remove()
