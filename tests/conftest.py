@@ -104,3 +104,44 @@ def run_recorded(recording, ac: pd.DataFrame, emc: pd.DataFrame, sql: str):
         with open(f, "rb") as fh:  # written by this test's own sessions
             views[os.path.basename(f).rsplit("-", 1)[1][:-4]] = pickle.load(fh)
     return rows, views
+
+
+def query_views(tdir: str, query_id: str) -> dict[str, dict]:
+    """``{party: view}``: each party's recorded transcript of query ``query_id`` in ``tdir``."""
+    out = {}
+    for f in glob.glob(os.path.join(tdir, f"{query_id}-*.pkl")):
+        with open(f, "rb") as fh:  # written by this test run's own sessions
+            out[os.path.basename(f)[len(query_id) + 1:-4]] = pickle.load(fh)
+    return out
+
+
+def rows_close(a: list[tuple], b: list[tuple], rel: float = 1e-6) -> bool:
+    """Integers equal; floats within ``rel`` (the finish stage's divisions round
+    probabilistically, so two runs of one federation differ in the last digits too)."""
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(a, b, strict=True):
+        for x, y in zip(ra, rb, strict=True):
+            if isinstance(y, int):
+                if x != y:
+                    return False
+            elif abs(float(x) - float(y)) > rel * max(1.0, abs(float(y))):
+                return False
+    return True
+
+
+def connect_with_env(env: dict[str, str], **kw):
+    """``engine.connect(policies=OPEN_POLICY, **kw)`` with ``env`` set while the party servers
+    start (they inherit it), restored afterwards."""
+    import engine
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return engine.connect(policies=OPEN_POLICY, **kw)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 import stat
 import threading
 import time
@@ -27,7 +26,7 @@ import engine
 from dialect.errors import DataError
 from engine.protocols import spill as sp
 from engine.protocols.joins import common, outofcore
-from tests.conftest import OPEN_POLICY, make_tables
+from tests.conftest import connect_with_env, make_tables, query_views, rows_close
 
 MASKED = "SET join_protocol = 'masked'; "
 N_AC, N_EMC, OVERLAP, CHUNK, SPILL_ROWS = 5500, 5200, 4300, 1000, 1500
@@ -141,18 +140,8 @@ def test_matching_on_disk_equals_in_memory(tmp_path, spill_rows):
 
 def _federation(spill_dir: str, transcript_dir: str | None = None, chunk: int = CHUNK,
                 spill_rows: int = SPILL_ROWS, **kw):
-    env = {"MPCSQL_CHUNK_ROWS": str(chunk), "MPCSQL_SPILL_ROWS": str(spill_rows),
-           "MPCSQL_SPILL_DIR": spill_dir}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the party servers inherit it
-    try:
-        return engine.connect(policies=OPEN_POLICY, transcript_dir=transcript_dir, **kw)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
+    return connect_with_env({"MPCSQL_CHUNK_ROWS": str(chunk), "MPCSQL_SPILL_ROWS": str(spill_rows),
+                             "MPCSQL_SPILL_DIR": spill_dir}, transcript_dir=transcript_dir, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -181,27 +170,6 @@ def whole(recording, tables):
     return con, tdir
 
 
-def _views(tdir: str, query_id: str) -> dict[str, dict]:
-    out = {}
-    for f in glob.glob(os.path.join(tdir, f"{query_id}-*.pkl")):
-        with open(f, "rb") as fh:  # written by this test's own sessions
-            out[os.path.basename(f)[len(query_id) + 1:-4]] = pickle.load(fh)
-    return out
-
-
-def _close(a: list[tuple], b: list[tuple], rel: float = 1e-6) -> bool:
-    if len(a) != len(b):
-        return False
-    for ra, rb in zip(a, b, strict=True):
-        for x, y in zip(ra, rb, strict=True):
-            if isinstance(y, int):
-                if x != y:
-                    return False
-            elif abs(float(x) - float(y)) > rel * max(1.0, abs(float(y))):
-                return False
-    return True
-
-
 def _empty(spill_dir: str, timeout: float = 10.0) -> list[str]:
     """What is left in the spill directory (after up to ``timeout`` s for the servers)."""
     deadline = time.monotonic() + timeout
@@ -223,12 +191,12 @@ def test_spilled_equals_in_memory_and_duckdb(spilled, whole, tables, sql):
     cur_w = con_w.execute(MASKED + sql)
     got_w = cur_w.fetchall()
     ac, emc = tables  # noqa: F841 - DuckDB reads the local DataFrames by name
-    assert _close(got_s, got_w, 1e-9)  # COUNT and integer SUMs exactly
-    assert _close(got_s, duckdb.sql(sql).fetchall())
+    assert rows_close(got_s, got_w, 1e-9)  # COUNT and integer SUMs exactly
+    assert rows_close(got_s, duckdb.sql(sql).fetchall())
     for party in ("ac", "emc", "helper"):  # every party did spill
         assert cur_s.stats[party]["spill_bytes"] > 0, party
     assert cur_w.stats["helper"]["spill_bytes"] == 0
-    views_s, views_w = _views(tdir_s, cur_s.query_id), _views(tdir_w, cur_w.query_id)
+    views_s, views_w = query_views(tdir_s, cur_s.query_id), query_views(tdir_w, cur_w.query_id)
     assert set(views_s) == set(views_w) == {"ac", "emc", "helper"}
     for party in views_s:  # exactly the same disclosures
         assert views_s[party]["opened"] == views_w[party]["opened"], party
@@ -242,7 +210,7 @@ def test_spilled_messages_are_those_of_the_chunked_join(spilled, tables):
     con, tdir, _ = spilled
     cur = con.execute(MASKED + QUERIES[0])
     assert cur.fetchall()[0][0] == OVERLAP
-    views = _views(tdir, cur.query_id)
+    views = query_views(tdir, cur.query_id)
     for party, n in (("ac", N_AC), ("emc", N_EMC)):
         msgs = [m["obj"] for m in views["helper"]["messages"]
                 if m["label"] == "hashed_masked_rows" and m["from"] == party]
@@ -327,7 +295,7 @@ def test_helper_view_of_a_spilled_upload_does_not_depend_on_hidden_rows(spilled)
         cur = con.execute(MASKED + QUERIES[0])
         assert cur.fetchall()[0][0] == 2100
         assert cur.stats["helper"]["spill_bytes"] > 0
-        views.append(_views(tdir, cur.query_id)["helper"])
+        views.append(query_views(tdir, cur.query_id)["helper"])
     v1, v2 = ([m for m in v["messages"] if m["from"] == "ac"] for v in views)
     assert [(m["label"], m["nbytes"]) for m in v1] == [(m["label"], m["nbytes"]) for m in v2]
     assert len(v1) == 5  # 4 full chunks and a short one

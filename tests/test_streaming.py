@@ -5,21 +5,16 @@ distinct positions and the helper gets every hash once.  Plus unit tests of the 
 
 from __future__ import annotations
 
-import glob
-import os
-import pickle
-
 import duckdb
 import numpy as np
 import pytest
 
-import engine
 from dialect.errors import DataError, ProtocolError
 from engine.protocols import paillier
 from engine.protocols.joins import common
 from engine.protocols.joins import masked as mj
 from engine.protocols.prf import Stream, prf_words
-from tests.conftest import OPEN_POLICY, make_tables
+from tests.conftest import connect_with_env, make_tables, query_views, rows_close
 
 P = 2**128 - 173
 MASKED = "SET join_protocol = 'masked'; "
@@ -153,15 +148,7 @@ def tables():
 def chunked(tmp_path_factory, tables):
     """A federation whose three parties use chunks of CHUNK rows, recording transcripts."""
     tdir = str(tmp_path_factory.mktemp("chunked"))
-    old = os.environ.get("MPCSQL_CHUNK_ROWS")
-    os.environ["MPCSQL_CHUNK_ROWS"] = str(CHUNK)  # the party servers inherit it
-    try:
-        con = engine.connect(policies=OPEN_POLICY, transcript_dir=tdir)
-    finally:
-        if old is None:
-            del os.environ["MPCSQL_CHUNK_ROWS"]
-        else:
-            os.environ["MPCSQL_CHUNK_ROWS"] = old
+    con = connect_with_env({"MPCSQL_CHUNK_ROWS": str(CHUNK)}, transcript_dir=tdir)
     ac, emc = tables
     con.register("ac", ac, party="ac", key="id")
     con.register("emc", emc, party="emc", key="id", domains=DOMAINS)
@@ -178,33 +165,9 @@ def whole(recording, tables):
     return con, tdir
 
 
-def _views(tdir: str, query_id: str) -> dict[str, dict]:
-    out = {}
-    for f in glob.glob(os.path.join(tdir, f"{query_id}-*.pkl")):
-        with open(f, "rb") as fh:
-            out[os.path.basename(f)[len(query_id) + 1:-4]] = pickle.load(fh)
-    return out
-
-
 def _duckdb(tables, sql: str) -> list[tuple]:
     ac, emc = tables  # noqa: F841 - DuckDB reads the local DataFrames by name
     return duckdb.sql(sql).fetchall()
-
-
-def _close(a: list[tuple], b: list[tuple], rel: float = 1e-6) -> bool:
-    """Integers equal; floats within ``rel`` (the finish stage's divisions round
-    probabilistically, so two runs of one federation differ in the last digits too)."""
-    if len(a) != len(b):
-        return False
-    for ra, rb in zip(a, b, strict=True):
-        for x, y in zip(ra, rb, strict=True):
-            if isinstance(y, int):
-                if x != y:
-                    return False
-            elif abs(float(x) - float(y)) > rel * max(1.0, abs(float(y))):
-                return False
-    return True
-
 
 
 @pytest.mark.e2e
@@ -216,9 +179,9 @@ def test_chunked_equals_unchunked_and_duckdb(chunked, whole, tables, sql):
     got_c = cur_c.fetchall()
     cur_w = con_w.execute(MASKED + sql)
     got_w = cur_w.fetchall()
-    assert _close(got_c, got_w, 1e-9)  # COUNT and integer SUMs exactly
-    assert _close(got_c, _duckdb(tables, sql))
-    views_c, views_w = _views(tdir_c, cur_c.query_id), _views(tdir_w, cur_w.query_id)
+    assert rows_close(got_c, got_w, 1e-9)  # COUNT and integer SUMs exactly
+    assert rows_close(got_c, _duckdb(tables, sql))
+    views_c, views_w = query_views(tdir_c, cur_c.query_id), query_views(tdir_w, cur_w.query_id)
     assert set(views_c) == set(views_w) == {"ac", "emc", "helper"}
     for party in views_c:  # exactly the same disclosures
         assert views_c[party]["opened"] == views_w[party]["opened"], party
@@ -232,7 +195,7 @@ def test_chunked_messages(chunked, tables):
     con, tdir = chunked
     cur = con.execute(MASKED + QUERIES[0])
     assert cur.fetchall()[0][0] == OVERLAP
-    views = _views(tdir, cur.query_id)
+    views = query_views(tdir, cur.query_id)
     ac, emc = tables
     for party, n in (("ac", N_AC), ("emc", N_EMC)):
         msgs = [m["obj"] for m in views["helper"]["messages"]
