@@ -12,6 +12,7 @@ import pytest
 
 from dialect.errors import DataError, ProgrammingError
 from engine.protocols import paillier as P
+from engine.protocols.joins import common
 from engine.server.storage import PartyStore
 from planner.binder import key_class
 from planner.build import plan
@@ -116,7 +117,7 @@ def test_storage_reads_hugeint_ids_exactly(tmp_path):
                    f"({BIG}, 1), ({BIG + 1}, 2), ({2**100}, 3), ({2**100 + 1}, 4)")
     ids = store.load("t", "id", ("x",)).ids
     assert sorted(ids) == [BIG, BIG + 1, 2**100, 2**100 + 1]
-    assert len(set(P.split_hashes(P.keyed_hashes(b"k" * 32, ids)))) == 4
+    assert len(set(P.split_hashes(common.keyed_hashes(b"k" * 32, ids)))) == 4
 
 
 @pytest.mark.parametrize("ddl,values,expected", [

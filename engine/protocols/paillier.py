@@ -34,7 +34,6 @@ import datetime
 import decimal
 import gc
 import hashlib
-import hmac
 import math
 import mmap
 import multiprocessing
@@ -144,11 +143,6 @@ def canonical_id(value: object) -> bytes:
         us = ((value.hour * 60 + value.minute) * 60 + value.second) * 10**6 + value.microsecond
         return canonical_id(TypedId("time", us))
     raise DataError(f"identifiers of type {type(value).__name__} are not supported")
-
-
-def keyed_hashes(key: bytes, ids: Iterable[object]) -> bytes:
-    """HMAC-SHA256 of every identifier under the data parties' shared key, concatenated."""
-    return b"".join(hmac.digest(key, canonical_id(i), "sha256") for i in ids)
 
 
 def split_hashes(blob: bytes) -> list[bytes]:
