@@ -116,13 +116,13 @@ def query_views(tdir: str, query_id: str) -> dict[str, dict]:
 
 
 def rows_close(a: list[tuple], b: list[tuple], rel: float = 1e-6) -> bool:
-    """Integers equal; floats within ``rel`` (the finish stage's divisions round
+    """Integers and strings equal; floats within ``rel`` (the finish stage's divisions round
     probabilistically, so two runs of one federation differ in the last digits too)."""
     if len(a) != len(b):
         return False
     for ra, rb in zip(a, b, strict=True):
         for x, y in zip(ra, rb, strict=True):
-            if isinstance(y, int):
+            if isinstance(y, (int, str)):
                 if x != y:
                     return False
             elif abs(float(x) - float(y)) > rel * max(1.0, abs(float(y))):

@@ -203,6 +203,47 @@ def test_spilled_equals_in_memory_and_duckdb(spilled, whole, tables, sql):
     assert _empty(spill_dir) == []
 
 
+LASSO = ("SELECT LASSO(ac.charges, ac.age, ac.delta, emc.bmi, emc.children, alpha => 0.1) "
+         "FROM ac JOIN emc USING (id)")
+
+
+@pytest.mark.e2e
+def test_spilled_model_equals_in_memory(spilled, whole):
+    """A model's plain columns spill too (read in batches, normalised as they are read): the
+    same coefficients as the in-memory federation, the same disclosures, nothing left."""
+    con_s, tdir_s, spill_dir = spilled
+    con_w, tdir_w = whole
+    cur_s, cur_w = con_s.execute(MASKED + LASSO), con_w.execute(MASKED + LASSO)
+    got_s, got_w = cur_s.fetchall(), cur_w.fetchall()
+    assert len(got_s) == 5 and rows_close(got_s, got_w, 1e-7)
+    for party in ("ac", "emc", "helper"):
+        assert cur_s.stats[party]["spill_bytes"] > 0, party
+    views_s, views_w = query_views(tdir_s, cur_s.query_id), query_views(tdir_w, cur_w.query_id)
+    for party in ("ac", "emc", "helper"):
+        assert sorted(views_s[party]["opened"]) == sorted(views_w[party]["opened"]), party
+    assert _empty(spill_dir) == []
+
+
+@pytest.mark.e2e
+def test_spilled_model_refusals(spilled, tables):
+    """Beyond the spill threshold a model's table is checked as in memory: a value beyond its
+    declared bound in a late batch, and a constant feature, are refused naming the column."""
+    con, _, spill_dir = spilled
+    ac, _ = tables
+    bad = ac.copy()
+    bad.loc[len(bad) - 3, "age"] = 1000
+    con.register("ac_bad", bad, party="ac", key="id", bounds={"age": 100})
+    with pytest.raises(engine.DataError, match="exceeds its declared bound"):
+        con.execute(MASKED + "SELECT LASSO(b.charges, b.age, emc.bmi) FROM ac_bad b "
+                    "JOIN emc USING (id)")
+    flat = ac.assign(delta=7.0)
+    con.register("ac_flat", flat, party="ac", key="id")
+    with pytest.raises(engine.DataError, match="feature ac_flat.delta is constant"):
+        con.execute(MASKED + "SELECT LASSO(f.charges, f.delta, emc.bmi) FROM ac_flat f "
+                    "JOIN emc USING (id)")
+    assert _empty(spill_dir) == []
+
+
 @pytest.mark.e2e
 def test_spilled_messages_are_those_of_the_chunked_join(spilled, tables):
     """The helper receives each party's hashes once in chunks of CHUNK rows; each data party
@@ -305,6 +346,40 @@ def test_helper_view_of_a_spilled_upload_does_not_depend_on_hidden_rows(spilled)
         assert stats.kstest(x, "uniform").pvalue > 1e-4
     assert stats.ks_2samp(x1, x2).pvalue > 1e-4
     assert _empty(spill_dir) == []
+
+
+def test_spilled_plain_columns_equal_the_in_memory_read(tmp_path):
+    """PartyStore.load beyond spill.rows (a model plan's columns): the same ids and values as
+    the in-memory read, in batches; scaled by SpilledRows.exps as they are read; column
+    ranges for the constant-feature check."""
+    from engine.server.storage import PartyStore
+
+    ac, _ = make_tables(2500, 10, 0, seed=5)
+    store = PartyStore(str(tmp_path / "ac.duckdb"), "ac")
+    try:
+        src = str(tmp_path / "ac.parquet")
+        ac.to_parquet(src)
+        store.register("ac", key="id", path=src)
+        cols = ("age", "charges")
+        mem = store.load("ac", "id", cols)
+        spill = sp.Spill(base=str(tmp_path / "spill"), rows=0)
+        try:
+            got = store.load("ac", "id", cols, spill)
+            assert isinstance(got, sp.SpilledRows) and got.n == 2500
+            ids, vals = got.split(got.file.read(0, got.n))
+            order = {int(i): k for k, i in enumerate(mem.ids)}
+            k = np.array([order[int(i)] for i in ids])
+            assert np.array_equal(vals, mem.values[k])
+            lo, hi = got.column_ranges()
+            assert np.array_equal(lo, mem.values.min(axis=0))
+            assert np.array_equal(hi, mem.values.max(axis=0))
+            got.exps = np.array([-7, -17])
+            assert np.array_equal(got.split(got.file.read(0, 10))[1],
+                                  np.ldexp(mem.values[k[:10]], [-7, -17]))
+        finally:
+            spill.cleanup()
+    finally:
+        store.close()
 
 
 def test_two_large_reads_in_a_row_within_duckdb_s_memory_limit(tmp_path):

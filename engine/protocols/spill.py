@@ -206,6 +206,9 @@ class SpilledRows(LocalData):
     file: RowFile | None = None
     n: int = 0
     key_dtype: str = "<i8"
+    #: per column, the power of two the values are multiplied by as they are read (a model
+    #: plan's raw columns, normalised by their public bounds as in memory); None: as stored
+    exps: np.ndarray | None = None
 
     @property
     def d(self) -> int:
@@ -214,7 +217,18 @@ class SpilledRows(LocalData):
     def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, values) of rows read from ``file``."""
         ids = np.ascontiguousarray(rows[:, 0]).view(self.key_dtype)
-        return ids, np.ascontiguousarray(rows[:, 1:]).view("<f8")
+        values = np.ascontiguousarray(rows[:, 1:]).view("<f8")
+        return ids, values if self.exps is None else np.ldexp(values, self.exps)
+
+    def column_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per column, the minimum and maximum of the stored values (one pass over the file)."""
+        lo = np.full(self.d, np.inf)
+        hi = np.full(self.d, -np.inf)
+        for part in self.file.chunks():
+            v = part[:, 1:].view("<f8")
+            if len(v):
+                lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
+        return lo, hi
 
 
 def row_count(local: LocalData) -> int:

@@ -24,8 +24,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from dialect.errors import (
     AuthorizationError,
     DataError,
@@ -39,7 +37,7 @@ from dialect.errors import (
 from engine.control.messages import Prepare, PrepareReply, Run, RunReply, check_query_id
 from engine.protocols.agreement import binding
 from engine.protocols.channel import LocalData
-from engine.protocols.spill import SPILL_ROWS, Spill
+from engine.protocols.spill import SPILL_ROWS, Spill, SpilledRows, row_count
 from engine.server.audit import NOTHING, approval, describe, revealed
 from engine.server.dispatch import Caller
 from engine.server.queries import QueryRecord, stop
@@ -316,15 +314,16 @@ def load_scan(store, plan: Plan, scan, key: str | None, spill: Spill | None = No
     spill directory), or a model plan's plain columns."""
     if plan.program is not None:
         return store.load_local(scan.table, key, scan.local, spill)
-    return store.load(scan.table, key, scan.columns)
+    return store.load(scan.table, key, scan.columns, spill)
 
 
 def query_spill(cfg, plan: Plan) -> Spill | None:
     """The spill settings of a query that may spill: the masked join streaming into a program
-    (``[storage] spill_dir`` and ``spill_rows``; MPCSQL_SPILL_DIR and MPCSQL_SPILL_ROWS in
-    the environment override them for tests and benchmarks).  None for every other plan."""
+    or a model (``[storage] spill_dir`` and ``spill_rows``; MPCSQL_SPILL_DIR and
+    MPCSQL_SPILL_ROWS in the environment override them for tests and benchmarks).  None for
+    every other plan."""
     if not (isinstance(plan.source, PrivateJoin) and plan.source.protocol == "masked"
-            and plan.program is not None):
+            and (plan.program is not None or plan.model is not None)):
         return None
     rows = os.environ.get("MPCSQL_SPILL_ROWS")
     return Spill(os.environ.get("MPCSQL_SPILL_DIR") or getattr(cfg, "spill_dir", None),
@@ -335,12 +334,16 @@ def query_spill(cfg, plan: Plan) -> Spill | None:
 def check_model_features(plan: Plan, scan, local: LocalData, party: str) -> None:
     """A feature that is constant in the owner's whole table is refused before any MPC."""
     aggs = plan.aggregate.aggregates
-    if plan.program is not None or not aggs[0].is_model or not len(local.values):
+    if plan.program is not None or not aggs[0].is_model or not row_count(local):
         return
     agg = aggs[0]
     features = {c.column.lower() for c in agg.args[1:] if c.party == party}
+    if isinstance(local, SpilledRows):
+        lo, hi = local.column_ranges()
+    else:
+        lo, hi = local.values.min(axis=0), local.values.max(axis=0)
     for j, col in enumerate(scan.columns):
-        if col.lower() in features and np.ptp(local.values[:, j]) == 0:
-            what = "all zero" if not local.values[:, j].any() else "constant"
+        if col.lower() in features and lo[j] == hi[j]:
+            what = "all zero" if lo[j] == 0 else "constant"
             raise DataError(f"{agg.func}: feature {scan.table}.{col} is {what} in {party}'s "
                             "table, so it cannot be a regression feature", party=party)

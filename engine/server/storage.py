@@ -502,13 +502,21 @@ class PartyStore:
                             " join keys must be unique", party=self.party)
         return ids
 
-    def load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
-        """Read and check the columns a plan needs; DataError names the cause, never a value."""
-        self.schema(table)  # an unknown (or unserved) table is refused before any read
-        with self._fresh(table):
-            return self._load(table, key, columns)
+    def load(self, table: str, key: str | None, columns: tuple[str, ...],
+             spill: Spill | None = None) -> LocalData:
+        """Read and check the columns a plan needs; DataError names the cause, never a value.
 
-    def _load(self, table: str, key: str | None, columns: tuple[str, ...]) -> LocalData:
+        With ``spill`` (the masked join streaming into a model), a table of more than
+        ``spill.rows`` rows with an integer key of at most 64 bits is read in record batches
+        into the query's spill directory (:class:`SpilledRows`, raw values), as
+        :meth:`load_local` does; the checks and refusals are the same as in memory.
+        """
+        self.schema(table)  # an unknown (or unserved) table is refused before any read
+        with self._fresh(table), self._bounded(table, spill):
+            return self._load(table, key, columns, spill)
+
+    def _load(self, table: str, key: str | None, columns: tuple[str, ...],
+              spill: Spill | None = None) -> LocalData:
         self.check_domains(table)
         t = _ident(table)
         where = f"{self.party}'s table {table}"
@@ -536,18 +544,19 @@ class PartyStore:
         if not select:
             n = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             return LocalData(None, np.zeros((n, 0)))
-        rows = self.con.execute(f"SELECT {', '.join(select)} FROM {t}").fetchnumpy()
+        sql = f"SELECT {', '.join(select)} FROM {t}"
+        if spill is not None and key and key_value is int and self._int_key(table, key) \
+                and _HAVE_ARROW:
+            n = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            if n > spill.rows:
+                return self._spill_load(sql, table, columns, n, spill)
+        rows = self.con.execute(sql).fetchnumpy()
         names = list(rows.keys())
         ids = self._ids(rows[names[0]], key_value, table, key, where) if key else None
         vals = [np.asarray(rows[n], dtype=np.float64) for n in names[1 if key else 0:]]
         n = len(ids) if key else len(vals[0])
         values = np.column_stack(vals) if vals else np.zeros((n, 0))
-        check_range(values, columns, table)
-        for j, c in enumerate(columns):
-            k = schema[c.lower()].scale_bits
-            if k is not None and values.size and np.abs(values[:, j]).max() > 2.0**k:
-                raise DataError(f"column {table}.{c} exceeds its declared bound 2^{k}; "
-                                "re-register the table with a larger bound", party=self.party)
+        self._check_bounds(values, columns, table, schema)
         return LocalData(ids, values)
 
     def load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...],
@@ -625,7 +634,60 @@ class PartyStore:
                      n: int, spill: Spill) -> SpilledRows:
         """:meth:`_load_local` for a table beyond ``spill.rows``: record batches, each checked
         and appended to a spill file of (key, values) rows (8 + 8 d bytes a row)."""
-        out = spill.row_file("table", 1 + len(local))
+
+        def values(batch) -> list[np.ndarray]:
+            out = []
+            for j, c in enumerate(local):
+                col = batch.column(1 + j)
+                raw = np.ma.masked_array(col.to_numpy(zero_copy_only=False).astype(np.float64),
+                                         mask=col.is_null().to_numpy(zero_copy_only=False))
+                out.append(self._checked_local(raw, c, where))
+            return out
+
+        def refusal(e: duckdb.Error) -> Exception:
+            return self._refusal(e, source, local, where)
+
+        return self._spill_rows(sql, len(local), n, spill, where, values, refusal)
+
+    def _spill_load(self, sql: str, table: str, columns: tuple[str, ...], n: int,
+                    spill: Spill) -> SpilledRows:
+        """:meth:`_load` for a table beyond ``spill.rows`` (a model plan's plain columns, their
+        NULLs and non-numeric values refused by SQL first): record batches, each checked for
+        the fixed-point range and the declared bounds as :meth:`_load` checks the whole table,
+        appended to a spill file of (key, raw values) rows."""
+        where = f"{self.party}'s table {table}"
+        schema = {c.name.lower(): c for c in self.schema(table).columns}
+
+        def values(batch) -> list[np.ndarray]:
+            vals = np.column_stack([batch.column(1 + j).to_numpy(zero_copy_only=False)
+                                    .astype(np.float64) for j in range(len(columns))])
+            if any(batch.column(1 + j).null_count for j in range(len(columns))):
+                raise DataError(f"{where} changed while it was read", party=self.party)
+            self._check_bounds(vals, columns, table, schema)
+            return [vals[:, j] for j in range(len(columns))]
+
+        def refusal(e: duckdb.Error) -> Exception:
+            return DataError(f"reading {where} failed ({type(e).__name__}; the value is not "
+                             "shown)", party=self.party)
+
+        return self._spill_rows(sql, len(columns), n, spill, where, values, refusal)
+
+    def _check_bounds(self, values: np.ndarray, columns: tuple[str, ...], table: str,
+                      schema: dict[str, ColumnSchema]) -> None:
+        """Plain columns: finite, within the fixed-point range and their declared bounds."""
+        check_range(values, columns, table)
+        for j, c in enumerate(columns):
+            k = schema[c.lower()].scale_bits
+            if k is not None and values.size and np.abs(values[:, j]).max() > 2.0**k:
+                raise DataError(f"column {table}.{c} exceeds its declared bound 2^{k}; "
+                                "re-register the table with a larger bound", party=self.party)
+
+    def _spill_rows(self, sql: str, d: int, n: int, spill: Spill, where: str,
+                    values: Callable[[object], list[np.ndarray]],
+                    refusal: Callable[[duckdb.Error], Exception]) -> SpilledRows:
+        """Stream ``sql`` (the integer key, then d values) in record batches into a spill file
+        of (key, values) rows; ``values`` checks and converts one batch's value columns."""
+        out = spill.row_file("table", 1 + d)
         key_dtype = None
         reader = None
         try:
@@ -643,19 +705,15 @@ class PartyStore:
                         raise DataError(f"key column of {where} contains NULL values",
                                         party=self.party)
                     key_dtype = key_dtype or ids.dtype.newbyteorder("<").str
-                    rows = np.empty((len(ids), 1 + len(local)), dtype=np.uint64)
+                    rows = np.empty((len(ids), 1 + d), dtype=np.uint64)
                     rows[:, 0] = ids.astype(key_dtype, copy=False).view(np.uint64)
-                    for j, c in enumerate(local):
-                        col = batch.column(1 + j)
-                        raw = np.ma.masked_array(
-                            col.to_numpy(zero_copy_only=False).astype(np.float64),
-                            mask=col.is_null().to_numpy(zero_copy_only=False))
-                        rows[:, 1 + j] = self._checked_local(raw, c, where).view(np.uint64)
+                    for j, v in enumerate(values(batch)):
+                        rows[:, 1 + j] = v.view(np.uint64)
                     out.append(rows)
                     del rows, batch
             except duckdb.Error as e:
                 reader = _closed(reader)
-                raise self._refusal(e, source, local, where) from None
+                raise refusal(e) from None
             finally:
                 reader = _closed(reader)  # the connection serves other queries after this
             out.close()
@@ -664,8 +722,7 @@ class PartyStore:
         except BaseException:
             out.remove()
             raise
-        return SpilledRows(None, np.zeros((0, len(local))), file=out, n=n,
-                           key_dtype=key_dtype or "<i8")
+        return SpilledRows(None, np.zeros((0, d)), file=out, n=n, key_dtype=key_dtype or "<i8")
 
     def _evaluate(self, sql: str, source: str, local: tuple[LocalColumn, ...], where: str
                   ) -> dict[str, np.ndarray]:

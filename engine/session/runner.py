@@ -25,6 +25,7 @@ from engine.protocols.joins.paillier import paillier_join
 from engine.protocols.owner_input import share_table
 from engine.protocols.paillier import key_id
 from engine.protocols.regression import lasso
+from engine.protocols.spill import SpilledRows
 from engine.session import tls as session_tls
 from engine.session.channels import Session, listen_only_on, patch_connection_loss
 from engine.session.job import Job, SessionResult
@@ -212,7 +213,10 @@ def _scale_for_models(job: Job) -> None:
             if c.party == job.party}
     scan = plan.scan_at(job.party)
     exps = np.array([-bits[c.lower()] for c in scan.columns], dtype=np.int64)
-    job.local.values = np.ldexp(job.local.values, exps)  # exact: powers of two
+    if isinstance(job.local, SpilledRows):  # scaled as its chunks are read
+        job.local.exps = exps
+    else:
+        job.local.values = np.ldexp(job.local.values, exps)  # exact: powers of two
 
 
 class SourceRunner:
