@@ -70,7 +70,10 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     sums = None
     if isinstance(table, ChunkedTable) and (m == 0 or not streamable(program)):
         table = await table.materialize()
-    if isinstance(table, ChunkedTable):
+    if isinstance(table, ChunkedTable) and linear(program):
+        vecs, sums = await _summed_rows(ctx, plan, program, table)
+        chan.phase("slots")
+    elif isinstance(table, ChunkedTable):
         vecs, sums = await _chunked_rows_and_sums(ctx, plan, program, table)
         chan.phase("slots")
     else:
@@ -101,6 +104,27 @@ def streamable(program) -> bool:
     """Whether the program's ROWS and SLOTS can run chunk by chunk: every slot is a sum (an
     order statistic needs all rows at once)."""
     return all(s.kind == "sum" for s in program.slots)
+
+
+def linear(program) -> bool:
+    """Whether every slot is the plain sum of one shared column (or a count): no row ops, no
+    WHERE, no group indicators, one factor at most.  Its sums are then linear in the shares,
+    so the table's column totals (:meth:`ChunkedTable.totals`) give the same field integers."""
+    local = {c.name for c in program.local}
+    return (not program.rows and program.filtered_count is None
+            and all(not g.indicators for g in program.groups)
+            and all(s.kind == "sum" and len(s.factors) <= 1
+                    and all(isinstance(f, str) and f in local for f in s.factors)
+                    for s in program.slots))
+
+
+async def _summed_rows(ctx: sl.Ctx, plan, program, table: ChunkedTable):
+    """SLOTS of a :func:`linear` program from the table's column totals: a one-row table whose
+    sums (bounds for the whole table, as chunk sums have) are the slots' exact field sums."""
+    totals = await table.totals()
+    one = sl.Ctx(ctx.rt, ctx.field, 1, total=ctx.m, first=True)
+    vecs = sl.base_vecs(plan, program, totals) if program.local else {}
+    return vecs, await sl.slot_sums(one, program, vecs, whole=_whole(program))
 
 
 def _whole(program) -> set[str]:

@@ -31,7 +31,7 @@ uniform.  Any single party's share is uniform, as in any t = 1 Shamir sharing.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +120,23 @@ class ChunkedTable:
     m: int
     d: int
     chunks: Callable[[], AsyncIterator[SharedTable]]
+    #: the producer's own :meth:`totals` (e.g. the masked join sums additive shares before
+    #: converting them); None: summed from the chunks
+    summed: Callable[[], Awaitable[SharedTable]] | None = None
+
+    async def totals(self) -> SharedTable:
+        """Shares of the column sums over all m rows, as a one-row table (consumes the table
+        as :meth:`chunks` does: once, every party alike)."""
+        if self.summed is not None:
+            return await self.summed()
+        p = self.sectype.field.order
+        acc = np.zeros(self.d, dtype=object)
+        async for part in self.chunks():
+            acc = (acc + np.array([int(fw.sum_mod(c, p)) for c in part.columns],
+                                  dtype=object)) % p
+        words = fw.ints_to_words(acc.reshape(1, self.d), p)
+        return SharedTable(self.sectype, [np.ascontiguousarray(words[:, :, j])
+                                          for j in range(self.d)], 1)
 
     async def materialize(self) -> SharedTable:
         """All rows as one :class:`SharedTable` (K x m words per column)."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dialect.errors import ProtocolError
+from engine.protocols import fieldwords as fw
 from engine.protocols import paillier
 from engine.protocols.channel import Channel
 from engine.protocols.fieldwords import (  # noqa: F401  (re-exported: the join's arithmetic)
@@ -222,11 +223,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
     # Shamir shares.  The chunks are computed as the consumer asks for them.
     k = value_words(p)
 
-    async def chunks():
-        step(chan, "converting shares")
-        for start in range(0, m, chunk_rows):
-            stop = min(m, start + chunk_rows)
-            yield await _output_chunk(start, stop)
+    def _finish() -> None:
         _drop(inboxes, pairs)
         inboxes.clear()
         for f in masks.values():
@@ -234,7 +231,46 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                 f.remove()
         masks.clear()
 
+    async def chunks():
+        step(chan, "converting shares")
+        for start in range(0, m, chunk_rows):
+            stop = min(m, start + chunk_rows)
+            yield await _output_chunk(start, stop)
+        _finish()
+
+    async def totals() -> SharedTable:
+        """Shamir shares of the m rows' column sums: each chunk's additive shares are summed
+        locally (they are linear), and A2S converts the d sums once instead of every value."""
+        step(chan, "summing shares")
+        acc = {owner: np.zeros(d[owner], dtype=object) for owner in (left, right)}
+        for start in range(0, m, chunk_rows):
+            stop = min(m, start + chunk_rows)
+            for owner, share in await _additive_chunk(start, stop):
+                if share is not None:
+                    acc[owner] = (acc[owner] + fw.sum_mod(share, p, axis=0)) % p
+        _finish()
+        blocks = []
+        for owner in (left, right):
+            if d[owner]:
+                mine = (fw.ints_to_words(acc[owner].reshape(1, d[owner]), p)
+                        if me in (helper, other[owner]) else None)
+                blocks.append(await additive_to_shamir(chan, (helper, other[owner]), mine, 1,
+                                                       d[owner], sf))
+                chan.phase("share input")
+        return SharedTable.hstack(blocks)
+
     async def _output_chunk(start: int, stop: int) -> SharedTable:
+        blocks = []
+        for owner, share in await _additive_chunk(start, stop):
+            blocks.append(await additive_to_shamir(chan, (helper, other[owner]), share,
+                                                   stop - start, d[owner], sf))
+            del share
+            chan.phase("share input")
+        return SharedTable.hstack(blocks)
+
+    async def _additive_chunk(start: int, stop: int) -> list[tuple[str, np.ndarray | None]]:
+        """Positions of one output chunk, and this party's additive share words (K, rows, d)
+        of each owner's columns (None where it holds none), owner by owner."""
         positions: dict[str, np.ndarray | None] = {left: None, right: None}
         for owner, col in ((left, 0), (right, 1)):
             if not d[owner]:
@@ -246,7 +282,7 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
             elif me == other[owner]:
                 positions[owner] = _check_positions(got, stop - start, counts[owner], helper,
                                                     owner, seen[owner])
-        blocks = []
+        out = []
         for owner in (left, right):
             if not d[owner]:
                 continue
@@ -256,34 +292,32 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                 share = (box.shares(positions[owner]) if isinstance(box, Inbox)
                          else helper_chunk_words(box, d[owner], positions[owner], p, chunk_rows))
             elif me == other[owner]:
-                pos = positions[owner]
-                share = np.empty((k, pos.size, d[owner]), dtype=np.uint64)
-                if owner not in masks and spill is not None and counts[owner] > spill.rows:
-                    masks[owner] = mask_file(spill, key, owner, d[owner], counts[owner], p,
-                                             chunk_rows)
-                if owner not in masks:  # once: the owner's masks at all its n positions
-                    every = np.arange(counts[owner])
-                    masks[owner] = [prf_words(key, owner, j, every, p)
-                                    for j in range(d[owner])]
-                if isinstance(masks[owner], RowFile):
-                    g = masks[owner].gather(pos).reshape(pos.size, k, d[owner])
-                    for j in range(d[owner]):
-                        share[:, :, j] = neg_mod(np.ascontiguousarray(g[:, :, j].T), p)
-                    del g
-                else:
-                    for j in range(d[owner]):
-                        share[:, :, j] = neg_mod(masks[owner][j][:, pos], p)
+                share = _other_share(owner, positions[owner])
                 # what it now knows (kept only for leakage tests)
                 if chan.recording:
                     chan.observe("derived_shares", words_to_ints(share))
             chan.phase("derive shares")
-            blocks.append(await additive_to_shamir(chan, (helper, other[owner]), share,
-                                                   stop - start, d[owner], sf))
-            del share
-            chan.phase("share input")
-        return SharedTable.hstack(blocks)
+            out.append((owner, share))
+        return out
 
-    table = ChunkedTable(sf, m, d[left] + d[right], chunks)
+    def _other_share(owner: str, pos: np.ndarray) -> np.ndarray:
+        """The other data party's shares -PRF(k, owner, position, column) at ``pos``."""
+        share = np.empty((k, pos.size, d[owner]), dtype=np.uint64)
+        if owner not in masks and spill is not None and counts[owner] > spill.rows:
+            masks[owner] = mask_file(spill, key, owner, d[owner], counts[owner], p, chunk_rows)
+        if owner not in masks:  # once: the owner's masks at all its n positions
+            every = np.arange(counts[owner])
+            masks[owner] = [prf_words(key, owner, j, every, p) for j in range(d[owner])]
+        if isinstance(masks[owner], RowFile):
+            g = masks[owner].gather(pos).reshape(pos.size, k, d[owner])
+            for j in range(d[owner]):
+                share[:, :, j] = neg_mod(np.ascontiguousarray(g[:, :, j].T), p)
+        else:
+            for j in range(d[owner]):
+                share[:, :, j] = neg_mod(masks[owner][j][:, pos], p)
+        return share
+
+    table = ChunkedTable(sf, m, d[left] + d[right], chunks, totals)
     return m, table if stream else await table.materialize()
 
 
