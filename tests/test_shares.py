@@ -33,6 +33,34 @@ def test_small_multiples_and_divisions(modulus):
         assert list(got) == [(v * inv) % modulus for v in vals], k
 
 
+@pytest.mark.parametrize("modulus", [P, 2**61 - 1, 2**127 - 1])
+def test_additions_and_subtractions(modulus):
+    """add_mod / sub_mod (the two-word fast path for p = 2^128 - 173 and the generic loops)
+    on every pair of edge values and on random pairs, against Python ints."""
+    edge = sorted({v % modulus for v in EDGE + [1, 172, 173, 174, modulus - 173, modulus - 174,
+                                                 2**64 - 1, 2**64, 2**127]})
+    a = np.array([x for x in edge for _ in edge] + _values(2000, modulus, 1), dtype=object)
+    b = np.array([y for _ in edge for y in edge] + _values(2000, modulus, 2), dtype=object)
+    wa, wb = fw.ints_to_words(a, modulus), fw.ints_to_words(b, modulus)
+    assert list(fw.words_to_ints(fw.add_mod(wa, wb, modulus))) == list((a + b) % modulus)
+    assert list(fw.words_to_ints(fw.sub_mod(wa, wb, modulus))) == list((a - b) % modulus)
+
+
+def test_prf_reduction_of_samples_at_or_above_p():
+    """Samples (uniform 128-bit words) are reduced mod p by one conditional subtraction,
+    also for the rare ones with an all-ones high word; unreduced ones stay as they are."""
+    from engine.protocols.prf import _reduce_once
+
+    top = 2**128 - 1
+    vals = [0, 5, P - 1, P, P + 1, P + 172, top, 2**128 - 2**64, 2**128 - 2**64 + 7, 2**127]
+    w = fw.ints_to_words(np.array(vals, dtype=object), 2**128 + 1)  # raw words, any value
+    assert list(fw.words_to_ints(_reduce_once(w.copy(), P))) == [v % P for v in vals]
+    q = 2**127 - 1  # the generic path (x < 2q)
+    small = [v for v in vals if v < 2 * q]
+    got = fw.words_to_ints(_reduce_once(fw.ints_to_words(np.array(small, dtype=object), P), q))
+    assert list(got) == [v % q for v in small]
+
+
 def test_sum_mod_is_exact():
     vals = np.array(_values(2000), dtype=object).reshape(-1, 1)
     vals = np.hstack([vals, vals[::-1]])

@@ -55,11 +55,68 @@ def sub(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, borrow
 
 
+def _pseudo_mersenne(a: np.ndarray, modulus: int) -> int:
+    """c if p = 2**128 - c with 0 < c < 2**64 and ``a`` holds two words per element, else 0
+    (then the generic word loops apply)."""
+    c = (1 << 128) - modulus
+    return c if a.shape[0] == 2 and 0 < c < 1 << 64 else 0
+
+
 def add_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
     """(a + b) mod p for words a, b < p."""
+    c = _pseudo_mersenne(a, modulus)
+    if c and a.shape == b.shape:
+        return _add_mod2(a, b, np.uint64(c))
     s, carry = add(a, b)
     d, borrow = sub(s, const(modulus, s))
     return np.where((carry == 1) | (borrow == 0), d, s)
+
+
+def _add_mod2(a: np.ndarray, b: np.ndarray, c: np.uint64) -> np.ndarray:
+    """:func:`add_mod` for p = 2**128 - c: s = a + b (129 bits); s >= p iff s + c >= 2**128,
+    and then s - p = s + c mod 2**128."""
+    out = np.empty(a.shape, dtype=np.uint64)
+    s0, s1 = out[0], out[1]
+    with np.errstate(over="ignore"):
+        np.add(a[0], b[0], out=s0)
+        k0 = s0 < a[0]
+        np.add(a[1], b[1], out=s1)
+        k1 = s1 < a[1]
+        s1 += k0
+        k1 |= s1 < k0
+        t0 = s0 + c
+        o0 = t0 < c
+        t1 = s1 + o0
+        k1 |= t1 < o0
+    np.copyto(s0, t0, where=k1)
+    np.copyto(s1, t1, where=k1)
+    return out
+
+
+def sub_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
+    """(a - b) mod p for words a, b < p."""
+    c = _pseudo_mersenne(a, modulus)
+    if not (c and a.shape == b.shape):
+        d, borrow = sub(a, b)
+        e, _ = add(d, const(modulus, d))
+        return np.where(borrow.astype(bool), e, d)
+    out = np.empty(a.shape, dtype=np.uint64)
+    d0, d1 = out[0], out[1]
+    c = np.uint64(c)
+    with np.errstate(over="ignore"):
+        np.subtract(a[0], b[0], out=d0)
+        k0 = a[0] < b[0]
+        np.subtract(a[1], b[1], out=d1)
+        k1 = a[1] < b[1]
+        k1 |= d1 < k0
+        d1 -= k0
+        # a < b: add p = 2**128 - c, i.e. subtract c mod 2**128
+        e0 = d0 - c
+        o0 = d0 < c
+        e1 = d1 - o0
+    np.copyto(d0, e0, where=k1)
+    np.copyto(d1, e1, where=k1)
+    return out
 
 
 def neg_mod(a: np.ndarray, modulus: int) -> np.ndarray:
@@ -86,6 +143,9 @@ def div_small_mod(a: np.ndarray, k: int, modulus: int) -> np.ndarray:
     """a / k mod p for a small integer 0 < k < 2**31 coprime to p (exact division of a + t p)."""
     if k == 1:
         return a.copy()
+    c = _pseudo_mersenne(a, modulus)
+    if k == 2 and c:
+        return _half_mod2(a, np.uint64(c))
     if k == 2:  # halving: add p to odd values, shift right by one bit
         y = np.concatenate([a, np.zeros((1,) + a.shape[1:], dtype=np.uint64)])
         s, _ = add(y, const(modulus, y))
@@ -112,6 +172,27 @@ def div_small_mod(a: np.ndarray, k: int, modulus: int) -> np.ndarray:
             out[j] |= (cur // kk) << shift
             rem = cur % kk
     return out[:-1]
+
+
+def _half_mod2(a: np.ndarray, c: np.uint64) -> np.ndarray:
+    """a / 2 mod p for p = 2**128 - c: a >> 1 for even a, else (a + p) >> 1, where
+    a + p = (a - c mod 2**128) + 2**128 unless a < c."""
+    a0, a1 = a[0], a[1]
+    one, s63 = np.uint64(1), np.uint64(63)
+    out = np.empty(a.shape, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        np.bitwise_or(a0 >> one, a1 << s63, out=out[0])
+        np.right_shift(a1, one, out=out[1])
+        odd = (a0 & one).astype(bool)
+        t0 = a0 - c
+        b0 = a0 < c
+        t1 = a1 - b0
+        top = (a1 >= b0).astype(np.uint64)  # no borrow out of the high word: bit 128 is set
+        r0 = (t0 >> one) | (t1 << s63)
+        r1 = (t1 >> one) | (top << s63)
+    np.copyto(out[0], r0, where=odd)
+    np.copyto(out[1], r1, where=odd)
+    return out
 
 
 def int64_to_words(v: np.ndarray, modulus: int) -> np.ndarray:

@@ -40,7 +40,25 @@ def _sample_words(seed: bytes, pos: np.ndarray, s: int) -> np.ndarray:
     """(s/8, len(pos)) words of the samples at ``pos`` (word-major)."""
     stream = hashlib.shake_256(seed).digest(s * (int(pos.max()) + 1) if pos.size else 0)
     words = np.frombuffer(stream, dtype="<u8").reshape(-1, s // 8)
+    if pos.size and pos[0] == 0 and pos[-1] == pos.size - 1 and (
+            pos.size < 2 or bool((np.diff(pos) == 1).all())):
+        return words.T  # positions 0..n-1 (A2S, whole columns): no gather
     return words[pos].T
+
+
+def _reduce_once(x: np.ndarray, modulus: int) -> np.ndarray:
+    """Words x < 2**(64K) <= 2p reduced mod p (one conditional subtraction, in place where
+    x >= p: for p = 2**128 - c that is only where the high word is all ones)."""
+    c = (1 << 128) - modulus
+    if x.shape[0] == 2 and 0 < c < 1 << 63:
+        hi = np.flatnonzero(x[1] == np.uint64((1 << 64) - 1))
+        if hi.size:
+            sub_words = x[:, hi]
+            d, borrow = sub(sub_words, const(modulus, sub_words))
+            x[:, hi] = np.where(borrow == 0, d, sub_words)
+        return x
+    d, borrow = sub(x, const(modulus, x))
+    return np.where(borrow == 0, d, x)
 
 
 def prf_ints(seed: bytes, pos: np.ndarray, modulus: int) -> np.ndarray:
@@ -64,8 +82,7 @@ def prf_words(seed: bytes, pos: np.ndarray, modulus: int) -> np.ndarray:
     if s != 8 * k or 1 << (64 * k) > 2 * modulus:
         return ints_to_words(prf_ints(seed, pos, modulus), modulus)
     x = np.ascontiguousarray(_sample_words(seed, pos, s), dtype=np.uint64)
-    d, borrow = sub(x, const(modulus, x))
-    return np.where(borrow == 0, d, x)
+    return _reduce_once(x, modulus)
 
 
 class Stream:
@@ -99,5 +116,4 @@ class Stream:
             return prf_words(self.seed, np.arange(start, start + count), self.modulus)
         x = np.frombuffer(self._xof.squeeze(self.s * count), dtype="<u8")
         x = np.ascontiguousarray(x.reshape(count, self.k).T, dtype=np.uint64)
-        d, borrow = sub(x, const(self.modulus, x))
-        return np.where(borrow == 0, d, x)
+        return _reduce_once(x, self.modulus)

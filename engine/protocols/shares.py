@@ -173,20 +173,53 @@ async def materialized(table: Any) -> Any:
     return await table.materialize() if isinstance(table, ChunkedTable) else table
 
 
+#: Elements per block of the holders' word arithmetic (its temporaries stay in the cache).
+BLOCK = 1 << 13
+
+
+def _blocks(m: int):
+    return (slice(a, min(m, a + BLOCK)) for a in range(0, m, BLOCK))
+
+
+def _times(a: np.ndarray, c: int, p: int) -> np.ndarray:
+    return a if c == 1 else fw.mul_small_mod(a, c, p)
+
+
 def holder_step(x: np.ndarray, r: np.ndarray, k_me: int, k_other: int, k_w: int, p: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """A2S step 3 at a holder with additive share words ``x`` and its PRF words ``r``.
+    """A2S step 3 at a holder with additive share words ``x`` and its PRF words ``r``
+    (K, m, ...), in blocks of :data:`BLOCK` rows.
 
-    Returns (own numerator (k_W - k_me) x + k_me r, message (k_W - k_other) x + k_other r).
+    Returns (own numerator (k_W - k_me) x + k_me r, message (k_W - k_other) x + k_other r),
+    computed as k_W x - k_me (x - r) and that plus (k_me - k_other)(x - r).
     """
-    own = fw.add_mod(fw.mul_small_mod(x, k_w - k_me, p), fw.mul_small_mod(r, k_me, p), p)
-    msg = fw.add_mod(fw.mul_small_mod(x, k_w - k_other, p), fw.mul_small_mod(r, k_other, p), p)
+    own, msg = np.empty_like(x), np.empty_like(x)
+    diff = k_me - k_other
+    for b in _blocks(x.shape[1]):
+        xb, rb = x[:, b], r[:, b]
+        delta = fw.sub_mod(xb, rb, p)
+        o = fw.sub_mod(_times(xb, k_w, p), _times(delta, k_me, p), p)
+        own[:, b] = o
+        step = _times(delta, abs(diff), p)
+        msg[:, b] = fw.add_mod(o, step, p) if diff > 0 else fw.sub_mod(o, step, p)
     return own, msg
 
 
 def holder_share(own: np.ndarray, received: np.ndarray, k_w: int, p: int) -> np.ndarray:
-    """A2S step 4 at a holder: its Shamir share (own + received) / k_W."""
-    return fw.div_small_mod(fw.add_mod(own, received, p), k_w, p)
+    """A2S step 4 at a holder: its Shamir share (own + received) / k_W (in blocks)."""
+    out = np.empty_like(own)
+    for b in _blocks(own.shape[1]):
+        t = fw.add_mod(own[:, b], received[:, b], p)
+        out[:, b] = t if k_w == 1 else fw.div_small_mod(t, k_w, p)
+    return out
+
+
+def _third_share(ra: np.ndarray, rb: np.ndarray, p: int) -> np.ndarray:
+    """A2S at the third party: its share rA + rB (in blocks)."""
+    out = np.empty_like(ra)
+    for b in _blocks(ra.shape[1]):
+        out[:, b] = fw.add_mod(ra[:, b], rb[:, b], p)
+    return out
 
 
 def _column_chunks(m: int, d: int, k: int) -> list[range]:
@@ -239,5 +272,5 @@ async def additive_to_shamir(chan: Channel, holders: tuple[str, str], share: np.
             s = holder_share(own, theirs, pt[w], p)
             cols.extend(np.ascontiguousarray(s[:, :, i]) for i in range(len(chunk)))
         else:
-            cols.extend(fw.add_mod(rho(a, j), rho(b, j), p) for j in chunk)
+            cols.extend(_third_share(rho(a, j), rho(b, j), p) for j in chunk)
     return SharedTable(sectype, cols, m)
