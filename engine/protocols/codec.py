@@ -196,7 +196,7 @@ def _build(dt: np.dtype, shape: tuple[int, ...], data, fortran: bool) -> np.ndar
         n *= k
     order = "F" if fortran else "C"
     if dt.kind == "O":
-        if type(data) is not list or len(data) != n or not all(type(v) is int for v in data):
+        if type(data) is not list or len(data) != n or not set(map(type, data)) <= {int}:
             raise _bad("an object array with elements other than integers")
         out = np.empty(n, dtype=object)
         out[:] = data
