@@ -101,12 +101,17 @@ def _words(rng, n):
     return rng.integers(0, 2**63, size=(n, 2), dtype=np.int64).astype(np.uint64) * np.uint64(2)
 
 
-@pytest.mark.parametrize("spill_rows", [None, 0, 250])
-def test_matching_on_disk_equals_in_memory(tmp_path, spill_rows):
+@pytest.mark.parametrize("spill_rows, inbox_bytes", [(None, None), (0, None), (250, None),
+                                                     (10**6, 5000)])
+def test_matching_on_disk_equals_in_memory(tmp_path, spill_rows, inbox_bytes):
+    """Buckets on disk match as in memory; the helper moves an inbox to disk beyond spill_rows
+    rows or beyond inbox_bytes bytes (it does not know a party's n in advance)."""
     rng = np.random.default_rng(4)
     left, right = _words(rng, 700), _words(rng, 500)
     right[:300] = left[rng.permutation(700)[:300]]
     spill = None if spill_rows is None else sp.Spill(str(tmp_path), spill_rows)
+    if inbox_bytes is not None:
+        spill.inbox_bytes = inbox_bytes  # 3 chunks of 100 rows x (16 + 16) B
     boxes = []
     for words in (left, right):
         box = outofcore.Inbox(spill, 1, P, 100)

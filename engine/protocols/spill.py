@@ -28,6 +28,8 @@ from engine.protocols.channel import LocalData
 
 #: Rows above which a party spills (the default of ``[storage] spill_rows``).
 SPILL_ROWS = 1 << 23
+#: Bytes of one party's upload the helper keeps in memory at most (then it spills).
+INBOX_BYTES = 1 << 29
 #: Rows per bucket of the on-disk shuffle, the helper's matching and its output order.
 BUCKET_ROWS = 1 << 20
 #: Positions gathered per mapping before its pages are dropped (bounds the resident pages).
@@ -46,6 +48,8 @@ class Spill:
     path: str | None = None
     #: DuckDB's memory_limit while the party server reads a table beyond ``rows`` (None: as is)
     duckdb_memory: str | None = "1GB"
+    #: bytes of one party's upload the helper keeps in memory before it moves it to disk
+    inbox_bytes: int = INBOX_BYTES
     written: int = 0  # bytes written to spill files (by this process)
     _files: int = field(default=0, repr=False)
 

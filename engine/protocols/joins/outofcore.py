@@ -67,12 +67,14 @@ WORD_BITS = 8
 
 class Inbox:
     """What the helper keeps of one data party's chunks (in memory, or on disk beyond
-    ``spill.rows`` rows); ``d`` columns of masked values of K words each."""
+    ``spill.rows`` rows or ``spill.inbox_bytes`` bytes); ``d`` columns of masked values of K
+    words each."""
 
     def __init__(self, spill: Spill | None, d: int, modulus: int, chunk_rows: int):
         self.spill, self.d, self.modulus, self.chunk_rows = spill, d, modulus, chunk_rows
         self.k = value_words(modulus)
         self.n = 0
+        self.kept = 0  # bytes of the chunks kept in memory
         self.chunks: list[dict[str, Any]] | None = []
         self.words: Buckets | None = None
         self.masked: RowFile | None = None
@@ -90,7 +92,9 @@ class Inbox:
         if self.chunks is not None:
             self.chunks.append({"rows": rows, "words": words, "masked": masked})
             self.n += rows
-            if self.spill is not None and self.n > self.spill.rows:
+            self.kept += len(masked) + words.nbytes
+            if self.spill is not None and (self.n > self.spill.rows
+                                           or self.kept > self.spill.inbox_bytes):
                 self.to_disk()
         else:
             self._write(rows, words, masked, self.n)
