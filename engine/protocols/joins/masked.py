@@ -239,25 +239,53 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
         _finish()
 
     async def totals() -> SharedTable:
-        """Shamir shares of the m rows' column sums: each chunk's additive shares are summed
-        locally (they are linear), and A2S converts the d sums once instead of every value."""
+        """Shamir shares of the m rows' column sums.  The additive shares are linear, so after
+        the same position messages as :func:`chunks` each holder sums its shares over the
+        matched rows in one sequential pass (the helper over the masked values it received,
+        the other data party over the owner's PRF streams, at the positions it was sent), and
+        A2S converts the d sums once instead of every value."""
         step(chan, "summing shares")
-        acc = {owner: np.zeros(d[owner], dtype=object) for owner in (left, right)}
+        hit = {o: np.zeros(inboxes[o].n, dtype=bool) for o in (left, right)
+               if d[o] and me == helper}
         for start in range(0, m, chunk_rows):
             stop = min(m, start + chunk_rows)
-            for owner, share in await _additive_chunk(start, stop):
-                if share is not None:
-                    acc[owner] = (acc[owner] + fw.sum_mod(share, p, axis=0)) % p
-        _finish()
+            positions = await _exchange_positions(start, stop)
+            for owner, pos in positions.items():
+                if me == helper and pos is not None:
+                    hit[owner][pos] = True
+                elif pos is not None and chan.recording:  # what it could derive, for the tests
+                    chan.observe("derived_shares", words_to_ints(_other_share(owner, pos)))
+        chan.phase("derive shares")
         blocks = []
         for owner in (left, right):
-            if d[owner]:
-                mine = (fw.ints_to_words(acc[owner].reshape(1, d[owner]), p)
-                        if me in (helper, other[owner]) else None)
-                blocks.append(await additive_to_shamir(chan, (helper, other[owner]), mine, 1,
-                                                       d[owner], sf))
-                chan.phase("share input")
+            if not d[owner]:
+                continue
+            sums = None
+            if me == helper:
+                sums = inboxes[owner].sums(hit.pop(owner))
+            elif me == other[owner]:
+                sums = _other_sums(owner)
+            chan.phase("derive shares")
+            mine = None if sums is None else fw.ints_to_words(sums.reshape(1, d[owner]), p)
+            blocks.append(await additive_to_shamir(chan, (helper, other[owner]), mine, 1,
+                                                   d[owner], sf))
+            chan.phase("share input")
+        _finish()
         return SharedTable.hstack(blocks)
+
+    def _other_sums(owner: str) -> np.ndarray:
+        """The other data party: the sums -sum F(k, owner, i, j) over the matched positions i
+        (marked in ``seen`` as they arrived), from the owner's PRF streams in order."""
+        streams = mask_streams(key, owner, d[owner], p)
+        acc = np.zeros(d[owner], dtype=object)
+        n = counts[owner]
+        for start in range(0, n, chunk_rows):
+            rows = min(chunk_rows, n - start)
+            sel = seen[owner][start:start + rows]
+            for j in range(d[owner]):
+                f = streams[j].take(rows)
+                acc[j] = (acc[j] + int(fw.sum_mod(f[:, sel], p, axis=0))) % p
+        return np.array([(-int(v)) % p for v in acc], dtype=object)
 
     async def _output_chunk(start: int, stop: int) -> SharedTable:
         blocks = []
@@ -268,24 +296,29 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
             chan.phase("share input")
         return SharedTable.hstack(blocks)
 
-    async def _additive_chunk(start: int, stop: int) -> list[tuple[str, np.ndarray | None]]:
-        """Positions of one output chunk, and this party's additive share words (K, rows, d)
-        of each owner's columns (None where it holds none), owner by owner."""
-        positions: dict[str, np.ndarray | None] = {left: None, right: None}
+    async def _exchange_positions(start: int, stop: int) -> dict[str, np.ndarray | None]:
+        """H tells each data party where output rows start..stop-1 lie in the *other* party's
+        shuffled list (checked there: distinct, in range, new); None where a party has none."""
+        positions: dict[str, np.ndarray | None] = {}
         for owner, col in ((left, 0), (right, 1)):
             if not d[owner]:
                 continue
             mine = pairs[start:stop, col] if me == helper else None
             got = await chan.send("matched_positions", mine, helper, [other[owner]])
+            positions[owner] = None
             if me == helper:
                 positions[owner] = mine
             elif me == other[owner]:
                 positions[owner] = _check_positions(got, stop - start, counts[owner], helper,
                                                     owner, seen[owner])
+        return positions
+
+    async def _additive_chunk(start: int, stop: int) -> list[tuple[str, np.ndarray | None]]:
+        """Positions of one output chunk, and this party's additive share words (K, rows, d)
+        of each owner's columns (None where it holds none), owner by owner."""
+        positions = await _exchange_positions(start, stop)
         out = []
-        for owner in (left, right):
-            if not d[owner]:
-                continue
+        for owner in positions:
             share = None
             if me == helper:
                 box = inboxes[owner]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dialect.errors import ProtocolError
+from engine.protocols import fieldwords as fw
 from engine.protocols import paillier
 from engine.protocols.fieldwords import value_words
 from engine.protocols.spill import (
@@ -140,6 +141,25 @@ class Inbox:
             raise ProtocolError("matched position beyond the received rows")
         g = self.masked.gather(rows).reshape(rows.size, self.k, self.d)
         return np.ascontiguousarray(g.transpose(1, 0, 2))
+
+    def sums(self, hit: np.ndarray) -> np.ndarray:
+        """The sums mod p, per column, of the masked values of the rows marked in ``hit``
+        (one sequential pass over the chunks kept in memory or over the file)."""
+        if hit.shape != (self.n,):
+            raise ProtocolError("matched positions do not fit the received rows")
+        acc = np.zeros(self.d, dtype=object)
+        start = 0
+        if self.chunks is not None:
+            parts = (np.frombuffer(c["masked"], dtype="<u8").reshape(self.k, c["rows"], self.d)
+                     for c in self.chunks)
+        else:
+            parts = (g.reshape(-1, self.k, self.d).transpose(1, 0, 2)
+                     for g in self.masked.chunks())
+        for w in parts:
+            sel = hit[start:start + w.shape[1]]
+            start += w.shape[1]
+            acc = (acc + fw.sum_mod(w[:, sel], self.modulus, axis=0)) % self.modulus
+        return acc
 
     def clear(self) -> None:
         self.chunks = [] if self.chunks is not None else None
