@@ -91,9 +91,11 @@ def test_prf_is_aes_ecb_of_the_block_or_truncated_hmac(kind):
         assert hashing.prf(KEY, ids.tolist()).tobytes() == want
     wire = common.keyed_hashes(KEY, ids)
     assert len(wire) == paillier.HASH_BYTES * len(ids)
+    assert wire == want  # the 16-byte words themselves, nothing padded
+    padded = hashing.keyed_hashes(KEY, ids, 32)
     for i in range(len(ids)):
-        assert wire[32 * i:32 * i + 16] == want[16 * i:16 * i + 16]
-        assert wire[32 * i + 16:32 * (i + 1)] == bytes(16)
+        assert padded[32 * i:32 * i + 16] == want[16 * i:16 * i + 16]
+        assert padded[32 * i + 16:32 * (i + 1)] == bytes(16)
     assert (common.hash_words(wire).view(np.uint8).reshape(-1, 16) == got).all()
 
 

@@ -260,7 +260,7 @@ def test_spilled_messages_are_those_of_the_chunked_join(spilled, tables):
     for party, n in (("ac", N_AC), ("emc", N_EMC)):
         msgs = [m["obj"] for m in views["helper"]["messages"]
                 if m["label"] == "hashed_masked_rows" and m["from"] == party]
-        assert [len(m["hashes"]) // 32 for m in msgs] == [CHUNK] * (n // CHUNK) + [n % CHUNK]
+        assert [len(m["hashes"]) // 16 for m in msgs] == [CHUNK] * (n // CHUNK) + [n % CHUNK]
     for observer, n_other in (("ac", N_EMC), ("emc", N_AC)):
         pos = [m["obj"] for m in views[observer]["messages"] if m["label"] == "matched_positions"]
         assert [len(p) for p in pos] == [CHUNK] * (OVERLAP // CHUNK) + [OVERLAP % CHUNK]

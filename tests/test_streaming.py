@@ -42,8 +42,8 @@ def test_chunk_bounds_end_with_a_short_chunk():
 
 
 def test_keyed_hashes_are_aes_of_the_id_blocks_or_hmac():
-    """The wire's 32-byte hashes: AES-256 (key HMAC-SHA256(k, label)) of the id's one-block
-    encoding, or HMAC-SHA256 (another label) of a long canonical id, then 16 zero bytes
+    """The wire's 16-byte hashes: AES-256 (key HMAC-SHA256(k, label)) of the id's one-block
+    encoding, or HMAC-SHA256 (another label) of a long canonical id, truncated
     (tests/test_hashing.py has the full construction)."""
     import hashlib
     import hmac
@@ -52,7 +52,7 @@ def test_keyed_hashes_are_aes_of_the_id_blocks_or_hmac():
 
     def aes(key, block):
         k = hmac.new(key, b"mpcsql/id-prf/v1/aes-256", hashlib.sha256).digest()
-        return Cipher(algorithms.AES(k), modes.ECB()).encryptor().update(block) + bytes(16)
+        return Cipher(algorithms.AES(k), modes.ECB()).encryptor().update(block)
 
     key = bytes(range(32))
     ids = np.array([5, -7, 2**62, 10**9], dtype=np.int64)
@@ -60,7 +60,7 @@ def test_keyed_hashes_are_aes_of_the_id_blocks_or_hmac():
     assert common.keyed_hashes(key, ids) == want
     assert common.keyed_hashes(key, ids.tolist()) == want
     k_h = hmac.new(b"k" * 100, b"mpcsql/id-prf/v1/hmac-sha256", hashlib.sha256).digest()
-    long_id = hmac.new(k_h, b"s:" + b"a" * 14, hashlib.sha256).digest()[:16] + bytes(16)
+    long_id = hmac.new(k_h, b"s:" + b"a" * 14, hashlib.sha256).digest()[:16]
     assert common.keyed_hashes(b"k" * 100, ["a", 3, "a" * 14]) == (
         aes(b"k" * 100, b"\x13s:a" + bytes(12)) + aes(b"k" * 100, b"\x01" + bytes(14) + b"\x03")
         + long_id)

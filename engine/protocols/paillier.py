@@ -62,7 +62,7 @@ OFFSET = 1 << (OFFSET_BITS - 1)  # makes signed 64-bit encodings non-negative
 MASK_BITS = OFFSET_BITS + SIGMA
 SLOT_BITS = MASK_BITS + 1  # v + 2**63 + r < 2**64 + 2**104 < 2**105
 KEY_BITS = 2048
-HASH_BYTES = 32
+HASH_BYTES = 16  # the keyed PRF word of an id on the wire
 MIN_PARALLEL = 64  # fewer ciphertexts than this are not worth forking worker processes for
 
 

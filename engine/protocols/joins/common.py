@@ -75,14 +75,14 @@ class Matched:
 
 def keyed_hashes(key: bytes, ids: Any) -> bytes:
     """The keyed PRF of every id under ``key`` (:func:`hashing.prf`: AES-256 on one-block
-    encodings of the canonical ids, HMAC-SHA256 for longer ones), each a 16-byte word padded
-    with zeros to the wire's paillier.HASH_BYTES, concatenated.  ``ids`` is a numpy integer
+    encodings of the canonical ids, HMAC-SHA256 for longer ones), each the 16-byte word
+    (the wire's paillier.HASH_BYTES), concatenated.  ``ids`` is a numpy integer
     array or a sequence of ids."""
     return hashing.keyed_hashes(key, ids, paillier.HASH_BYTES)
 
 
 def hash_words(blob: bytes) -> np.ndarray:
-    """The first 16 bytes of each 32-byte keyed hash as (n, 2) uint64 words (the helper's
+    """Each 16-byte keyed hash as (n, 2) uint64 words (the helper's
     matching key: two different ids collide with probability 2^-128 a pair)."""
     if len(blob) % paillier.HASH_BYTES:
         raise ProtocolError("malformed hash list")
@@ -208,7 +208,7 @@ async def upload(chan: Channel, label: str, sender: str, receiver: str,
 
 def _as_words(msg: dict[str, Any]) -> dict[str, Any]:
     """What the helper keeps of an uploaded chunk: its row count, the hashes' matching words
-    (16 B a row instead of the 32-byte hashes) and the rest of the payload."""
+    (two uint64 per row) and the rest of the payload."""
     out = {k: v for k, v in msg.items() if k != "hashes"}
     out["rows"] = _hash_rows(msg)
     out["words"] = hash_words(msg["hashes"])

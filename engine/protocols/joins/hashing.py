@@ -105,7 +105,7 @@ def prf(key: bytes, ids: Any) -> np.ndarray:
 
 def keyed_hashes(key: bytes, ids: Any, width: int = WORD_BYTES) -> bytes:
     """:func:`prf` of every id as ``width`` bytes each, concatenated: the 16-byte word, then
-    zeros (the wire's hash width, paillier.HASH_BYTES = 32; the helper reads the word only)."""
+    zeros up to ``width`` (the wire's hash width is the word, paillier.HASH_BYTES = 16)."""
     words = prf(key, ids)
     if width == WORD_BYTES:
         return words.tobytes()
