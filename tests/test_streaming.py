@@ -235,3 +235,20 @@ def test_plain_sums_convert_only_their_totals(chunked):
     sent = cur.stats["helper"]["bytes_sent"]
     per_value = 16 * OVERLAP * 5  # what A2S of every joined value would have the helper send
     assert sum(sent.values()) < per_value / 2, sent  # ~98 KB here (~506 KB with a WHERE)
+
+
+@pytest.mark.e2e
+def test_plain_sum_positions_are_acknowledged(tmp_path, tables):
+    """A plain-sum query waits for each data party's acknowledgement every ACK_CHUNKS chunks of
+    positions (flow control: nothing else paces the helper there): 18 chunks of 250 matches,
+    so two acknowledgements from each data party; the answer is DuckDB's."""
+    tdir = str(tmp_path)
+    with connect_with_env({"MPCSQL_CHUNK_ROWS": "250"}, transcript_dir=tdir) as con:
+        ac, emc = tables
+        con.register("ac", ac, party="ac", key="id")
+        con.register("emc", emc, party="emc", key="id", domains=DOMAINS)
+        cur = con.execute(MASKED + QUERIES[0])
+        assert rows_close(cur.fetchall(), _duckdb(tables, QUERIES[0]))
+        helper = query_views(tdir, cur.query_id)["helper"]
+    acks = [m["from"] for m in helper["messages"] if m["label"] == "positions_received"]
+    assert mj.ACK_CHUNKS == 8 and sorted(acks) == ["ac", "ac", "emc", "emc"]
