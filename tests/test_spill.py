@@ -229,15 +229,20 @@ def test_spilled_model_equals_in_memory(spilled, whole):
     assert _empty(spill_dir) == []
 
 
+def _register_late_bad_age(con, ac) -> None:
+    """ac's table as "ac_bad" with an age beyond its declared bound in the last record batch."""
+    bad = ac.copy()
+    bad.loc[len(bad) - 3, "age"] = 1000
+    con.register("ac_bad", bad, party="ac", key="id", bounds={"age": 100})
+
+
 @pytest.mark.e2e
 def test_spilled_model_refusals(spilled, tables):
     """Beyond the spill threshold a model's table is checked as in memory: a value beyond its
     declared bound in a late batch, and a constant feature, are refused naming the column."""
     con, _, spill_dir = spilled
     ac, _ = tables
-    bad = ac.copy()
-    bad.loc[len(bad) - 3, "age"] = 1000
-    con.register("ac_bad", bad, party="ac", key="id", bounds={"age": 100})
+    _register_late_bad_age(con, ac)
     with pytest.raises(engine.DataError, match="exceeds its declared bound"):
         con.execute(MASKED + "SELECT LASSO(b.charges, b.age, emc.bmi) FROM ac_bad b "
                     "JOIN emc USING (id)")
@@ -275,9 +280,7 @@ def test_refused_in_a_late_batch_leaves_nothing(spilled, tables):
     are removed."""
     con, _, spill_dir = spilled
     ac, _ = tables
-    bad = ac.copy()
-    bad.loc[len(bad) - 3, "age"] = 1000
-    con.register("ac_bad", bad, party="ac", key="id", bounds={"age": 100})
+    _register_late_bad_age(con, ac)
     with pytest.raises(engine.DataError, match="outside its public bound"):
         con.execute(MASKED + "SELECT COUNT(*), SUM(b.age) FROM ac_bad b JOIN emc USING (id)")
     assert _empty(spill_dir) == []

@@ -55,16 +55,16 @@ def sub(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, borrow
 
 
-def _pseudo_mersenne(a: np.ndarray, modulus: int) -> int:
+def pseudo_mersenne(a: np.ndarray, modulus: int) -> int:
     """c if p = 2**128 - c with 0 < c < 2**64 and ``a`` holds two words per element, else 0
-    (then the generic word loops apply)."""
+    (then the generic word loops apply).  Such a p has an all-ones high word."""
     c = (1 << 128) - modulus
     return c if a.shape[0] == 2 and 0 < c < 1 << 64 else 0
 
 
 def add_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
     """(a + b) mod p for words a, b < p."""
-    c = _pseudo_mersenne(a, modulus)
+    c = pseudo_mersenne(a, modulus)
     if c and a.shape == b.shape:
         return _add_mod2(a, b, np.uint64(c))
     s, carry = add(a, b)
@@ -95,7 +95,7 @@ def _add_mod2(a: np.ndarray, b: np.ndarray, c: np.uint64) -> np.ndarray:
 
 def sub_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
     """(a - b) mod p for words a, b < p."""
-    c = _pseudo_mersenne(a, modulus)
+    c = pseudo_mersenne(a, modulus)
     if not (c and a.shape == b.shape):
         d, borrow = sub(a, b)
         e, _ = add(d, const(modulus, d))
@@ -143,7 +143,7 @@ def div_small_mod(a: np.ndarray, k: int, modulus: int) -> np.ndarray:
     """a / k mod p for a small integer 0 < k < 2**31 coprime to p (exact division of a + t p)."""
     if k == 1:
         return a.copy()
-    c = _pseudo_mersenne(a, modulus)
+    c = pseudo_mersenne(a, modulus)
     if k == 2 and c:
         return _half_mod2(a, np.uint64(c))
     if k == 2:  # halving: add p to odd values, shift right by one bit

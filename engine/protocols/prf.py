@@ -12,7 +12,14 @@ import hashlib
 import numpy as np
 
 from dialect.errors import ProtocolError
-from engine.protocols.fieldwords import const, ints_to_words, sub, value_words, words_to_ints
+from engine.protocols.fieldwords import (
+    const,
+    ints_to_words,
+    pseudo_mersenne,
+    sub,
+    value_words,
+    words_to_ints,
+)
 
 SIGMA = 64  # statistical security of the masks: distance from uniform mod p <= 2**-SIGMA
 
@@ -49,8 +56,7 @@ def _sample_words(seed: bytes, pos: np.ndarray, s: int) -> np.ndarray:
 def _reduce_once(x: np.ndarray, modulus: int) -> np.ndarray:
     """Words x < 2**(64K) <= 2p reduced mod p (one conditional subtraction, in place where
     x >= p: for p = 2**128 - c that is only where the high word is all ones)."""
-    c = (1 << 128) - modulus
-    if x.shape[0] == 2 and 0 < c < 1 << 63:
+    if pseudo_mersenne(x, modulus):
         hi = np.flatnonzero(x[1] == np.uint64((1 << 64) - 1))
         if hi.size:
             sub_words = x[:, hi]

@@ -134,9 +134,7 @@ class ChunkedTable:
         async for part in self.chunks():
             acc = (acc + np.array([int(fw.sum_mod(c, p)) for c in part.columns],
                                   dtype=object)) % p
-        words = fw.ints_to_words(acc.reshape(1, self.d), p)
-        return SharedTable(self.sectype, [np.ascontiguousarray(words[:, :, j])
-                                          for j in range(self.d)], 1)
+        return SharedTable.from_field_values(self.sectype, acc.reshape(1, self.d))
 
     async def materialize(self) -> SharedTable:
         """All rows as one :class:`SharedTable` (K x m words per column)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -280,14 +281,10 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
     def _other_sums(owner: str) -> np.ndarray:
         """The other data party: the sums -sum F(k, owner, i, j) over the matched positions i
         (marked in ``seen`` as they arrived), from the owner's PRF streams in order."""
-        streams = mask_streams(key, owner, d[owner], p)
         acc = np.zeros(d[owner], dtype=object)
-        n = counts[owner]
-        for start in range(0, n, chunk_rows):
-            rows = min(chunk_rows, n - start)
-            sel = seen[owner][start:start + rows]
-            for j in range(d[owner]):
-                f = streams[j].take(rows)
+        for start, cols in owner_masks(key, owner, d[owner], counts[owner], p, chunk_rows):
+            sel = seen[owner][start:start + cols[0].shape[1]]
+            for j, f in enumerate(cols):
                 acc[j] = (acc[j] + int(fw.sum_mod(f[:, sel], p, axis=0))) % p
         return np.array([(-int(v)) % p for v in acc], dtype=object)
 
@@ -377,15 +374,24 @@ def mask_file(spill: Spill, key: bytes, owner: str, d: int, n: int, modulus: int
     the owner's PRF streams in order, ``chunk_rows`` positions at a time."""
     k = value_words(modulus)
     out = spill.row_file(f"masks-{owner}", k * d)
-    streams = mask_streams(key, owner, d, modulus)
-    for start in range(0, n, chunk_rows):
+    for start, cols in owner_masks(key, owner, d, n, modulus, chunk_rows):
         rows = min(chunk_rows, n - start)
         block = np.empty((rows, k, d), dtype=np.uint64)
-        for j in range(d):
-            block[:, :, j] = streams[j].take(rows).T
+        for j, f in enumerate(cols):
+            block[:, :, j] = f.T
         out.append(block.reshape(rows, k * d))
     out.close()
     return out
+
+
+def owner_masks(key: bytes, owner: str, d: int, n: int, modulus: int, chunk_rows: int
+                ) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """The owner's masks at positions 0..n-1 in order, ``chunk_rows`` positions at a time:
+    (start, one (K, rows) word array per column), from its PRF streams."""
+    streams = mask_streams(key, owner, d, modulus)
+    for start in range(0, n, chunk_rows):
+        rows = min(chunk_rows, n - start)
+        yield start, [s.take(rows) for s in streams]
 
 
 def _drop(inboxes: dict[str, Any] | None, pairs: Any) -> None:
