@@ -213,6 +213,9 @@ class SpilledRows(LocalData):
     #: per column, the power of two the values are multiplied by as they are read (a model
     #: plan's raw columns, normalised by their public bounds as in memory); None: as stored
     exps: np.ndarray | None = None
+    #: per column, the minimum and maximum of the stored values (taken as they were written)
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
 
     @property
     def d(self) -> int:
@@ -225,14 +228,8 @@ class SpilledRows(LocalData):
         return ids, values if self.exps is None else np.ldexp(values, self.exps)
 
     def column_ranges(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per column, the minimum and maximum of the stored values (one pass over the file)."""
-        lo = np.full(self.d, np.inf)
-        hi = np.full(self.d, -np.inf)
-        for part in self.file.chunks():
-            v = part[:, 1:].view("<f8")
-            if len(v):
-                lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
-        return lo, hi
+        """Per column, the minimum and maximum of the stored values."""
+        return self.lo, self.hi
 
 
 def row_count(local: LocalData) -> int:

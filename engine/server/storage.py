@@ -690,6 +690,7 @@ class PartyStore:
         out = spill.row_file("table", 1 + d)
         key_dtype = None
         reader = None
+        lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
         try:
             try:
                 batch_rows = min(BATCH_ROWS, max(1000, spill.rows))
@@ -709,6 +710,8 @@ class PartyStore:
                     rows[:, 0] = ids.astype(key_dtype, copy=False).view(np.uint64)
                     for j, v in enumerate(values(batch)):
                         rows[:, 1 + j] = v.view(np.uint64)
+                        if len(v):
+                            lo[j], hi[j] = min(lo[j], v.min()), max(hi[j], v.max())
                     out.append(rows)
                     del rows, batch
             except duckdb.Error as e:
@@ -722,7 +725,8 @@ class PartyStore:
         except BaseException:
             out.remove()
             raise
-        return SpilledRows(None, np.zeros((0, d)), file=out, n=n, key_dtype=key_dtype or "<i8")
+        return SpilledRows(None, np.zeros((0, d)), file=out, n=n, key_dtype=key_dtype or "<i8",
+                           lo=lo, hi=hi)
 
     def _evaluate(self, sql: str, source: str, local: tuple[LocalColumn, ...], where: str
                   ) -> dict[str, np.ndarray]:
