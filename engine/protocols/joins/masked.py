@@ -170,14 +170,10 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
     file read at the matched positions, and the helper's words, masked values and pairs go to
     disk (:mod:`engine.protocols.joins.outofcore`).  Messages and results do not change.
     """
-    left, right, helper = join.left.party, join.right.party, join.helper
-    other = {left: right, right: left}
-    p = sf.field.order
-    me = chan.party
-    d = {left: len(join.left.columns), right: len(join.right.columns)}
-    streams: list[Stream] = []
-
+    me, p = chan.party, sf.field.order
+    d = {join.left.party: len(join.left.columns), join.right.party: len(join.right.columns)}
     spill = spill if stream else None  # a materialized table holds every row anyway
+    streams: list[Stream] = []
 
     def masked_chunk(key: bytes, values: np.ndarray, start: int) -> dict[str, Any]:
         if start == 0:
@@ -195,176 +191,200 @@ async def masked_join(chan: Channel, join: PrivateJoin, sf, *, chunk_rows: int =
                                    rows_label="hashed_masked_rows", hash_key=id_key,
                                    chunk_payload=masked_chunk, chunk_rows=chunk_rows,
                                    inbox=inbox, spill=spill)
-    m, key, pairs = matched.m, matched.key, matched.pairs
-    if m == 0 or not (d[left] or d[right]):
-        _drop(matched.inboxes, pairs)
-        return m, None
+    if matched.m == 0 or not any(d.values()):
+        _drop(matched.inboxes, matched.pairs)
+        return matched.m, None
+    inboxes, matched.inboxes = matched.inboxes or {}, None
+    run = _Conversion(chan, join, sf, matched.m, matched.key, matched.pairs, inboxes, spill,
+                      chunk_rows)
+    await run.exchange_row_counts()
+    table = ChunkedTable(sf, matched.m, sum(d.values()), run.chunks, run.totals)
+    return matched.m, table if stream else await table.materialize()
 
-    # 4. The owner tells the other data party its row count (which the plan discloses to it
-    # anyway), so that the helper's positions can be checked before anything is derived.
-    step(chan, "exchanging positions")
-    inboxes = matched.inboxes
-    matched.inboxes = None
-    counts: dict[str, int] = {}
-    for owner in (left, right):
-        if d[owner]:
-            n = await chan.send("row_count", row_count(chan.local) if me == owner else None,
-                                owner, [other[owner]])
-            if me == other[owner]:
-                chan.opened(f"row_count:{owner}", n)
-                if not isinstance(n, int) or isinstance(n, bool) or n < m:
+
+class _Conversion:
+    """Steps 4-5 of the masked join at one party, after the helper announced m: the positions
+    of each output chunk, every joined value's additive shares (H: v + r, the other data party:
+    -r) and their conversion to Shamir shares (A2S, engine/protocols/shares.py), computed as
+    the consumer asks for the chunks (:meth:`chunks`) or only their column sums
+    (:meth:`totals`)."""
+
+    def __init__(self, chan: Channel, join: PrivateJoin, sf, m: int, key: bytes | None,
+                 pairs: Any, inboxes: dict[str, Any], spill: Spill | None,
+                 chunk_rows: int) -> None:
+        self.chan, self.sf, self.m, self.key, self.pairs = chan, sf, m, key, pairs
+        self.inboxes, self.spill, self.chunk_rows = inboxes, spill, chunk_rows
+        self.left, self.right, self.helper = join.left.party, join.right.party, join.helper
+        self.other = {self.left: self.right, self.right: self.left}
+        self.d = {self.left: len(join.left.columns), self.right: len(join.right.columns)}
+        self.me, self.p = chan.party, sf.field.order
+        self.k = value_words(self.p)
+        self.counts: dict[str, int] = {}  # the other data party: each owner's row count n
+        self.seen: dict[str, np.ndarray] = {}  # ... and which of its n positions it was sent
+        self.masks: dict[str, Any] = {}  # ... and the owner's PRF per column (or their file)
+
+    def _owners(self) -> list[str]:
+        return [o for o in (self.left, self.right) if self.d[o]]
+
+    def _ranges(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.m, self.chunk_rows):
+            yield start, min(self.m, start + self.chunk_rows)
+
+    async def exchange_row_counts(self) -> None:
+        """4. The owner tells the other data party its row count (which the plan discloses to
+        it anyway), so that the helper's positions can be checked before anything is derived."""
+        step(self.chan, "exchanging positions")
+        for owner in self._owners():
+            mine = row_count(self.chan.local) if self.me == owner else None
+            n = await self.chan.send("row_count", mine, owner, [self.other[owner]])
+            if self.me == self.other[owner]:
+                self.chan.opened(f"row_count:{owner}", n)
+                if not isinstance(n, int) or isinstance(n, bool) or n < self.m:
                     raise ProtocolError(f"party {owner} announced a malformed row count",
                                         party=owner)
-                counts[owner] = n
-    seen = {o: np.zeros(counts[o], dtype=bool) for o in counts}  # positions are distinct
-    masks: dict[str, Any] = {}  # the other party: the owner's PRF per column (or their file)
-    inboxes = inboxes if inboxes is not None else {}
+                self.counts[owner] = n
+                self.seen[owner] = np.zeros(n, dtype=bool)  # positions are distinct
 
-    # 5. Output chunk by output chunk: H tells each data party where the chunk's matches lie
-    # in the *other* party's shuffled list; every joined value is additively shared mod p
-    # (H holds v + r, the other party -r); A2S (engine/protocols/shares.py) turns them into
-    # Shamir shares.  The chunks are computed as the consumer asks for them.
-    k = value_words(p)
-
-    def _finish() -> None:
-        _drop(inboxes, pairs)
-        inboxes.clear()
-        for f in masks.values():
+    def _finish(self) -> None:
+        _drop(self.inboxes, self.pairs)
+        self.inboxes.clear()
+        for f in self.masks.values():
             if isinstance(f, RowFile):
                 f.remove()
-        masks.clear()
+        self.masks.clear()
 
-    async def chunks():
-        step(chan, "converting shares")
-        for start in range(0, m, chunk_rows):
-            stop = min(m, start + chunk_rows)
-            yield await _output_chunk(start, stop)
-        _finish()
+    async def chunks(self):
+        """5. Output chunk by output chunk: H tells each data party where the chunk's matches
+        lie in the *other* party's shuffled list; the additive shares of every joined value go
+        through A2S."""
+        step(self.chan, "converting shares")
+        for start, stop in self._ranges():
+            blocks = []
+            for owner, share in await self._additive_chunk(start, stop):
+                blocks.append(await additive_to_shamir(
+                    self.chan, (self.helper, self.other[owner]), share, stop - start,
+                    self.d[owner], self.sf))
+                del share
+                self.chan.phase("share input")
+            yield SharedTable.hstack(blocks)
+        self._finish()
 
-    async def totals() -> SharedTable:
+    async def totals(self) -> SharedTable:
         """Shamir shares of the m rows' column sums.  The additive shares are linear, so after
-        the same position messages as :func:`chunks` each holder sums its shares over the
+        the same position messages as :meth:`chunks` each holder sums its shares over the
         matched rows in one sequential pass (the helper over the masked values it received,
         the other data party over the owner's PRF streams, at the positions it was sent), and
         A2S converts the d sums once instead of every value."""
+        chan, me, helper = self.chan, self.me, self.helper
         step(chan, "summing shares")
-        hit = {o: np.zeros(inboxes[o].n, dtype=bool) for o in (left, right)
-               if d[o] and me == helper}
-        for i, start in enumerate(range(0, m, chunk_rows)):
-            stop = min(m, start + chunk_rows)
-            positions = await _exchange_positions(start, stop)
-            for owner, pos in positions.items():
+        hit = {o: np.zeros(self.inboxes[o].n, dtype=bool) for o in self._owners()
+               if me == helper}
+        for i, (start, stop) in enumerate(self._ranges()):
+            for owner, pos in (await self._exchange_positions(start, stop)).items():
                 if me == helper and pos is not None:
                     hit[owner][pos] = True
                 elif pos is not None and chan.recording:  # what it could derive, for the tests
-                    chan.observe("derived_shares", words_to_ints(_other_share(owner, pos)))
-            if (i + 1) % ACK_CHUNKS == 0 and stop < m:
-                await _positions_received()
+                    chan.observe("derived_shares", words_to_ints(self._other_share(owner, pos)))
+            if (i + 1) % ACK_CHUNKS == 0 and stop < self.m:
+                await self._positions_received()
         chan.phase("derive shares")
         blocks = []
-        for owner in (left, right):
-            if not d[owner]:
-                continue
+        for owner in self._owners():
             sums = None
             if me == helper:
-                sums = inboxes[owner].sums(hit.pop(owner))
-            elif me == other[owner]:
-                sums = _other_sums(owner)
+                sums = self.inboxes[owner].sums(hit.pop(owner))
+            elif me == self.other[owner]:
+                sums = self._other_sums(owner)
             chan.phase("derive shares")
-            mine = None if sums is None else fw.ints_to_words(sums.reshape(1, d[owner]), p)
-            blocks.append(await additive_to_shamir(chan, (helper, other[owner]), mine, 1,
-                                                   d[owner], sf))
+            mine = None if sums is None else fw.ints_to_words(sums.reshape(1, self.d[owner]),
+                                                              self.p)
+            blocks.append(await additive_to_shamir(chan, (helper, self.other[owner]), mine, 1,
+                                                   self.d[owner], self.sf))
             chan.phase("share input")
-        _finish()
+        self._finish()
         return SharedTable.hstack(blocks)
 
-    def _other_sums(owner: str) -> np.ndarray:
+    def _other_sums(self, owner: str) -> np.ndarray:
         """The other data party: the sums -sum F(k, owner, i, j) over the matched positions i
         (marked in ``seen`` as they arrived), from the owner's PRF streams in order."""
-        acc = np.zeros(d[owner], dtype=object)
-        for start, cols in owner_masks(key, owner, d[owner], counts[owner], p, chunk_rows):
-            sel = seen[owner][start:start + cols[0].shape[1]]
+        p, d = self.p, self.d[owner]
+        acc = np.zeros(d, dtype=object)
+        for start, cols in owner_masks(self.key, owner, d, self.counts[owner], p,
+                                       self.chunk_rows):
+            sel = self.seen[owner][start:start + cols[0].shape[1]]
             for j, f in enumerate(cols):
                 acc[j] = (acc[j] + int(fw.sum_mod(f[:, sel], p, axis=0))) % p
         return np.array([(-int(v)) % p for v in acc], dtype=object)
 
-    async def _output_chunk(start: int, stop: int) -> SharedTable:
-        blocks = []
-        for owner, share in await _additive_chunk(start, stop):
-            blocks.append(await additive_to_shamir(chan, (helper, other[owner]), share,
-                                                   stop - start, d[owner], sf))
-            del share
-            chan.phase("share input")
-        return SharedTable.hstack(blocks)
-
-    async def _positions_received() -> None:
-        """Flow control of :func:`totals`: nothing else makes the helper wait for the data
+    async def _positions_received(self) -> None:
+        """Flow control of :meth:`totals`: nothing else makes the helper wait for the data
         parties there, so each acknowledges every ACK_CHUNKS-th chunk of positions (at most
         that many are buffered; without it 1.6 GB of positions queued at 10^8 rows)."""
-        for owner in (left, right):
-            if d[owner]:
-                got = await chan.send("positions_received", True if me == other[owner] else None,
-                                      other[owner], [helper])
-                if me == helper and got is not True:
-                    raise ProtocolError("malformed positions_received message",
-                                        party=other[owner])
+        for owner in self._owners():
+            mine = True if self.me == self.other[owner] else None
+            got = await self.chan.send("positions_received", mine, self.other[owner],
+                                       [self.helper])
+            if self.me == self.helper and got is not True:
+                raise ProtocolError("malformed positions_received message",
+                                    party=self.other[owner])
 
-    async def _exchange_positions(start: int, stop: int) -> dict[str, np.ndarray | None]:
+    async def _exchange_positions(self, start: int, stop: int) -> dict[str, np.ndarray | None]:
         """H tells each data party where output rows start..stop-1 lie in the *other* party's
         shuffled list (checked there: distinct, in range, new); None where a party has none."""
         positions: dict[str, np.ndarray | None] = {}
-        for owner, col in ((left, 0), (right, 1)):
-            if not d[owner]:
+        for owner, col in ((self.left, 0), (self.right, 1)):
+            if not self.d[owner]:
                 continue
-            mine = pairs[start:stop, col] if me == helper else None
-            got = await chan.send("matched_positions", mine, helper, [other[owner]])
+            mine = self.pairs[start:stop, col] if self.me == self.helper else None
+            got = await self.chan.send("matched_positions", mine, self.helper,
+                                       [self.other[owner]])
             positions[owner] = None
-            if me == helper:
+            if self.me == self.helper:
                 positions[owner] = mine
-            elif me == other[owner]:
-                positions[owner] = _check_positions(got, stop - start, counts[owner], helper,
-                                                    owner, seen[owner])
+            elif self.me == self.other[owner]:
+                positions[owner] = _check_positions(got, stop - start, self.counts[owner],
+                                                    self.helper, owner, self.seen[owner])
         return positions
 
-    async def _additive_chunk(start: int, stop: int) -> list[tuple[str, np.ndarray | None]]:
+    async def _additive_chunk(self, start: int, stop: int
+                              ) -> list[tuple[str, np.ndarray | None]]:
         """Positions of one output chunk, and this party's additive share words (K, rows, d)
         of each owner's columns (None where it holds none), owner by owner."""
-        positions = await _exchange_positions(start, stop)
+        positions = await self._exchange_positions(start, stop)
         out = []
-        for owner in positions:
+        for owner, pos in positions.items():
             share = None
-            if me == helper:
-                box = inboxes[owner]
-                share = (box.shares(positions[owner]) if isinstance(box, Inbox)
-                         else helper_chunk_words(box, d[owner], positions[owner], p, chunk_rows))
-            elif me == other[owner]:
-                share = _other_share(owner, positions[owner])
-                # what it now knows (kept only for leakage tests)
-                if chan.recording:
-                    chan.observe("derived_shares", words_to_ints(share))
-            chan.phase("derive shares")
+            if self.me == self.helper:
+                box = self.inboxes[owner]
+                share = (box.shares(pos) if isinstance(box, Inbox)
+                         else helper_chunk_words(box, self.d[owner], pos, self.p,
+                                                 self.chunk_rows))
+            elif self.me == self.other[owner]:
+                share = self._other_share(owner, pos)
+                if self.chan.recording:  # what it now knows (kept only for leakage tests)
+                    self.chan.observe("derived_shares", words_to_ints(share))
+            self.chan.phase("derive shares")
             out.append((owner, share))
         return out
 
-    def _other_share(owner: str, pos: np.ndarray) -> np.ndarray:
+    def _other_share(self, owner: str, pos: np.ndarray) -> np.ndarray:
         """The other data party's shares -PRF(k, owner, position, column) at ``pos``."""
-        share = np.empty((k, pos.size, d[owner]), dtype=np.uint64)
-        if owner not in masks and spill is not None and counts[owner] > spill.rows:
-            masks[owner] = mask_file(spill, key, owner, d[owner], counts[owner], p, chunk_rows)
-        if owner not in masks:  # once: the owner's masks at all its n positions
-            every = np.arange(counts[owner])
-            masks[owner] = [prf_words(key, owner, j, every, p) for j in range(d[owner])]
-        if isinstance(masks[owner], RowFile):
-            g = masks[owner].gather(pos).reshape(pos.size, k, d[owner])
-            for j in range(d[owner]):
+        p, d, k, n = self.p, self.d[owner], self.k, self.counts[owner]
+        share = np.empty((k, pos.size, d), dtype=np.uint64)
+        if owner not in self.masks and self.spill is not None and n > self.spill.rows:
+            self.masks[owner] = mask_file(self.spill, self.key, owner, d, n, p, self.chunk_rows)
+        if owner not in self.masks:  # once: the owner's masks at all its n positions
+            every = np.arange(n)
+            self.masks[owner] = [prf_words(self.key, owner, j, every, p) for j in range(d)]
+        masks = self.masks[owner]
+        if isinstance(masks, RowFile):
+            g = masks.gather(pos).reshape(pos.size, k, d)
+            for j in range(d):
                 share[:, :, j] = neg_mod(np.ascontiguousarray(g[:, :, j].T), p)
         else:
-            for j in range(d[owner]):
-                share[:, :, j] = neg_mod(masks[owner][j][:, pos], p)
+            for j in range(d):
+                share[:, :, j] = neg_mod(masks[j][:, pos], p)
         return share
-
-    table = ChunkedTable(sf, m, d[left] + d[right], chunks, totals)
-    return m, table if stream else await table.materialize()
 
 
 def mask_file(spill: Spill, key: bytes, owner: str, d: int, n: int, modulus: int,
