@@ -19,11 +19,11 @@ import pytest
 
 from engine.protocols import runtime as mpcrt
 from engine.protocols.present import present
-from engine.protocols.program import linear, run_program
+from engine.protocols.program import linear, run_program, streamable
 from engine.protocols.shares import ChunkedTable, SharedTable
 from planner.build import plan
 from tests.program_reference import FilterTooSmall, evaluate, local_values
-from tests.test_lower import CATALOG, QUERIES, generated, loaded, tables
+from tests.test_lower import CATALOG, JOIN, QUERIES, generated, loaded, tables
 from tests.test_program_mpc import Chan, encode
 
 mpc = mpcrt.mpc
@@ -143,6 +143,26 @@ def test_lowered_queries_in_chunks(sql: str) -> None:
     """The same answers from a table streamed in chunks of 7 rows: row ops and slots chunk by
     chunk, or, for a linear program, from the table's column totals."""
     check(sql, 0, chunk=7)
+
+
+def test_min_max_in_chunks() -> None:
+    """MIN and MAX stream too: each chunk's extremum and "empty" bit per group, then the
+    extremum of those; chunks of 3 rows leave many groups empty in some chunks (and, with the
+    FILTERs and WHERE, some groups empty in all).  Generated queries with a MIN or MAX."""
+    rnd = random.Random(77)
+    extra = [f"SELECT emc.region, ac.smoker, MIN(ac.age), MAX(emc.bmi * ac.age), "
+             f"MIN(emc.children) FILTER (WHERE ac.age > 60) {JOIN} WHERE ac.sex = 'male' "
+             f"GROUP BY emc.region, ac.smoker"]
+    done = 0
+    while done < 8:
+        sql = extra.pop() if extra else generated(rnd)
+        prog = plan(sql, CATALOG).program
+        kinds = {s.kind for s in prog.slots}
+        if not kinds & {"min", "max"} or not streamable(prog):
+            continue
+        check(sql, 300 + done, chunk=3)
+        done += 1
+    assert not streamable(plan(f"SELECT MEDIAN(ac.age), MIN(ac.age) {JOIN}", CATALOG).program)
 
 
 def test_linear_programs() -> None:

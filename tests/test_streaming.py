@@ -28,6 +28,8 @@ QUERIES = [
     "WHERE emc.bmi > 30 AND ac.age < 60",
     "SELECT emc.children, COUNT(*), SUM(ac.age), AVG(emc.bmi) FROM ac JOIN emc USING (id) "
     "GROUP BY emc.children ORDER BY emc.children",
+    "SELECT emc.children, MIN(ac.age), MAX(emc.bmi), COUNT(*) FROM ac JOIN emc USING (id) "
+    "WHERE ac.age > 30 GROUP BY emc.children ORDER BY emc.children",
 ]
 
 
@@ -171,7 +173,7 @@ def _duckdb(tables, sql: str) -> list[tuple]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("sql", QUERIES, ids=["sum-avg", "where", "group-by"])
+@pytest.mark.parametrize("sql", QUERIES, ids=["sum-avg", "where", "group-by", "min-max"])
 def test_chunked_equals_unchunked_and_duckdb(chunked, whole, tables, sql):
     con_c, tdir_c = chunked
     con_w, tdir_w = whole

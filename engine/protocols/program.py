@@ -67,14 +67,14 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     L = sl.log2_rows(m)
     G = len(program.groups)
     vecs: dict[str, sl.Vec] = {}
-    sums = None
+    sums = picks = None
     if isinstance(table, ChunkedTable) and (m == 0 or not streamable(program)):
         table = await table.materialize()
     if isinstance(table, ChunkedTable) and linear(program):
         vecs, sums = await _summed_rows(ctx, plan, program, table)
         chan.phase("slots")
     elif isinstance(table, ChunkedTable):
-        vecs, sums = await _chunked_rows_and_sums(ctx, plan, program, table)
+        vecs, sums, picks = await _chunked_rows_and_sums(chan, ctx, plan, program, table)
         chan.phase("slots")
     else:
         if m > 0 and program.local:
@@ -85,7 +85,7 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
 
     t2, s2 = finish_types(rt)
     fc = fin.FCtx(rt, t2.field, G)
-    vals, exact, count = await _slots(chan, ctx, fc, program, vecs, L, sf, s2, sums)
+    vals, exact, count = await _slots(chan, ctx, fc, program, vecs, L, sf, s2, sums, picks)
     chan.phase("slots")
     if program.filtered_count is not None:
         await _check_filter(chan, fc, s2, count, L)
@@ -101,9 +101,9 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
 
 
 def streamable(program) -> bool:
-    """Whether the program's ROWS and SLOTS can run chunk by chunk: every slot is a sum (an
-    order statistic needs all rows at once)."""
-    return all(s.kind == "sum" for s in program.slots)
+    """Whether the program's ROWS and SLOTS can run chunk by chunk: every slot is a sum, MIN or
+    MAX (a quantile's radix selection needs all rows at once)."""
+    return all(s.kind in ("sum", "min", "max") for s in program.slots)
 
 
 def linear(program) -> bool:
@@ -131,13 +131,18 @@ def _whole(program) -> set[str]:
     return {program.filtered_count} if program.filtered_count else set()
 
 
-async def _chunked_rows_and_sums(ctx: sl.Ctx, plan, program, table: ChunkedTable):
+async def _chunked_rows_and_sums(chan: Channel, ctx: sl.Ctx, plan, program,
+                                 table: ChunkedTable):
     """ROWS and SLOTS chunk by chunk of ``table`` (:class:`ChunkedTable`): the row ops on
     each chunk's rows, its slot sums (bounds for the whole table), added up locally.  The
     parties exchange the same messages per chunk as the unchunked run does for the table;
-    the sums are the same field integers.  Returns the last chunk's vectors (their public
-    structure only is used after this) and the sums."""
+    the sums are the same field integers.  A MIN or MAX slot takes each chunk's extremum per
+    group (and its "empty" bit), and the extremum of those at the end (:func:`_combine`).
+    Returns the last chunk's vectors (their public structure only is used after this), the
+    sums and the MIN/MAX slots' (result, empty) shares."""
     sums, vecs = None, {}
+    order = [s for s in program.slots if s.kind != "sum"]
+    picks: dict[str, list] = {s.name: [] for s in order}
     first = True
     async for part in table.chunks():
         c = sl.Ctx(ctx.rt, ctx.field, part.m, total=ctx.m, first=first)
@@ -145,8 +150,11 @@ async def _chunked_rows_and_sums(ctx: sl.Ctx, plan, program, table: ChunkedTable
         await sl.run_rows(c, program, vecs)
         got = await sl.slot_sums(c, program, vecs, whole=_whole(program))
         sums = got if sums is None else sl.add_sums(ctx, sums, got)
+        for s in order:
+            picks[s.name].append(await _order_statistic(chan, c, program, s, vecs))
         first = False
-    return vecs, sums
+    combined = {s.name: await _combine(chan, s.kind, picks.pop(s.name)) for s in order}
+    return vecs, sums, combined
 
 
 async def _model_rows(chan: Channel, fc: fin.FCtx, s2, program, vals, m: int,
@@ -184,10 +192,12 @@ def _consts(program, m: int, min_group_rows: int | None) -> dict[str, float]:
     return {name: value, MIN_GROUP_ROWS: value}
 
 
-async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2, sums=None):
+async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2, sums=None,
+                 picks=None):
     """Every slot of every group as an FV (finish field); the exact sums (XV) of the sum
     slots computed without rounding; the exact filtered row count (shares) or None.
-    ``sums``: the slot sums already computed chunk by chunk (else computed here)."""
+    ``sums``, ``picks``: the slot sums and order statistics already computed chunk by chunk
+    (else computed here)."""
     rt = ctx.rt
     G = fc.G
     whole = _whole(program)
@@ -223,8 +233,11 @@ async def _slots(chan, ctx: sl.Ctx, fc: fin.FCtx, program, vecs, L: int, sf, s2,
     if order and ctx.m == 0:  # no rows: every group is empty (the program's NULL guard)
         vals.update({s.name: fin.FV(np.zeros(G, dtype=object), fin.FRAC,
                                     fin.eff_bits(s.bits, s.rows_pow, L)) for s in order})
-    elif order:
-        vals.update(await _order_statistics(chan, ctx, fc, program, order, vecs, L))
+    else:
+        for s in order:
+            res = (picks[s.name] if picks is not None
+                   else (await _order_statistic(chan, ctx, program, s, vecs))[0])
+            vals[s.name] = await _order_value(fc, s, res, _value_vec(s, vecs).bits, L)
     return vals, exact, count
 
 
@@ -244,32 +257,64 @@ def _nonneg(slot, vecs) -> bool:
     return all(names.count(n) % 2 == 0 for n in names)
 
 
-async def _order_statistics(chan, ctx, fc, program, slots, vecs, L) -> dict[str, fin.FV]:
-    """MIN / MAX / QUANTILE slots by :func:`engine.protocols.order_stats.order_statistic` (the
-    value vector normalised by its own bound, the group's 0/1 weights; exact results)."""
+def _value_vec(slot, vecs) -> sl.Vec:
+    return vecs[slot.value] if isinstance(slot.value, str) else sl.public_vec(slot.value)
+
+
+async def _order_statistic(chan, ctx: sl.Ctx, program, slot, vecs) -> tuple[Any, Any]:
+    """A MIN / MAX / QUANTILE slot per group by :func:`engine.protocols.order_stats.
+    order_statistic` (the value vector normalised by its own bound, the group's 0/1 weights;
+    exact): its (result, empty) SecFxp(64, 32) arrays (G,)."""
+    order_statistic = _order_stats().order_statistic
+    sf = ctx.rt.SecFxp(64, 32)
+    v = _value_vec(slot, vecs)
+    values = await _as_fxp(ctx, v, v.bits)
+    rows = [await _weight(ctx, [vecs[n] for n in (*slot.factors, *grp.indicators)])
+            for grp in program.groups]
+    weights = sf.array(sf.field.array(np.stack(rows)), integral=False)
+    return await order_statistic(chan, slot.kind, sf.array(sf.field.array(values),
+                                                           integral=False),
+                                 weights, v.bits, slot.q)
+
+
+async def _combine(chan, kind: str, picks: list[tuple[Any, Any]]) -> Any:
+    """The MIN / MAX per group of C chunks' results (C (result, empty) pairs of arrays (G,)):
+    one more :func:`order_statistic` over the C G candidates, candidate (c, g) weighted by
+    1 - empty_cg in group g only (the shares of 1 - e are 2^32 minus those of e: no message).
+    Exact, as the chunks' extrema are."""
+    rt = chan.mpc
+    order_statistic = _order_stats().order_statistic
+    sf = rt.SecFxp(64, 32)
+    p = sf.field.order
+    G = picks[0][0].shape[0]
+    values, weights = [], np.zeros((G, len(picks) * G), dtype=object)
+    for c, (res, empty) in enumerate(picks):
+        r, e = await rt.gather(res, empty)
+        values.append(np.asarray(r.value, dtype=object))
+        for g in range(G):
+            weights[g, c * G + g] = ((1 << sf.frac_length) - int(e.value[g])) % p
+    res, _empty = await order_statistic(
+        chan, kind, sf.array(sf.field.array(np.concatenate(values)), integral=False),
+        sf.array(sf.field.array(weights), integral=False), 0)
+    return res
+
+
+async def _order_value(fc: fin.FCtx, slot, res, bits: int, L: int) -> fin.FV:
+    """An order statistic's result (G,), normalised by 2^bits, as an FV of the finish field."""
+    t2 = fc.rt.SecFxp(96, 48)
+    conv = await fc.rt.gather(fc.rt.convert([res[i] for i in range(fc.G)], t2))
+    fv = fin.FV(np.array([int(c.value) for c in conv], dtype=object), fin.FRAC, bits)
+    return await fin.rescale(fc, fv, fin.eff_bits(slot.bits, slot.rows_pow, L))
+
+
+def _order_stats():
     try:
-        from engine.protocols.order_stats import order_statistic
+        from engine.protocols import order_stats
     except ModuleNotFoundError as e:
         if e.name != "engine.protocols.order_stats":
             raise
         raise NotSupportedError("MIN, MAX and QUANTILE are not supported yet") from e
-    rt = ctx.rt
-    sf = rt.SecFxp(64, 32)
-    t2 = rt.SecFxp(96, 48)
-    out = {}
-    for s in slots:
-        v = vecs[s.value] if isinstance(s.value, str) else sl.public_vec(s.value)
-        values = await _as_fxp(ctx, v, v.bits)
-        rows = [await _weight(ctx, [vecs[n] for n in (*s.factors, *grp.indicators)])
-                for grp in program.groups]
-        weights = sf.array(sf.field.array(np.stack(rows)), integral=False)
-        res, _empty = await order_statistic(
-            chan, s.kind, sf.array(sf.field.array(values), integral=False), weights, v.bits,
-            s.q)
-        conv = await rt.gather(rt.convert([res[i] for i in range(fc.G)], t2))
-        fv = fin.FV(np.array([int(c.value) for c in conv], dtype=object), fin.FRAC, v.bits)
-        out[s.name] = await fin.rescale(fc, fv, fin.eff_bits(s.bits, s.rows_pow, L))
-    return out
+    return order_stats
 
 
 async def _as_fxp(ctx, v: sl.Vec, bits: int) -> np.ndarray:
