@@ -63,16 +63,20 @@ SITECUSTOMIZE = textwrap.dedent('''
 # receive path meets the first crafted pickle (message counts of a 30 x 30 join with 20
 # matches, COUNT and SUM).  A crafted payload that reaches a scalar share's ``from_bytes`` is
 # refused as a wrong length (not a whole number of field elements, or decoding to a share of
-# another shape than the receiver's own) before MPyC recombines it.
+# another shape than the receiver's own) before MPyC recombines it; which of the two meets
+# the 7th and the 8th message depends on the order in which the helper's output coroutines
+# send (seen both ways), so either refusal is accepted there.
 NOT_ALLOWED = "global posix.system is not allowed"
+WRONG_LENGTH = ("a share of shape (7,) where", "a share of shape (5,) where",
+                "is not a whole number of")
 CASES = {
     "agreement-transfer-emc": ("emc", "paillier", 0, NOT_ALLOWED),
     "agreement-transfer-helper": ("helper", "masked", 0, NOT_ALLOWED),
     "mpyc-numpy-input-shares": ("emc", "paillier", 3, NOT_ALLOWED),
     "session-send-masked-rows": ("helper", "paillier", 4, NOT_ALLOWED),
     "session-send-after-rows": ("helper", "paillier", 5, NOT_ALLOWED),
-    "output-share-of-another-shape": ("helper", "paillier", 6, "a share of shape (7,) where"),
-    "output-share-not-whole-elements": ("helper", "paillier", 7, "is not a whole number of"),
+    "output-share-of-another-shape": ("helper", "paillier", 6, WRONG_LENGTH),
+    "output-share-not-whole-elements": ("helper", "paillier", 7, WRONG_LENGTH),
     "session-send-masked-values": ("emc", "masked", 4, NOT_ALLOWED),
 }
 
@@ -102,7 +106,8 @@ def test_crafted_pickles_run_no_code_and_servers_keep_serving(tmp_path, monkeypa
         err = info.value
         assert err.party == evil, str(err)
         assert f"refused a message from party {evil}" in str(err)
-        assert reason in str(err), str(err)
+        reasons = (reason,) if isinstance(reason, str) else reason
+        assert any(r in str(err) for r in reasons), str(err)
         assert not marker.exists()
         switch.unlink()  # the same servers, now well-behaved
         assert run(con, sql, ac, emc).fetchall()[0][0] == 20
