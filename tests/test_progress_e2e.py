@@ -295,7 +295,10 @@ def in_pty(args: list[str], *, size: tuple[int, int] | None, timeout: float = 30
     return out.decode("utf-8", errors="replace")
 
 
-BAR = re.compile(r"ac: (" + "|".join(re.escape(p) for p in PHASES) + r")\b")
+#: A bar line of party ac: one of its phases, or another party's count it waits for (a loaded
+#: machine may show only "ac: waits for helper: re-randomising ac's rows 0 / 200 rows").
+BAR = re.compile(r"ac: (" + "|".join(re.escape(p) for p in PHASES)
+                 + r"|waits for (ac|emc|helper): )\b")
 
 
 @pytest.fixture(scope="module")

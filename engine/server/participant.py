@@ -90,7 +90,8 @@ def child_main(job: Job, conn) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        res = run_job(job, lambda r: conn.send(("progress", r.to_wire(), None)))
+        res = _profiled(job, lambda: run_job(job, lambda r: conn.send(("progress", r.to_wire(),
+                                                                           None))))
         conn.send(("ok", res.rows, res.stats))
     except Error as e:
         if e.party is None:
@@ -105,6 +106,23 @@ def child_main(job: Job, conn) -> None:
                                           party=job.party).to_dict(), None))
     finally:
         conn.close()
+
+
+def _profiled(job: Job, run):
+    """``run()``; with MPCSQL_SESSION_PROFILE=DIR set (a developer's switch, read from the
+    server's environment) under cProfile on CPU time, the statistics written to
+    DIR/<query id>-<party>.prof for ``python -m pstats``."""
+    out = os.environ.get("MPCSQL_SESSION_PROFILE")
+    if not out:
+        return run()
+    import cProfile
+
+    prof = cProfile.Profile(time.process_time)
+    try:
+        return prof.runcall(run)
+    finally:
+        os.makedirs(out, exist_ok=True)
+        prof.dump_stats(os.path.join(out, f"{job.query_id}-{job.party}.prof"))
 
 
 class Participant:
