@@ -41,6 +41,8 @@ _META = "_mpcsql_tables"
 _PG_ROWS = "_mpcsql_pg_rows"  # the registered frame a PostgreSQL read passes through
 #: Rows per record batch of a spilled read (:meth:`PartyStore.load_local` with a spill).
 BATCH_ROWS = 1 << 17
+#: DuckDB's memory_limit for a moment after a large read: what it keeps beyond that is evicted.
+RELEASE_LIMIT = "32MB"
 try:  # the spilled read streams DuckDB's result as Arrow record batches
     import pyarrow  # noqa: F401
 
@@ -596,7 +598,18 @@ class PartyStore:
         try:
             yield
         finally:
+            self._release_buffers()
             self.con.execute("RESET memory_limit")
+
+    def _release_buffers(self) -> None:
+        """Evict DuckDB's buffers of a large read (a lower ``memory_limit`` does): the session
+        process forked next would otherwise start with them resident, up to
+        ``duckdb_memory_limit`` (measured at 10^8 rows: 1.09 GB of a 1.29 GB session peak).
+        Best effort: DuckDB keeps what it cannot evict."""
+        try:
+            self.con.execute(f"SET memory_limit = '{RELEASE_LIMIT}'")
+        except duckdb.Error:
+            pass
 
     def _load_local(self, table: str, key: str | None, local: tuple[LocalColumn, ...],
                     spill: Spill | None = None) -> LocalData:
