@@ -500,11 +500,15 @@ def node_eval(node: Any, vals: dict[Call, list[Any]], exact: bool) -> tuple[Any,
         return None, 0.0
     if node.op in "+-":
         return (a + b if node.op == "+" else a - b), ta + tb
+    if node.op == "*" and UNCHECKED in (ta, tb):  # inf * 0 would make the tolerance NaN
+        return a * b, UNCHECKED
     if node.op == "*":
         return a * b, abs(a) * tb + abs(b) * ta + ta * tb
     if not b or tb > abs(b) / 4:  # a quotient by (nearly) zero: DuckDB's inf/NaN, or unchecked
         return (math.copysign(math.inf, a) if a and not b else math.nan if not b
                 else a / b), (0.0 if not b else UNCHECKED)
+    if UNCHECKED in (ta, tb):
+        return a / b, UNCHECKED
     return a / b, ta / abs(b) + abs(a) * tb / (b * b) * (1 + 2 * tb / abs(b))
 
 
