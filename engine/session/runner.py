@@ -27,7 +27,12 @@ from engine.protocols.paillier import key_id
 from engine.protocols.regression import lasso
 from engine.protocols.spill import SpilledRows
 from engine.session import tls as session_tls
-from engine.session.channels import Session, listen_only_on, patch_connection_loss
+from engine.session.channels import (
+    Session,
+    connect_promptly,
+    listen_only_on,
+    patch_connection_loss,
+)
 from engine.session.job import Job, SessionResult
 from engine.session.progress import Report, first_stage
 from planner.plan import Node, PrivateJoin, Scan
@@ -119,6 +124,7 @@ def run_job(job: Job, report: Callable[[Report], None] | None = None) -> Session
     addrs = [runtime.Address(h, p) for h, p in job.addresses]
     mpc = runtime.make_runtime(job.pids[job.party], addrs)
     listen_only_on(loop, addrs[job.pids[job.party]].host)
+    connect_promptly(loop)
     state: dict[str, Any] = {"closing": False, "lost": loop.create_future(), "received": {},
                              "sent": {}}
     patch_connection_loss(state, job.max_peer_buffer)

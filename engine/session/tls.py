@@ -15,7 +15,6 @@ it).
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +44,6 @@ def _fail(state: dict[str, Any], pid: int | None, message: str) -> None:
         state["lost"].set_result(pid)
 
 
-#: Waits (s) before connecting again to a session port that refused: MPyC itself waits 0.1 s
-#: after a failed attempt, most of a small query's time when the peers start a moment apart.
-REFUSED_RETRIES = (0.002, 0.004, 0.008, 0.016, 0.032)
-
-
 def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
             addresses: list[tuple[str, int]], state: dict[str, Any]) -> None:
     """Run every MPyC connection of this process over TLS with identity checks."""
@@ -66,11 +60,6 @@ def install(loop, tls: SessionTLS, pid: int, names: dict[int, str],
         kwargs["ssl"] = client_ctx
         kwargs["server_hostname"] = names.get(peer, host)  # SNI only; identity checked below
         try:
-            for wait in REFUSED_RETRIES:  # the peer's session may be a moment from listening
-                try:
-                    return await create_connection(factory, host, port, **kwargs)
-                except ConnectionRefusedError:
-                    await asyncio.sleep(wait)
             return await create_connection(factory, host, port, **kwargs)
         except ssl.SSLError as e:  # a certificate problem does not go away by retrying
             name = names.get(peer, f"{host}:{port}")
