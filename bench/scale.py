@@ -9,8 +9,8 @@ seconds per phase (the critical path as the coordinator ``ac`` saw it), peak res
 per party (the party server, which reads the table, and its session process), CPU seconds per
 party (session process), and DuckDB's seconds.  Usage::
 
-    python -m bench.scale [--rows 1e5,1e6,1e7,1e8] [--query sum|lasso|group|minmax] [--features 2+2]
-                          [--workdir DIR] [--timeout 3600] [--json PATH]
+    python -m bench.scale [--rows 1e5,1e6,1e7,1e8] [--query sum|lasso|group|minmax|median]
+                          [--features 2+2] [--workdir DIR] [--timeout 3600] [--json PATH]
                           [--spill-rows N] [--spill-dir DIR] [--load api|direct]
 
 ``--spill-rows N`` makes every party keep the masked join's per-row state on disk for tables of
@@ -22,9 +22,11 @@ instead of registering through the API; the server's peak then covers only the q
 
 ``sum``: ``COUNT(*)`` and ``SUM``/``AVG`` of every column; ``lasso``: LASSO of y on every
 feature; ``group``: ``GROUP BY`` a 10-value column of ac with 5 aggregates; ``minmax``: the same
-groups with MIN of an ac column, MAX of an emc column and COUNT(*).  The server's peak is
-measured from its ``VmHWM``, reset (``/proc/PID/clear_refs``) after registration, so it covers
-the query's preparation (reading and checking the table) and not the registration.
+groups with MIN of an ac column, MAX of an emc column and COUNT(*); ``median``: COUNT(*),
+MEDIAN of an ac column and QUANTILE_CONT(0.9) of an emc column over the whole join.  The
+server's peak is measured from its ``VmHWM``, reset (``/proc/PID/clear_refs``) after
+registration, so it covers the query's preparation (reading and checking the table) and not
+the registration.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def make_tables(workdir: str, n: int, d_ac: int, d_emc: int, seed: int = 0) -> d
 
 def query_sql(query: str, d_ac: int, d_emc: int) -> str:
     cols = ([f"ac.a{j + 1}" for j in range(d_ac)] + [f"emc.e{j + 1}" for j in range(d_emc)])
+    a, e = cols[0], cols[-1]
     if query == "sum":
         items = ["COUNT(*)"]
         for i, c in enumerate(cols):
@@ -94,16 +97,15 @@ def query_sql(query: str, d_ac: int, d_emc: int) -> str:
         return (f"SELECT LASSO(ac.y, {', '.join(cols)}, alpha => 0.05) "
                 "FROM ac INNER JOIN emc USING (id)")
     if query == "group":
-        a = cols[0]
-        e = cols[-1]
         return (f"SELECT ac.g, COUNT(*), SUM({a}), AVG({e}), SUM(ac.y), AVG(ac.y) "
                 "FROM ac INNER JOIN emc USING (id) GROUP BY ac.g ORDER BY ac.g")
     if query == "minmax":
-        a = cols[0]
-        e = cols[-1]
         return (f"SELECT ac.g, MIN({a}), MAX({e}), COUNT(*) "
                 "FROM ac INNER JOIN emc USING (id) GROUP BY ac.g ORDER BY ac.g")
-    raise ValueError(f"unknown query {query!r} (sum, lasso, group, minmax)")
+    if query == "median":
+        return (f"SELECT COUNT(*), MEDIAN({a}), QUANTILE_CONT({e}, 0.9) "
+                "FROM ac INNER JOIN emc USING (id)")
+    raise ValueError(f"unknown query {query!r} (sum, lasso, group, minmax, median)")
 
 
 def plain(paths: dict[str, str], sql: str, query: str, d_ac: int, d_emc: int
@@ -206,7 +208,7 @@ def _coef_diff(got: list[tuple], want: list[tuple]) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=_ints, default=[100_000, 1_000_000])
-    ap.add_argument("--query", default="sum", choices=("sum", "lasso", "group", "minmax"))
+    ap.add_argument("--query", default="sum", choices=("sum", "lasso", "group", "minmax", "median"))
     ap.add_argument("--features", type=_features, default=(2, 2))
     ap.add_argument("--workdir", default=None, help="where the Parquet files and the parties' "
                     "DuckDB files go (default: a temporary directory, removed at the end)")

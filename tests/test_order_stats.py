@@ -233,8 +233,32 @@ def test_blocks_of_groups(monkeypatch, kind, q):
     v, w = _data(9, 30, 7)
     whole = _secure(kind, v, w, q)
     monkeypatch.setattr(order_stats, "BLOCK", 1)  # one group (or row) per block
+    monkeypatch.setattr(order_stats, "COUNT_BITS", 8)  # one selection, 8 rows per COUNT
     blocks = _secure(kind, v, w, q)
     assert [list(x) for x in blocks] == [list(x) for x in whole]
+
+
+@pytest.mark.parametrize("q", [0.5, 0.3, 1.0])
+def test_quantile_over_blocks_of_rows(q):
+    """Rows converted in blocks of any size (packed with padding) and selected together give
+    what all the rows at once give, and DuckDB's answer."""
+    from engine.protocols.order_stats import convert, quantile
+
+    v, w = _data(10, 30, 5)
+    whole = _secure("quantile", v, w, q)
+    chan, parts, start = Chan(), [], 0
+    for size in (5, 13, 1, 11):  # not multiples of 8
+        stop = start + size
+        vals, wts = sf.array(v[start:stop]), FXA(w[:, start:stop].astype(float))
+        parts.append(run(convert(chan, vals, wts)))
+        start = stop
+    assert [p.m for p in parts] == [5, 13, 1, 11] and parts[0].X.shape == (34, 1)
+    res, e = run(quantile(chan, FXA, parts, q))
+    got = [np.asarray(run(mpc.output(x)), float) for x in (res, e)]
+    assert list(got[1]) == list(whole[1])  # the same empty groups
+    assert np.abs(got[0] - whole[0]).max() <= ULP  # the interpolation's rounding is random
+    ref = _duckdb(v, w, q).qc.to_numpy()
+    assert np.abs(got[0][~np.isnan(ref)] - ref[~np.isnan(ref)]).max() <= ULP + 1e-15
 
 
 def test_all_weights_one_and_all_equal():

@@ -507,8 +507,6 @@ def node_eval(node: Any, vals: dict[Call, list[Any]], exact: bool) -> tuple[Any,
     if not b or tb > abs(b) / 4:  # a quotient by (nearly) zero: DuckDB's inf/NaN, or unchecked
         return (math.copysign(math.inf, a) if a and not b else math.nan if not b
                 else a / b), (0.0 if not b else UNCHECKED)
-    if UNCHECKED in (ta, tb):
-        return a / b, UNCHECKED
     return a / b, ta / abs(b) + abs(a) * tb / (b * b) * (1 + 2 * tb / abs(b))
 
 

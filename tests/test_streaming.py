@@ -30,6 +30,8 @@ QUERIES = [
     "GROUP BY emc.children ORDER BY emc.children",
     "SELECT emc.children, MIN(ac.age), MAX(emc.bmi), COUNT(*) FROM ac JOIN emc USING (id) "
     "WHERE ac.age > 30 GROUP BY emc.children ORDER BY emc.children",
+    "SELECT emc.children, MEDIAN(ac.age), QUANTILE_CONT(emc.bmi, 0.9), COUNT(*) FROM ac JOIN emc "
+    "USING (id) WHERE ac.age > 30 GROUP BY emc.children ORDER BY emc.children",
 ]
 
 
@@ -173,7 +175,8 @@ def _duckdb(tables, sql: str) -> list[tuple]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("sql", QUERIES, ids=["sum-avg", "where", "group-by", "min-max"])
+@pytest.mark.parametrize("sql", QUERIES,
+                         ids=["sum-avg", "where", "group-by", "min-max", "quantiles"])
 def test_chunked_equals_unchunked_and_duckdb(chunked, whole, tables, sql):
     con_c, tdir_c = chunked
     con_w, tdir_w = whole

@@ -42,6 +42,7 @@ G' = 2 G (lower and upper statistic; G' = G for q in {0, 1}), ~11 rounds; 34 ste
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ VALUE_BITS = DATA_BITS + 1  # plus the "no row" bit of the tournament
 OFFSET = 1 << 33
 Q_BITS = 60  # q is used as a multiple of 2^-60 (exactly, for any double q >= 2^-8)
 BLOCK = 1 << 25  # bits per array in one block of groups (bounds the peak memory)
+COUNT_BITS = 1 << 20  # bits per COUNT message of a quantile's selection (~30 bytes each)
 KINDS = ("min", "max", "quantile")
 
 
@@ -75,39 +77,97 @@ async def order_statistic(chan: Any, kind: str, values: Any, weights: Any, bits:
         raise ValueError(f"unknown order statistic {kind!r}")
     Q, s = dyadic(q) if kind == "quantile" else (0, 0)
     G, m = _shapes(values, weights)
-    rt = chan.mpc
     stype = type(values)
     if G == 0 or m == 0:
         return stype(np.zeros(G), integral=True), stype(np.ones(G), integral=True)
+    if kind == "quantile":
+        return await quantile(chan, stype, [await convert(chan, values, weights)], q)
     # under a program counter forked now: the same message labels at every party whatever
     # else runs concurrently
-    return await bs.forked(rt, _run(chan, kind, values, weights, Q, s))
+    return await bs.forked(chan.mpc, _run(chan, kind, values, weights))
 
 
-async def _run(chan: Any, kind: str, values: Any, weights: Any, Q: int, s: int
-               ) -> tuple[Any, Any]:
-    """A2B of the values and weights, then :func:`_extremum` or :func:`_quantile`."""
+@dataclass
+class Rows:
+    """Some rows after A2B, for a quantile over these and other rows (:func:`quantile`): the
+    values' bits X (DATA_BITS, ceil(m / 8)) and the weights' bits W (G, ceil(m / 8)), packed
+    eight rows to a byte (the last byte's padding is zero: no row), and the weights' row sums
+    n (G,) as field shares (this party's)."""
+
+    X: Bits
+    W: Bits
+    n: np.ndarray
+    m: int
+
+
+async def convert(chan: Any, values: Any, weights: Any) -> Rows:
+    """A2B of the values (m,) and 0/1 weights (G, m) of some rows, packed (:class:`Rows`).
+    Opens nothing but the masked values of :func:`bitshares.a2b`."""
+    _shapes(values, weights)
+    return await bs.forked(chan.mpc, _convert(chan, values, weights))
+
+
+async def _convert(chan: Any, values: Any, weights: Any) -> Rows:
     rt = chan.mpc
     stype = type(values)
-    f = stype.frac_length
     field = stype.sectype.field
     net = Net(rt)
     xs, ws = await rt.gather(values, weights)
-    wf = weights.frac_length  # weights w 2^wf
+    X, W = await _bits(net, stype, xs, ws, weights.frac_length)
+    n = np.sum(np.asarray(ws.value, dtype=object), axis=1)  # local: row counts 2^wf
+    n = n * pow(1 << weights.frac_length, -1, field.modulus) % field.modulus
+    chan.phase("order statistic: convert")
+    return Rows(bs.pack(X), bs.pack(W), n, W.shape[1])
+
+
+async def _bits(net: Net, stype: Any, xs: Any, ws: Any, wf: int) -> tuple[Bits, Bits]:
+    """A2B of the values x = X + 2^33 (DATA_BITS bits) and of the weights w 2^wf (one bit)."""
     X = await bs.a2b(net, stype, xs + OFFSET, DATA_BITS, stype.sectype.bit_length + 1)
     G, m = ws.value.shape
     step = max(1, BLOCK // 16 // m)  # groups per conversion (~16 bytes per weight and mask)
     W = concat([(await bs.a2b(net, stype, ws[g:g + step], 1, 2, scale=wf))[0]
                 for g in range(0, G, step)])
+    return X, W
+
+
+async def quantile(chan: Any, stype: Any, parts: list[Rows], q: float | None
+                   ) -> tuple[Any, Any]:
+    """QUANTILE_CONT(q) per group over the rows of ``parts`` (:func:`convert`, in any blocks):
+    (result, empty) as :func:`order_statistic` returns them for all the rows at once.  Keeps
+    the packed bits only: 2 (DATA_BITS + G) bits per row and party, plus one block of rows
+    being selected."""
+    Q, s = dyadic(q)
+    G = parts[0].W.shape[0] if parts else 0
+    m = sum(p.m for p in parts)
+    if G == 0 or m == 0:
+        return stype(np.zeros(G), integral=True), stype(np.ones(G), integral=True)
+    return await bs.forked(chan.mpc, _quantile_run(chan, stype, parts, Q, s))
+
+
+async def _quantile_run(chan: Any, stype: Any, parts: list[Rows], Q: int, s: int
+                        ) -> tuple[Any, Any]:
+    rt = chan.mpc
+    p = stype.sectype.field.modulus
+    X = concat([r.X for r in parts], axis=1)
+    W = concat([r.W for r in parts], axis=1)
+    n = sum((r.n for r in parts[1:]), start=parts[0].n) % p
+    m = sum(r.m for r in parts)
+    value, empty = await _quantile(Net(rt), rt, stype, X, W, n, m, Q, s)
+    chan.phase("order statistic: quantile")
+    return stype(value), stype(empty * (1 << stype.frac_length), integral=True)
+
+
+async def _run(chan: Any, kind: str, values: Any, weights: Any) -> tuple[Any, Any]:
+    """A2B of the values and weights, then :func:`_extremum`."""
+    rt = chan.mpc
+    stype = type(values)
+    net = Net(rt)
+    xs, ws = await rt.gather(values, weights)
+    X, W = await _bits(net, stype, xs, ws, weights.frac_length)
     chan.phase("order statistic: convert")
-    if kind == "quantile":
-        n = np.sum(np.asarray(ws.value, dtype=object), axis=1)  # local: row counts 2^wf
-        n = n * pow(1 << wf, -1, field.modulus) % field.modulus
-        value, empty = await _quantile(net, rt, stype, X, W, n, Q, s)
-    else:
-        value, empty = await _extremum(net, stype, X, W, kind == "max")
+    value, empty = await _extremum(net, stype, X, W, kind == "max")
     chan.phase(f"order statistic: {kind}")
-    return stype(value), stype(empty * (1 << f), integral=True)
+    return stype(value), stype(empty * (1 << stype.frac_length), integral=True)
 
 
 def dyadic(q: float | None) -> tuple[int, int]:
@@ -179,12 +239,13 @@ async def _tournament(net: Net, X: Bits, W: Bits) -> Bits:
     return Y[:, :, 0]
 
 
-async def _quantile(net: Net, rt: Any, stype: Any, X: Bits, W: Bits, n: np.ndarray, Q: int,
-                    s: int) -> tuple[Any, Any]:
+async def _quantile(net: Net, rt: Any, stype: Any, X: Bits, W: Bits, n: np.ndarray, m: int,
+                    Q: int, s: int) -> tuple[Any, Any]:
     """Protocol QUANTILE_CONT (DuckDB's semantics: linear interpolation between the order
     statistics at floor and ceil of q (n - 1)): secret ranks by A2B, :func:`_select`,
-    interpolation with MPyC's probabilistic truncation (``np_trunc``)."""
-    G, m = W.shape
+    interpolation with MPyC's probabilistic truncation (``np_trunc``).  X, W: packed bits of
+    the m rows (:class:`Rows`)."""
+    G = W.shape[0]
     field = stype.sectype.field
     K = m.bit_length() + 1  # ranks and counts in two's complement
     n_bits = m.bit_length()
@@ -208,7 +269,7 @@ async def _quantile(net: Net, rt: Any, stype: Any, X: Bits, W: Bits, n: np.ndarr
     else:
         rank = await bs.add(net, k1, ones)
         rows = W
-    step = max(1, BLOCK // 32 // m)  # rows per selection (~32 bytes per row and value)
+    step = max(1, COUNT_BITS // m)  # selections at once: one COUNT message per bit
     R = rows.shape[0]
     sel = concat([await _select(net, X, rows[r:r + step], rank[:, r:r + step], K)
                   for r in range(0, R, step)], axis=1)  # (DATA_BITS, R) result bits
@@ -250,17 +311,41 @@ async def _select(net: Net, X: Bits, E: Bits, rank: Bits, K: int) -> Bits:
     """Protocol RADIX-SELECT: for every row r of the eligibility bits E (R, m), the bits of the
     rank[r]-th smallest (0-based) of the eligible x, most significant bit first: the k-th
     ranked element by bits (after Aggarwal, Mishra and Pinkas, EUROCRYPT 2004, with the secret
-    counts of :func:`bitshares.count` instead of comparisons).  11 rounds per bit."""
+    counts of :func:`bitshares.count` instead of comparisons).  11 rounds per bit (plus one per
+    further block of COUNT_BITS counted bits).  X, E packed eight rows to a byte."""
     mask = np.uint64((1 << K) - 1)
     out = []
     for j in reversed(range(DATA_BITS)):
         t = await net.and_(E, net.not_(X[j]).expand(0))  # eligible with bit j = 0
-        y = await bs.count(net, t)  # (P, R): parts of c at parties 1 and 2
+        y = await _count(net, t)  # (P, R): parts of c at parties 1 and 2
         neg = (np.uint64(0) - y) & mask
         parts = await bs.inputs(net, {1: neg, 2: neg}, K)
         d = await bs.add3(net, rank, parts[1], parts[2])  # rank - c
         bit = net.not_(d[K - 1])  # c <= rank: the answer has bit j = 1
-        r1, r2 = await net.and_n([(bit.expand(0), d ^ rank), (bit.expand(1), E)])
-        rank, E = rank ^ r1, t ^ r2
+        r1, r2 = await net.and_n([(_spread(bit.expand(0)), _spread(d ^ rank)),
+                                  (_spread(bit.expand(1)), E)])
+        rank, E = rank ^ _low(r1), t ^ r2
         out.append(bit)
     return concat([b.expand(0) for b in reversed(out)])
+
+
+async def _count(net: Net, t: Bits) -> np.ndarray:
+    """:func:`bitshares.count` of the packed bits t (R, bytes) per row, COUNT_BITS at a time
+    (its local work is ~30 bytes per bit)."""
+    R, nbytes = t.shape
+    step = max(1, COUNT_BITS // 8 // R)
+    total = np.zeros((net.P, R), dtype=np.uint64)
+    for b in range(0, nbytes, step):
+        part = t[:, b:b + step]
+        total += await bs.count(net, bs.unpack(part, 8 * part.shape[-1]))
+    return total & np.uint64(0xFFFFFFFF)
+
+
+def _spread(x: Bits) -> Bits:
+    """Bool shares as packed ones: each bit in all eight bits of a byte (local)."""
+    return Bits(x.a.astype(np.uint8) * np.uint8(0xFF), x.b.astype(np.uint8) * np.uint8(0xFF))
+
+
+def _low(x: Bits) -> Bits:
+    """Inverse of :func:`_spread` (any bit of the byte; local)."""
+    return Bits((x.a & np.uint8(1)).astype(bool), (x.b & np.uint8(1)).astype(bool))

@@ -68,7 +68,7 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     G = len(program.groups)
     vecs: dict[str, sl.Vec] = {}
     sums = picks = None
-    if isinstance(table, ChunkedTable) and (m == 0 or not streamable(program)):
+    if isinstance(table, ChunkedTable) and m == 0:
         table = await table.materialize()
     if isinstance(table, ChunkedTable) and linear(program):
         vecs, sums = await _summed_rows(ctx, plan, program, table)
@@ -98,12 +98,6 @@ async def run_program(chan: Channel, plan, program, m: int, table, sf, *,
     rows = await _reveal(chan, fc, s2, program, vals, exact, receivers)
     chan.phase("reveal")
     return rows
-
-
-def streamable(program) -> bool:
-    """Whether the program's ROWS and SLOTS can run chunk by chunk: every slot is a sum, MIN or
-    MAX (a quantile's radix selection needs all rows at once)."""
-    return all(s.kind in ("sum", "min", "max") for s in program.slots)
 
 
 def linear(program) -> bool:
@@ -137,12 +131,14 @@ async def _chunked_rows_and_sums(chan: Channel, ctx: sl.Ctx, plan, program,
     each chunk's rows, its slot sums (bounds for the whole table), added up locally.  The
     parties exchange the same messages per chunk as the unchunked run does for the table;
     the sums are the same field integers.  A MIN or MAX slot takes each chunk's extremum per
-    group (and its "empty" bit), and the extremum of those at the end (:func:`_combine`).
-    Returns the last chunk's vectors (their public structure only is used after this), the
-    sums and the MIN/MAX slots' (result, empty) shares."""
+    group (and its "empty" bit), and the extremum of those at the end (:func:`_combine`); a
+    quantile keeps each chunk's rows as packed bits (``order_stats.convert``) and selects over
+    all of them at the end.  Returns the last chunk's vectors (their public structure only is
+    used after this), the sums and the order statistics' result shares."""
     sums, vecs = None, {}
     order = [s for s in program.slots if s.kind != "sum"]
     picks: dict[str, list] = {s.name: [] for s in order}
+    os = _order_stats()
     first = True
     async for part in table.chunks():
         c = sl.Ctx(ctx.rt, ctx.field, part.m, total=ctx.m, first=first)
@@ -151,9 +147,16 @@ async def _chunked_rows_and_sums(chan: Channel, ctx: sl.Ctx, plan, program,
         got = await sl.slot_sums(c, program, vecs, whole=_whole(program))
         sums = got if sums is None else sl.add_sums(ctx, sums, got)
         for s in order:
-            picks[s.name].append(await _order_statistic(chan, c, program, s, vecs))
+            values, weights = await _order_inputs(c, program, s, vecs)
+            picks[s.name].append(await (os.convert(chan, values, weights) if s.kind == "quantile"
+                                        else os.order_statistic(chan, s.kind, values, weights,
+                                                                _value_vec(s, vecs).bits)))
         first = False
-    combined = {s.name: await _combine(chan, s.kind, picks.pop(s.name)) for s in order}
+    sf = ctx.rt.SecFxp(64, 32)
+    combined = {s.name: (await os.quantile(chan, type(sf.array(np.zeros(1))), picks.pop(s.name),
+                                           s.q))[0]
+                if s.kind == "quantile" else await _combine(chan, s.kind, picks.pop(s.name))
+                for s in order}
     return vecs, sums, combined
 
 
@@ -263,18 +266,22 @@ def _value_vec(slot, vecs) -> sl.Vec:
 
 async def _order_statistic(chan, ctx: sl.Ctx, program, slot, vecs) -> tuple[Any, Any]:
     """A MIN / MAX / QUANTILE slot per group by :func:`engine.protocols.order_stats.
-    order_statistic` (the value vector normalised by its own bound, the group's 0/1 weights;
-    exact): its (result, empty) SecFxp(64, 32) arrays (G,)."""
-    order_statistic = _order_stats().order_statistic
+    order_statistic` (exact): its (result, empty) SecFxp(64, 32) arrays (G,)."""
+    values, weights = await _order_inputs(ctx, program, slot, vecs)
+    return await _order_stats().order_statistic(chan, slot.kind, values, weights,
+                                                _value_vec(slot, vecs).bits, slot.q)
+
+
+async def _order_inputs(ctx: sl.Ctx, program, slot, vecs) -> tuple[Any, Any]:
+    """An order statistic's SecFxp(64, 32) arrays: the value vector normalised by its own
+    bound (m,) and the groups' 0/1 weights (G, m)."""
     sf = ctx.rt.SecFxp(64, 32)
     v = _value_vec(slot, vecs)
     values = await _as_fxp(ctx, v, v.bits)
     rows = [await _weight(ctx, [vecs[n] for n in (*slot.factors, *grp.indicators)])
             for grp in program.groups]
     weights = sf.array(sf.field.array(np.stack(rows)), integral=False)
-    return await order_statistic(chan, slot.kind, sf.array(sf.field.array(values),
-                                                           integral=False),
-                                 weights, v.bits, slot.q)
+    return sf.array(sf.field.array(values), integral=False), weights
 
 
 async def _combine(chan, kind: str, picks: list[tuple[Any, Any]]) -> Any:
