@@ -37,11 +37,11 @@ def test_field_prime_and_sample_width():
     assert mpcrt.secfxp().field.order == P
     # 16 bytes: (2^128 mod p) / 2^128 = 173 / 2^128 < 2^-120 from uniform mod p.
     assert mj.sample_bytes(P) == 16 and mj.value_words(P) == 2
-    q = 3 * 2**125 + 7  # a modulus far from 2^128 needs 64 extra bits
-    assert mj.sample_bytes(q) == 24
-    for m in (P, q, 2**61 - 1, 1000003):
+    q = 3 * 2**125 + 7  # a modulus far from 2^128 needs 64 more bits: a second AES block
+    assert mj.sample_bytes(q) == 32
+    for m in (P, q, 2**61 - 1, 1000003, 2**191 - 19):
         w = 8 * mj.sample_bytes(m)
-        assert ((1 << w) % m) << mj.SIGMA <= 1 << w and w >= m.bit_length()
+        assert ((1 << w) % m) << mj.SIGMA <= 1 << w and w >= m.bit_length() and w % 128 == 0
 
 
 def test_prf_is_deterministic_and_random_access():
@@ -67,12 +67,21 @@ def test_vectorised_prf_equals_reference(modulus):
     assert list(mj.words_to_ints(m)[:, 1]) == list(ref)
 
 
-def test_prf_reference_is_the_shake_stream():
-    """Position i is bytes [16i, 16i+16) of SHAKE-256(subkey || party || column), mod p."""
+def test_prf_reference_is_aes_of_the_position():
+    """Position i is AES-256_K(i as a 128-bit big-endian block), little-endian, mod p, with
+    K = HMAC-SHA256(subkey || party || column, the PRF's label): block i of the AES-CTR key
+    stream from counter 0 (computed here with another mode of the same library)."""
+    import hmac
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     seed = mj.derive_key(KEY, b"mask") + (2).to_bytes(2, "big") + b"ac" + (5).to_bytes(4, "big")
-    stream = hashlib.shake_256(seed).digest(16 * 10)
-    want = [int.from_bytes(stream[16 * i:16 * i + 16], "little") % P for i in range(10)]
-    assert list(mj.prf(KEY, "ac", 5, np.arange(10), P)) == want
+    key = hmac.new(seed, b"mpcsql/prf/v2/aes-256-ctr", hashlib.sha256).digest()
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    pos = [0, 1, 2, 7, 3, 2**33 + 5]
+    want = [int.from_bytes(ecb.update(i.to_bytes(16, "big")), "little") % P for i in pos]
+    assert list(mj.prf(KEY, "ac", 5, np.array(pos), P)) == want  # any order: ECB
+    assert list(mj.prf(KEY, "ac", 5, np.arange(4), P)) == want[:3] + [want[4]]  # a range: CTR
 
 
 def test_prf_streams_are_independent_across_party_column_key():

@@ -3,11 +3,12 @@
 Real three-process federations whose parties use chunks of 1,000 rows (MPCSQL_CHUNK_ROWS) and
 spill every table of more than 1,500 rows (MPCSQL_SPILL_ROWS) into a spill directory of the
 test's own (MPCSQL_SPILL_DIR): the server reads the table in record batches into a file, the
-data parties shuffle on disk and keep the other owner's masks in a file, the helper keeps its
-words, masked values and pairs on disk and matches bucket by bucket.  Results equal DuckDB's
-and the in-memory federation's, with the same disclosures; the spill directory is empty after a
-query that succeeded, was refused or was cancelled; the helper's view of one party's multi-chunk
-upload does not depend on the other party's hidden rows.  Plus unit tests of the pieces.
+data parties shuffle on disk (the other owner's masks are computed at the positions), the
+helper keeps its words, masked values and pairs on disk and matches bucket by bucket.  Results
+equal DuckDB's and the in-memory federation's, with the same disclosures; the spill directory is
+empty after a query that succeeded, was refused or was cancelled; the helper's view of one
+party's multi-chunk upload does not depend on the other party's hidden rows.  Plus unit tests
+of the pieces.
 """
 
 from __future__ import annotations
@@ -312,10 +313,10 @@ def test_cancelled_query_leaves_nothing(tmp_path, tables):
         th = threading.Thread(target=run)
         th.start()
         deadline = time.monotonic() + 120
-        while not glob.glob(os.path.join(spill_dir, "*", "*masks*")) and th.is_alive() \
+        while not glob.glob(os.path.join(spill_dir, "*", "*pairs*")) and th.is_alive() \
                 and time.monotonic() < deadline:
-            time.sleep(0.02)  # a data party holds the other owner's masks on disk: converting
-        assert glob.glob(os.path.join(spill_dir, "*", "*masks*")), "nothing spilled"
+            time.sleep(0.02)  # the helper holds the matched pairs on disk: converting
+        assert glob.glob(os.path.join(spill_dir, "*", "*pairs*")), "nothing spilled"
         cur.cancel()
         th.join(60)
         assert not th.is_alive()

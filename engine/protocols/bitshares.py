@@ -12,9 +12,9 @@ gate and party, plain numpy boolean operations; only the conversions touch the 1
 
 Sharing ([x]^B): x = x_0 ^ x_1 ^ x_2; party i holds (x_i, x_{i+1}) (indices mod 3), so
 component j is held by parties j - 1 and j and unknown to party j + 1.  The pseudorandom
-functions are SHAKE-256 keyed with MPyC's PRSS keys (the key of the pair {j - 1, j} for
-component j), with a label, the session's unique common input and a counter (each stream used
-once).
+functions are the AES-256-CTR PRF of :mod:`engine.protocols.prf` keyed with MPyC's PRSS keys
+(the key of the pair {j - 1, j} for component j), with a label, the session's unique common
+input and a counter (each stream used once).
 
 * XOR, NOT, AND with a public bit: local.
 * AND (protocol of Araki et al.): party i computes z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i
@@ -51,7 +51,6 @@ process: every array has a leading axis over the simulated parties, messages mov
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ import numpy as np
 from dialect.errors import NotSupportedError, ProtocolError
 from engine.protocols import codec
 from engine.protocols import fieldwords as fw
+from engine.protocols.prf import keystream
 
 _LABEL = b"mpcsql/bitshares/v1/"
 RING = {0: 2, 1: 0, 2: 1}  # party i sends its new component to party i - 1
@@ -120,9 +120,8 @@ class Net:
         return self.ctr.to_bytes(8, "little")
 
     def stream(self, comp: int, nonce: bytes, nbytes: int) -> np.ndarray:
-        """SHAKE-256(key of component comp, label, uci, nonce) as nbytes uint8."""
-        h = hashlib.shake_256(self.keys[comp] + _LABEL + self.uci + nonce)
-        return np.frombuffer(h.digest(nbytes), dtype=np.uint8)
+        """The PRF stream of (key of component comp, label, uci, nonce): nbytes uint8."""
+        return keystream(self.keys[comp] + _LABEL + self.uci + nonce, nbytes)
 
     def prf_rel(self, rel: int, nonce: bytes, nbytes: int) -> np.ndarray:
         """(P, nbytes): each party's stream of its component me + rel (rel 0: a, 1: b)."""

@@ -1,15 +1,22 @@
-"""A random-access PRF into Z_p: SHAKE-256 streams read as field elements, vectorised in numpy.
+"""A random-access PRF into Z_p: AES-256 in counter mode read as field elements, in numpy.
 
-F(seed, i) = int_le(SHAKE-256(seed)[S*i : S*(i+1)]) mod p, with S = :func:`sample_bytes` chosen
-so that F(seed, i) is within statistical distance 2^-SIGMA of uniform mod p.  ``seed`` must
-contain a secret key of >= 128 bits and a label that makes each stream used once.
+F(seed, i) = int_le(KS(seed)[S*i : S*(i+1)]) mod p, where KS(seed) is the AES-256-CTR key
+stream (block j = AES_K(j), j as a 128-bit big-endian counter from 0) under the key
+K = HMAC-SHA256(seed, DOMAIN), and S = :func:`sample_bytes` (whole 16-byte blocks) is chosen so
+that F(seed, i) is within statistical distance 2^-SIGMA of uniform mod p.  ``seed`` must contain
+a secret key of >= 128 bits and a label that makes each stream used once.  AES as a PRF (a PRP
+switched to a PRF: advantage <= q^2 / 2^129 for q blocks of one stream, < 2^-70 for the
+2^28 rows a stream can have) runs on the CPU's AES instructions through ``cryptography``
+(OpenSSL): ~10x the throughput of SHAKE-256 here, and any block is computed directly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from dialect.errors import ProtocolError
 from engine.protocols.fieldwords import (
@@ -22,17 +29,21 @@ from engine.protocols.fieldwords import (
 )
 
 SIGMA = 64  # statistical security of the masks: distance from uniform mod p <= 2**-SIGMA
+DOMAIN = b"mpcsql/prf/v2/aes-256-ctr"
+BLOCK = 16
+_PIECE = 1 << 22  # key stream bytes per OpenSSL call (bounds the zero input buffer)
+_ZEROS = bytes(_PIECE)
 
 
 def sample_bytes(modulus: int) -> int:
-    """PRF bytes per sample: the fewest whole 64-bit words w (covering the modulus) such that
-    (2**w mod p) / 2**w <= 2**-SIGMA, which bounds the distance of (uniform w-bit) mod p from
-    uniform.  For p = 2**128 - 173 (SecFxp(64, 32)) that is 16 bytes (distance < 2**-120);
-    a prime far below a power of two gets bits(p) + 64 bits and more."""
-    words = value_words(modulus)
-    while (1 << (64 * words)) % modulus << SIGMA > 1 << (64 * words):
-        words += 1
-    return 8 * words
+    """PRF bytes per sample: the fewest whole 16-byte blocks covering the modulus such that
+    (2**(8S) mod p) / 2**(8S) <= 2**-SIGMA, which bounds the distance of a uniform S-byte
+    integer mod p from uniform.  For p = 2**128 - 173 (SecFxp(64, 32)) that is 16 bytes
+    (distance < 2**-120); a prime far below a power of two gets 8 more bytes and more."""
+    size = BLOCK * -(-value_words(modulus) * 8 // BLOCK)
+    while (1 << (8 * size)) % modulus << SIGMA > 1 << (8 * size):
+        size += BLOCK
+    return size
 
 
 def positions(pos: np.ndarray) -> np.ndarray:
@@ -43,14 +54,43 @@ def positions(pos: np.ndarray) -> np.ndarray:
     return pos
 
 
+def aes_key(seed: bytes) -> bytes:
+    """The AES-256 key of ``seed``'s stream."""
+    return hmac.new(seed, DOMAIN, hashlib.sha256).digest()
+
+
+def keystream(seed: bytes, nbytes: int, block: int = 0) -> np.ndarray:
+    """``nbytes`` of ``seed``'s key stream from block ``block`` on, as uint8."""
+    enc = Cipher(algorithms.AES(aes_key(seed)), modes.CTR(block.to_bytes(BLOCK, "big"))
+                 ).encryptor()
+    out = np.empty(nbytes + BLOCK - 1, dtype=np.uint8)  # update_into's slack
+    view = memoryview(out)
+    for off in range(0, nbytes, _PIECE):
+        n = min(_PIECE, nbytes - off)
+        enc.update_into(_ZEROS[:n], view[off:off + n + BLOCK - 1])
+    return out[:nbytes]
+
+
+def blocks_at(seed: bytes, index: np.ndarray) -> np.ndarray:
+    """The key stream blocks at ``index`` (int64, any order), (len(index), 16) uint8."""
+    ctr = np.zeros((index.size, 2), dtype=np.uint64)
+    ctr[:, 1] = index.astype(np.uint64).byteswap()  # the counters' big-endian bytes
+    enc = Cipher(algorithms.AES(aes_key(seed)), modes.ECB()).encryptor()
+    out = np.empty(index.size * BLOCK + BLOCK - 1, dtype=np.uint8)
+    enc.update_into(ctr.view(np.uint8).reshape(-1), out)
+    return out[:index.size * BLOCK].reshape(-1, BLOCK)
+
+
 def _sample_words(seed: bytes, pos: np.ndarray, s: int) -> np.ndarray:
     """(s/8, len(pos)) words of the samples at ``pos`` (word-major)."""
-    stream = hashlib.shake_256(seed).digest(s * (int(pos.max()) + 1) if pos.size else 0)
-    words = np.frombuffer(stream, dtype="<u8").reshape(-1, s // 8)
-    if pos.size and pos[0] == 0 and pos[-1] == pos.size - 1 and (
-            pos.size < 2 or bool((np.diff(pos) == 1).all())):
-        return words.T  # positions 0..n-1 (A2S, whole columns): no gather
-    return words[pos].T
+    per = s // BLOCK
+    if pos.size and pos[-1] - pos[0] == pos.size - 1 and (
+            pos.size < 2 or bool((np.diff(pos) == 1).all())):  # a range (A2S, chunks): CTR
+        raw = keystream(seed, s * pos.size, per * int(pos[0]))
+    else:
+        index = (pos[:, None] * per + np.arange(per)).reshape(-1)
+        raw = blocks_at(seed, index)
+    return raw.view("<u8").reshape(-1, s // 8).T
 
 
 def _reduce_once(x: np.ndarray, modulus: int) -> np.ndarray:
@@ -93,33 +133,12 @@ def prf_words(seed: bytes, pos: np.ndarray, modulus: int) -> np.ndarray:
 
 class Stream:
     """F(seed, i) for consecutive positions i = 0, 1, 2, ...: :meth:`take` returns the next
-    ``count`` of them as (K, count) words, equal to :func:`prf_words` at those positions.
-
-    Reads the SHAKE-256 stream incrementally (``cryptography``'s XOF squeeze), so a chunk of
-    C positions costs O(C) time and memory wherever it lies; without an incremental XOF it
-    falls back to :func:`prf_words` (the stream from its start).
-    """
+    ``count`` of them as (K, count) words, equal to :func:`prf_words` at those positions
+    (the key stream from the first block of the chunk: O(count) wherever it lies)."""
 
     def __init__(self, seed: bytes, modulus: int):
         self.seed, self.modulus, self.pos = seed, modulus, 0
-        self.k, self.s = value_words(modulus), sample_bytes(modulus)
-        self._xof = None
-        if self.s == 8 * self.k and 1 << (64 * self.k) <= 2 * modulus:
-            try:
-                from cryptography.hazmat.primitives import hashes
-
-                xof = hashes.XOFHash(hashes.SHAKE256(digest_size=1 << 62))
-                xof.update(seed)
-                self._xof = xof
-            except (ImportError, AttributeError):  # pragma: no cover - cryptography < 45
-                self._xof = None
 
     def take(self, count: int) -> np.ndarray:
         start, self.pos = self.pos, self.pos + count
-        if count == 0:
-            return np.zeros((self.k, 0), dtype=np.uint64)
-        if self._xof is None:
-            return prf_words(self.seed, np.arange(start, start + count), self.modulus)
-        x = np.frombuffer(self._xof.squeeze(self.s * count), dtype="<u8")
-        x = np.ascontiguousarray(x.reshape(count, self.k).T, dtype=np.uint64)
-        return _reduce_once(x, self.modulus)
+        return prf_words(self.seed, np.arange(start, start + count), self.modulus)

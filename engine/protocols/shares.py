@@ -15,7 +15,7 @@ Protocol A2S (semi-honest, no collusion; k_P = MPyC index of P + 1):
 
 1. W draws fresh 256-bit keys kA, kB and sends kA to A and kB to B.
 2. A and B expand their key into rA = F(kA, j, i), rB = F(kB, j, i) for column j, row i (the
-   SHAKE-256 PRF of :mod:`engine.protocols.prf`, within 2^-64 of uniform mod p); W computes
+   AES-256 PRF of :mod:`engine.protocols.prf`, within 2^-64 of uniform mod p); W computes
    both.  The target polynomial is f(X) = x + (r - x) X / k_W with r = rA + rB, i.e.
    f(0) = x and f(k_W) = r: a uniformly random degree-1 polynomial with constant term x.
 3. A sends B  N_AB = (k_W - k_B) a + k_B rA  and B sends A  N_BA = (k_W - k_A) b + k_A rB.

@@ -17,7 +17,7 @@ wherever the bound allows:
   public bounds, then its top bit (or an AND tree for equality) and B2A of that one bit: ties
   compare exactly, and no secret random bits are needed (MPyC's ``np_sgn`` otherwise).
 
-Resharing (degree 2t -> t) is GRR on 64-bit words (:func:`reshare_words`): fresh SHAKE-256
+Resharing (degree 2t -> t) is GRR on 64-bit words (:func:`reshare_words`): fresh AES-CTR
 coefficients, small-integer Lagrange coefficients, one message per pair of parties; products
 of shares are computed on words too (:func:`mulmod_words`, p = 2^128 - 173).
 
@@ -221,7 +221,7 @@ async def reshare_words(ctx: Ctx, h: np.ndarray) -> np.ndarray:
     """GRR resharing on 64-bit words: degree-2t shares (K, n) -> degree-t shares, one round.
 
     Each of the parties 0..2t shares its share h_i afresh, h_i + sum_k c_ik x^k with its own
-    uniform coefficients (SHAKE-256 under a fresh 256-bit key: vectorised, unlike MPyC's
+    uniform coefficients (the AES PRF under a fresh 256-bit key: vectorised, unlike MPyC's
     per-element ``secrets.randbelow``), and sends party j its point (x = j + 1) as words;
     party j combines the 2t + 1 points with the Lagrange coefficients at 0 of the points
     1..2t+1, which are the small integers (-1)^(i+1) C(2t+1, i).  Each received point is

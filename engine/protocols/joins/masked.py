@@ -48,7 +48,7 @@ from engine.protocols.prf import SIGMA, Stream, prf_ints, sample_bytes  # noqa: 
 from engine.protocols.prf import positions as _positions
 from engine.protocols.prf import prf_words as _prf_words
 from engine.protocols.shares import ChunkedTable, SharedTable, additive_to_shamir
-from engine.protocols.spill import RowFile, Spill, row_count
+from engine.protocols.spill import Spill, row_count
 from planner.plan import PrivateJoin
 
 DOMAIN = b"mpcsql/masked-join/v1/"
@@ -218,10 +218,8 @@ class _Conversion:
         self.other = {self.left: self.right, self.right: self.left}
         self.d = {self.left: len(join.left.columns), self.right: len(join.right.columns)}
         self.me, self.p = chan.party, sf.field.order
-        self.k = value_words(self.p)
         self.counts: dict[str, int] = {}  # the other data party: each owner's row count n
         self.seen: dict[str, np.ndarray] = {}  # ... and which of its n positions it was sent
-        self.masks: dict[str, Any] = {}  # ... and the owner's PRF per column (or their file)
 
     def _owners(self) -> list[str]:
         return [o for o in (self.left, self.right) if self.d[o]]
@@ -248,10 +246,6 @@ class _Conversion:
     def _finish(self) -> None:
         _drop(self.inboxes, self.pairs)
         self.inboxes.clear()
-        for f in self.masks.values():
-            if isinstance(f, RowFile):
-                f.remove()
-        self.masks.clear()
 
     async def chunks(self):
         """5. Output chunk by output chunk: H tells each data party where the chunk's matches
@@ -306,14 +300,15 @@ class _Conversion:
 
     def _other_sums(self, owner: str) -> np.ndarray:
         """The other data party: the sums -sum F(k, owner, i, j) over the matched positions i
-        (marked in ``seen`` as they arrived), from the owner's PRF streams in order."""
+        (marked in ``seen`` as they arrived), the PRF computed at those positions only."""
         p, d = self.p, self.d[owner]
+        hit = np.flatnonzero(self.seen[owner])
         acc = np.zeros(d, dtype=object)
-        for start, cols in owner_masks(self.key, owner, d, self.counts[owner], p,
-                                       self.chunk_rows):
-            sel = self.seen[owner][start:start + cols[0].shape[1]]
-            for j, f in enumerate(cols):
-                acc[j] = (acc[j] + int(fw.sum_mod(f[:, sel], p, axis=0))) % p
+        for start in range(0, hit.size, self.chunk_rows):
+            pos = hit[start:start + self.chunk_rows]
+            for j in range(d):
+                f = prf_words(self.key, owner, j, pos, p)
+                acc[j] = (acc[j] + int(fw.sum_mod(f, p, axis=0))) % p
         return np.array([(-int(v)) % p for v in acc], dtype=object)
 
     async def _positions_received(self) -> None:
@@ -368,50 +363,9 @@ class _Conversion:
         return out
 
     def _other_share(self, owner: str, pos: np.ndarray) -> np.ndarray:
-        """The other data party's shares -PRF(k, owner, position, column) at ``pos``."""
-        p, d, k, n = self.p, self.d[owner], self.k, self.counts[owner]
-        share = np.empty((k, pos.size, d), dtype=np.uint64)
-        if owner not in self.masks and self.spill is not None and n > self.spill.rows:
-            self.masks[owner] = mask_file(self.spill, self.key, owner, d, n, p, self.chunk_rows)
-        if owner not in self.masks:  # once: the owner's masks at all its n positions
-            every = np.arange(n)
-            self.masks[owner] = [prf_words(self.key, owner, j, every, p) for j in range(d)]
-        masks = self.masks[owner]
-        if isinstance(masks, RowFile):
-            g = masks.gather(pos).reshape(pos.size, k, d)
-            for j in range(d):
-                share[:, :, j] = neg_mod(np.ascontiguousarray(g[:, :, j].T), p)
-        else:
-            for j in range(d):
-                share[:, :, j] = neg_mod(masks[j][:, pos], p)
-        return share
-
-
-def mask_file(spill: Spill, key: bytes, owner: str, d: int, n: int, modulus: int,
-              chunk_rows: int = CHUNK_ROWS) -> RowFile:
-    """The other data party, beyond the spill threshold: the owner's masks at all its n
-    positions written to a file of rows of (K, d) words (16 B a column and row), computed from
-    the owner's PRF streams in order, ``chunk_rows`` positions at a time."""
-    k = value_words(modulus)
-    out = spill.row_file(f"masks-{owner}", k * d)
-    for start, cols in owner_masks(key, owner, d, n, modulus, chunk_rows):
-        rows = min(chunk_rows, n - start)
-        block = np.empty((rows, k, d), dtype=np.uint64)
-        for j, f in enumerate(cols):
-            block[:, :, j] = f.T
-        out.append(block.reshape(rows, k * d))
-    out.close()
-    return out
-
-
-def owner_masks(key: bytes, owner: str, d: int, n: int, modulus: int, chunk_rows: int
-                ) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """The owner's masks at positions 0..n-1 in order, ``chunk_rows`` positions at a time:
-    (start, one (K, rows) word array per column), from its PRF streams."""
-    streams = mask_streams(key, owner, d, modulus)
-    for start in range(0, n, chunk_rows):
-        rows = min(chunk_rows, n - start)
-        yield start, [s.take(rows) for s in streams]
+        """The other data party's shares -PRF(k, owner, position, column) at ``pos`` (the PRF
+        is random access: O(len(pos)) per chunk, nothing kept between chunks)."""
+        return other_share_words(self.key, owner, self.d[owner], pos, self.p)
 
 
 def _drop(inboxes: dict[str, Any] | None, pairs: Any) -> None:
