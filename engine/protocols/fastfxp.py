@@ -25,7 +25,7 @@ reshare; MPyC does the same only while the integral flag survives, which slicing
 concatenation drop; its degree reduction is one PRSS-masked opening, not MPyC's reshare),
 :func:`all_bits` (AND of secret bits by a product tree) and :func:`ltz` (Protocol LTZ-SMALL:
 secure comparison in a small prime field, see its section below). The PRSS masks of all of
-these are drawn by one AES-CTR key stream per key and parsed by numpy (:func:`_prss_int`), with
+these are drawn by one SHAKE-128 call per key and parsed by numpy (:func:`_prss_int`), with
 the distributions of MPyC's ``_np_randoms`` and ``np_pseudorandom_share_0``.
 
 Only for the runtime's default PRSS mode (MPyC's ``--no-prss`` falls back to MPyC's own
@@ -35,6 +35,7 @@ products). Inputs must respect the secure type's range, as for MPyC's products.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import math
 from fractions import Fraction
@@ -43,7 +44,6 @@ import gmpy2
 import numpy as np
 
 from engine.protocols import runtime as mpcrt
-from engine.protocols.prf import keystream
 
 coroutine = mpcrt.runtime_module.Runtime.coroutine
 thresha = mpcrt.runtime_module.thresha
@@ -242,10 +242,10 @@ def all_bits(bits):
 # ltz() runs the same comparison (T. Toft's variant, "Primitives and applications for multi-
 # party computation", PhD thesis, Aarhus 2007, of the bitwise comparison of Damgard, Fitzi,
 # Kiltz, Nielsen and Toft, TCC 2006; as mpyc.runtime.np_sgn) in a Blum prime field Zq of
-# max(l + k + 5, 2k + 2) bits (62 for l = 27), with every PRSS value drawn by one AES-CTR key
-# stream per key (engine.protocols.prf.keystream), parsed by numpy. The moves between fields
-# use statistical masking as in Catrina and de Hoogh's protocols (ESORICS 2010), with the
-# mask's integer shared in both fields by PRSS from the same PRF outputs:
+# max(l + k + 5, 2k + 2) bits (62 for l = 27), with every PRSS value drawn by one SHAKE-128
+# call per key, parsed by numpy. The moves between fields use statistical masking as in
+# Catrina and de Hoogh's protocols (ESORICS 2010), with the mask's integer shared in both
+# fields by PRSS from the same PRF outputs:
 #
 # 1. to Zq: open (threshold 2t, randomised by a PRSS degree-2t sharing of 0)
 #    c = x + 2^(l-1) + R with R = sum_S R_S, R_S in [0, 2^(l+k)) the PRF output of key S;
@@ -279,12 +279,11 @@ def _prf(key: bytes, uci: bytes, n: int, nbits: int) -> np.ndarray:
 
 def _prf_halves(key: bytes, uci: bytes, n: int, nbits: int) -> np.ndarray:
     """The n PRF outputs of :func:`_prf` as 32-bit halves, int64 (H, n), least significant
-    first: the low ``nbits`` bits of 64 ceil(nbits / 64) bits of the AES-CTR PRF's output
-    (:func:`engine.protocols.prf.keystream`) each."""
+    first: the low ``nbits`` bits of 64 ceil(nbits / 64) bits of SHAKE-128 output each."""
     if nbits <= 0:
         return np.zeros((0, n), dtype=np.int64)
     limbs = (nbits + 63) // 64
-    buf = keystream(key + uci + _TAG, 8 * limbs * n)
+    buf = hashlib.shake_128(key + uci + _TAG).digest(8 * limbs * n)
     a = np.frombuffer(buf, dtype="<u4").reshape(n, 2 * limbs).T
     nh = (nbits + 31) // 32
     out = a[:nh].astype(np.int64)
