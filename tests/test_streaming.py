@@ -138,6 +138,11 @@ def test_positions_repeated_across_chunks_are_refused():
     mj._check_positions(np.array([1, 4]), 2, 10, "helper", "ac", seen)
     with pytest.raises(ProtocolError, match="helper"):
         mj._check_positions(np.array([4, 5]), 2, 10, "helper", "ac", seen)
+    seen = np.zeros(10, dtype=bool)
+    with pytest.raises(ProtocolError, match="distinct"):  # repeated within one chunk
+        mj._check_positions(np.array([3, 7, 3]), 3, 10, "helper", "ac", seen)
+    assert list(mj._check_positions(np.array([9, 0]), 2, 10, "helper", "ac",
+                                    np.zeros(10, dtype=bool))) == [9, 0]
 
 
 # --- real three-party runs ---------------------------------------------------------------------

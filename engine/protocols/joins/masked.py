@@ -384,12 +384,16 @@ def _check_positions(got: Any, m: int, n: Any, helper: str, owner: str,
     if not isinstance(n, int) or isinstance(n, bool) or n < m:
         raise ProtocolError(f"party {owner} announced a malformed row count", party=owner)
     pos = np.asarray(got)
-    if (pos.shape != (m,) or pos.dtype.kind not in "iu"
-            or (m and (pos.min() < 0 or pos.max() >= n))
-            or np.unique(pos).size != m
-            or (seen is not None and seen[pos].any())):
+    bad = (pos.shape != (m,) or pos.dtype.kind not in "iu"
+           or (m and (pos.min() < 0 or pos.max() >= n)))
+    if not bad and seen is None:
+        bad = np.unique(pos).size != m
+    elif not bad:  # distinct and new: m more marks in the bitmap (no sort)
+        before = np.count_nonzero(seen)
+        bad = bool(seen[pos].any())
+        seen[pos] = True
+        bad = bad or np.count_nonzero(seen) - before != m
+    if bad:
         raise ProtocolError(f"malformed matched positions from the helper {helper}: "
                             f"{m} distinct positions below {n} expected", party=helper)
-    if seen is not None:
-        seen[pos] = True
     return pos.astype(np.int64)
