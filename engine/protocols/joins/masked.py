@@ -8,11 +8,12 @@ positions in the *other* party's shuffled list.  Every joined value is then addi
 mod p: H holds v + r (the masked value), the other data party -r (recomputed from k and the
 position); protocol A2S (engine/protocols/shares.py) turns them into Shamir shares.
 
-The PRF is one SHAKE-256 stream per (party, column), keyed by a subkey of k; position i reads
-bytes [i*S, (i+1)*S) of the stream as an integer reduced mod p, with S chosen so that the result
-is within statistical distance 2^-64 of uniform mod p (:func:`sample_bytes`: 16 bytes for the
-prime p = 2^128 - 173 of SecFxp(64, 32), distance < 2^-120).  Values travel and are added as
-64-bit words in numpy throughout; no Python int per value.
+The PRF is one AES-256-CTR key stream per (party, column) (:mod:`engine.protocols.prf`), keyed
+by a subkey of k; position i reads bytes [i*S, (i+1)*S) of the stream as an integer mod p,
+with S chosen so that the result is within statistical distance 2^-64 of uniform mod p
+(:func:`sample_bytes`: 16 bytes for the prime p = 2^128 - 173 of SecFxp(64, 32), distance
+< 2^-120).  Values travel and are added as 64-bit words in numpy throughout; no Python int per
+value.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def _seed(key: bytes, party: str, column: int) -> bytes:
 def prf(key: bytes, party: str, column: int, positions: np.ndarray, modulus: int) -> np.ndarray:
     """PRF(key, party, position, column) mod ``modulus`` per position, as Python ints.
 
-    The reference definition: position i reads bytes [i*S, (i+1)*S) of the SHAKE-256 stream
-    of (key, party, column) as a little-endian integer, S = :func:`sample_bytes`.
+    The reference definition: position i reads bytes [i*S, (i+1)*S) of the AES-256-CTR key
+    stream of (key, party, column) as a little-endian integer, S = :func:`sample_bytes`.
     """
     return prf_ints(_seed(key, party, column), positions, modulus)
 
