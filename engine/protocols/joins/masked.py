@@ -302,11 +302,10 @@ class _Conversion:
     def _other_sums(self, owner: str) -> np.ndarray:
         """The other data party: the sums -sum F(k, owner, i, j) over the matched positions i
         (marked in ``seen`` as they arrived), the PRF computed at those positions only."""
-        p, d = self.p, self.d[owner]
-        hit = np.flatnonzero(self.seen[owner])
+        p, d, seen = self.p, self.d[owner], self.seen[owner]
         acc = np.zeros(d, dtype=object)
-        for start in range(0, hit.size, self.chunk_rows):
-            pos = hit[start:start + self.chunk_rows]
+        for start in range(0, seen.size, self.chunk_rows):  # O(chunk) positions at a time
+            pos = np.flatnonzero(seen[start:start + self.chunk_rows]) + start
             for j in range(d):
                 f = prf_words(self.key, owner, j, pos, p)
                 acc[j] = (acc[j] + int(fw.sum_mod(f, p, axis=0))) % p
