@@ -23,6 +23,11 @@ runs in the three-party replicated sharing of :mod:`engine.protocols.bitshares`:
    bits (MPyC ``np_trunc``).
 4. B2A of the result bits and the empty bits (a weighted sum of bits, no product).
 
+Rows in blocks (a joined table in chunks): :func:`convert` runs step 1 on each block and keeps
+its bits packed eight rows to a byte (:class:`Rows`); :func:`quantile` runs steps 3-4 over all
+the blocks' rows at once, so a quantile holds 2 (34 + G) bits per row and party, not the
+table.  MIN and MAX instead combine the blocks' extrema (engine/protocols/program.py).
+
 Precision: MIN, MAX and the two order statistics of a quantile are exact (the very fixed-point
 words of the inputs).  The interpolation adds one rounding of frac * (hi - lo) to a multiple of
 2^-32 (normalised; |error| < 2^-32, i.e. < 2^(bits - 32) in the column's units), up or down
@@ -75,7 +80,8 @@ async def order_statistic(chan: Any, kind: str, values: Any, weights: Any, bits:
     """
     if kind not in KINDS:
         raise ValueError(f"unknown order statistic {kind!r}")
-    Q, s = dyadic(q) if kind == "quantile" else (0, 0)
+    if kind == "quantile":
+        dyadic(q)  # a bad q is refused before anything runs
     G, m = _shapes(values, weights)
     stype = type(values)
     if G == 0 or m == 0:
