@@ -253,7 +253,7 @@ def test_quantile_over_blocks_of_rows(q):
         parts.append(run(convert(chan, vals, wts)))
         start = stop
     assert [p.m for p in parts] == [5, 13, 1, 11] and parts[0].X.shape == (34, 1)
-    res, e = run(quantile(chan, FXA, parts, q))
+    res, e = run(quantile(chan, parts, q))
     got = [np.asarray(run(mpc.output(x)), float) for x in (res, e)]
     assert list(got[1]) == list(whole[1])  # the same empty groups
     assert np.abs(got[0] - whole[0]).max() <= ULP  # the interpolation's rounding is random

@@ -87,7 +87,7 @@ async def order_statistic(chan: Any, kind: str, values: Any, weights: Any, bits:
     if G == 0 or m == 0:
         return stype(np.zeros(G), integral=True), stype(np.ones(G), integral=True)
     if kind == "quantile":
-        return await quantile(chan, stype, [await convert(chan, values, weights)], q)
+        return await quantile(chan, [await convert(chan, values, weights)], q)
     # under a program counter forked now: the same message labels at every party whatever
     # else runs concurrently
     return await bs.forked(chan.mpc, _run(chan, kind, values, weights))
@@ -97,13 +97,14 @@ async def order_statistic(chan: Any, kind: str, values: Any, weights: Any, bits:
 class Rows:
     """Some rows after A2B, for a quantile over these and other rows (:func:`quantile`): the
     values' bits X (DATA_BITS, ceil(m / 8)) and the weights' bits W (G, ceil(m / 8)), packed
-    eight rows to a byte (the last byte's padding is zero: no row), and the weights' row sums
-    n (G,) as field shares (this party's)."""
+    eight rows to a byte (the last byte's padding is zero: no row), the weights' row sums
+    n (G,) as field shares (this party's), and the values' secure array type."""
 
     X: Bits
     W: Bits
     n: np.ndarray
     m: int
+    stype: Any
 
 
 async def convert(chan: Any, values: Any, weights: Any) -> Rows:
@@ -123,7 +124,7 @@ async def _convert(chan: Any, values: Any, weights: Any) -> Rows:
     n = np.sum(np.asarray(ws.value, dtype=object), axis=1)  # local: row counts 2^wf
     n = n * pow(1 << weights.frac_length, -1, field.modulus) % field.modulus
     chan.phase("order statistic: convert")
-    return Rows(bs.pack(X), bs.pack(W), n, W.shape[1])
+    return Rows(bs.pack(X), bs.pack(W), n, W.shape[1], stype)
 
 
 async def _bits(net: Net, stype: Any, xs: Any, ws: Any, wf: int) -> tuple[Bits, Bits]:
@@ -136,23 +137,21 @@ async def _bits(net: Net, stype: Any, xs: Any, ws: Any, wf: int) -> tuple[Bits, 
     return X, W
 
 
-async def quantile(chan: Any, stype: Any, parts: list[Rows], q: float | None
-                   ) -> tuple[Any, Any]:
-    """QUANTILE_CONT(q) per group over the rows of ``parts`` (:func:`convert`, in any blocks):
-    (result, empty) as :func:`order_statistic` returns them for all the rows at once.  Keeps
-    the packed bits only: 2 (DATA_BITS + G) bits per row and party, plus one block of rows
-    being selected."""
+async def quantile(chan: Any, parts: list[Rows], q: float | None) -> tuple[Any, Any]:
+    """QUANTILE_CONT(q) per group over the rows of ``parts`` (:func:`convert`, in any blocks,
+    at least one): (result, empty) as :func:`order_statistic` returns them for all the rows at
+    once.  Keeps the packed bits only: 2 (DATA_BITS + G) bits per row and party, plus one block
+    of rows being selected."""
     Q, s = dyadic(q)
-    G = parts[0].W.shape[0] if parts else 0
-    m = sum(p.m for p in parts)
-    if G == 0 or m == 0:
+    stype, G = parts[0].stype, parts[0].W.shape[0]
+    if G == 0 or sum(p.m for p in parts) == 0:
         return stype(np.zeros(G), integral=True), stype(np.ones(G), integral=True)
-    return await bs.forked(chan.mpc, _quantile_run(chan, stype, parts, Q, s))
+    return await bs.forked(chan.mpc, _quantile_run(chan, parts, Q, s))
 
 
-async def _quantile_run(chan: Any, stype: Any, parts: list[Rows], Q: int, s: int
-                        ) -> tuple[Any, Any]:
+async def _quantile_run(chan: Any, parts: list[Rows], Q: int, s: int) -> tuple[Any, Any]:
     rt = chan.mpc
+    stype = parts[0].stype
     p = stype.sectype.field.modulus
     X = concat([r.X for r in parts], axis=1)
     W = concat([r.W for r in parts], axis=1)

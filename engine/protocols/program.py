@@ -138,7 +138,7 @@ async def _chunked_rows_and_sums(chan: Channel, ctx: sl.Ctx, plan, program,
     sums, vecs = None, {}
     order = [s for s in program.slots if s.kind != "sum"]
     picks: dict[str, list] = {s.name: [] for s in order}
-    os = _order_stats()
+    stats = _order_stats()
     first = True
     async for part in table.chunks():
         c = sl.Ctx(ctx.rt, ctx.field, part.m, total=ctx.m, first=first)
@@ -148,15 +148,18 @@ async def _chunked_rows_and_sums(chan: Channel, ctx: sl.Ctx, plan, program,
         sums = got if sums is None else sl.add_sums(ctx, sums, got)
         for s in order:
             values, weights = await _order_inputs(c, program, s, vecs)
-            picks[s.name].append(await (os.convert(chan, values, weights) if s.kind == "quantile"
-                                        else os.order_statistic(chan, s.kind, values, weights,
-                                                                _value_vec(s, vecs).bits)))
+            if s.kind == "quantile":
+                picks[s.name].append(await stats.convert(chan, values, weights))
+            else:
+                picks[s.name].append(await stats.order_statistic(
+                    chan, s.kind, values, weights, _value_vec(s, vecs).bits))
         first = False
-    sf = ctx.rt.SecFxp(64, 32)
-    combined = {s.name: (await os.quantile(chan, type(sf.array(np.zeros(1))), picks.pop(s.name),
-                                           s.q))[0]
-                if s.kind == "quantile" else await _combine(chan, s.kind, picks.pop(s.name))
-                for s in order}
+    combined = {}
+    for s in order:
+        if s.kind == "quantile":
+            combined[s.name] = (await stats.quantile(chan, picks.pop(s.name), s.q))[0]
+        else:
+            combined[s.name] = await _combine(chan, s.kind, picks.pop(s.name))
     return vecs, sums, combined
 
 
