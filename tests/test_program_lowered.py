@@ -145,40 +145,39 @@ def test_lowered_queries_in_chunks(sql: str) -> None:
     check(sql, 0, chunk=7)
 
 
+def _check_chunked_with(kinds: set[str], sql: str, count: int, rnd: random.Random,
+                        seed: int) -> None:
+    """``sql``, then generated queries with a slot of one of ``kinds``, ``count`` in all, each
+    checked from a table in chunks of 3 rows."""
+    extra, done = [sql], 0
+    while done < count:
+        q = extra.pop() if extra else generated(rnd)
+        if not kinds & {s.kind for s in plan(q, CATALOG).program.slots}:
+            continue
+        check(q, seed + done, chunk=3)
+        done += 1
+
+
 def test_min_max_in_chunks() -> None:
     """MIN and MAX stream too: each chunk's extremum and "empty" bit per group, then the
     extremum of those; chunks of 3 rows leave many groups empty in some chunks (and, with the
     FILTERs and WHERE, some groups empty in all).  Generated queries with a MIN or MAX."""
-    rnd = random.Random(77)
-    extra = [f"SELECT emc.region, ac.smoker, MIN(ac.age), MAX(emc.bmi * ac.age), "
-             f"MIN(emc.children) FILTER (WHERE ac.age > 60) {JOIN} WHERE ac.sex = 'male' "
-             f"GROUP BY emc.region, ac.smoker"]
-    done = 0
-    while done < 8:
-        sql = extra.pop() if extra else generated(rnd)
-        prog = plan(sql, CATALOG).program
-        kinds = {s.kind for s in prog.slots}
-        if not kinds & {"min", "max"}:
-            continue
-        check(sql, 300 + done, chunk=3)
-        done += 1
+    _check_chunked_with({"min", "max"},
+                        f"SELECT emc.region, ac.smoker, MIN(ac.age), MAX(emc.bmi * ac.age), "
+                        f"MIN(emc.children) FILTER (WHERE ac.age > 60) {JOIN} "
+                        f"WHERE ac.sex = 'male' GROUP BY emc.region, ac.smoker",
+                        8, random.Random(77), 300)
 
 
 def test_quantiles_in_chunks() -> None:
     """Quantiles stream too: each chunk's rows become packed bits, one radix selection over
     all of them at the end; chunks of 3 rows (not a multiple of 8: padded bytes).  Generated
     queries with a MEDIAN or QUANTILE_CONT."""
-    rnd = random.Random(78)
-    extra = [f"SELECT emc.region, MEDIAN(ac.age), QUANTILE_CONT(emc.bmi * ac.age, 0.9), "
-             f"MIN(ac.charges), MEDIAN(emc.children) FILTER (WHERE ac.age > 40) {JOIN} "
-             f"WHERE ac.sex = 'male' GROUP BY emc.region"]
-    done = 0
-    while done < 6:
-        sql = extra.pop() if extra else generated(rnd)
-        if "quantile" not in {s.kind for s in plan(sql, CATALOG).program.slots}:
-            continue
-        check(sql, 400 + done, chunk=3)
-        done += 1
+    _check_chunked_with({"quantile"},
+                        f"SELECT emc.region, MEDIAN(ac.age), QUANTILE_CONT(emc.bmi * ac.age, "
+                        f"0.9), MIN(ac.charges), MEDIAN(emc.children) FILTER (WHERE ac.age > "
+                        f"40) {JOIN} WHERE ac.sex = 'male' GROUP BY emc.region",
+                        6, random.Random(78), 400)
 
 
 def test_linear_programs() -> None:
