@@ -50,6 +50,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def niceness(pid: int) -> int | None:
+    """The nice value of a live process (field 19 of /proc/<pid>/stat), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

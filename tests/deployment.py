@@ -178,7 +178,11 @@ class Deployment:
         os.killpg(self.procs[party].pid, sig)
 
     def kill(self, party: str) -> None:
-        self.signal(party, signal.SIGKILL)
+        """SIGKILL the party's process group; a party already gone is no error."""
+        try:
+            self.signal(party, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.procs[party].wait(timeout=10)
 
     def stop_all(self) -> None:
