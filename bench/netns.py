@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.embedded import DEFAULT_PARTIES, LocalFederation
-from engine.deploy.config import KEY_BITS
+from engine.deploy.config import DEFAULT_PAILLIER_RANDOMNESS, KEY_BITS
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ class NetnsFederation(LocalFederation):
 
     def __init__(self, shaping: Shaping, *, use_netem: bool, key_bits: int = KEY_BITS,
                  query_timeout: float = 3600.0, start_timeout: float = 60.0,
-                 policies: dict[str, dict[str, Any]] | None = None, paillier_pool: int = 0):
+                 policies: dict[str, dict[str, Any]] | None = None, paillier_pool: int = 0,
+                 paillier_randomness: str = DEFAULT_PAILLIER_RANDOMNESS):
         tag = secrets.token_hex(2)
         self.bridge = f"mpb{tag}"
         subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
@@ -147,6 +148,7 @@ class NetnsFederation(LocalFederation):
         # watchdog stops it when we die).
         super().__init__(policies=policies, key_bits=key_bits, query_timeout=query_timeout,
                          start_timeout=start_timeout, hosts=hosts, paillier_pool=paillier_pool,
+                         paillier_randomness=paillier_randomness,
                          launcher=lambda name: ["ip", "netns", "exec", self.namespaces[name]])
 
     def _remove_network(self) -> None:

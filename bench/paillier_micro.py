@@ -3,8 +3,10 @@
 Prints throughput in operations per second (median of ``--reps`` runs of ``--batch`` ops each)
 for the phe baseline and the fast paths of :mod:`engine.protocols.paillier`, then projects the
 crypto cost of a join of 5000 rows x 15 values per side (one packed ciphertext per row, full
-overlap), with classic randomness (r**n) and with DJN randomness (h**a, short a; the same key
-with and without its published h).  Worker timings include forking the workers on every call.
+overlap), with classic randomness (r**n), with DJN randomness (h**a, short a; the same key
+with and without its published h) and with a subgroup key (Paillier's subgroup variant: h of
+order p' q', decryption exponents p' and q'; its own key).  Worker timings include forking the
+workers on every call; key generation is timed once per kind.
 ``--windows`` also times the fixed-base table (build time, size, ms per h**a) per window size.
 Usage::
 
@@ -64,8 +66,8 @@ def _unreduced(ctx, c: int):
 
 def _batched(ctx, cts: list[int]) -> list:
     """Decryption with gmpy2's batched powmod_base_list (one call per prime for the batch)."""
-    xp = gmpy2.powmod_base_list([gmpy2.mpz(c) % ctx.psq for c in cts], ctx.pm1, ctx.psq)
-    xq = gmpy2.powmod_base_list([gmpy2.mpz(c) % ctx.qsq for c in cts], ctx.qm1, ctx.qsq)
+    xp = gmpy2.powmod_base_list([gmpy2.mpz(c) % ctx.psq for c in cts], ctx.ep, ctx.psq)
+    xq = gmpy2.powmod_base_list([gmpy2.mpz(c) % ctx.qsq for c in cts], ctx.eq, ctx.qsq)
     out = []
     for a, b in zip(xp, xq, strict=True):
         mp, mq = (a - 1) // ctx.p * ctx.hp % ctx.p, (b - 1) // ctx.q * ctx.hq % ctx.q
@@ -85,7 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     b, w, reps = a.batch, a.workers, a.reps
 
+    t0 = time.perf_counter()
     pub, priv = P.generate_keypair(a.key_bits, "djn")
+    keygen = {"djn": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    sub, sub_priv = P.generate_keypair(a.key_bits, "subgroup")
+    keygen["subgroup"] = time.perf_counter() - t0
     djn = pub  # carries h: DJN randomness
     pub = P.public_key(pub.n)  # the same key without h: classic randomness
     ebits = P.djn_exponent_bits(a.key_bits)
@@ -114,10 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     rows = [[secrets.randbelow(1 << 62) - (1 << 61) for _ in range(d)] for _ in range(b)]
     cts = P.encrypt_rows(pub, rows, private_key=priv)
     flat = [r[0] for r in cts]
+    sub_cts = P.encrypt_rows(sub, rows, private_key=sub_priv)
+    sub_flat = [r[0] for r in sub_cts]
+    sub_plain = [m % sub.n for m in plain]
     print(f"{a.key_bits}-bit key, batch {b}, median of {reps}, workers = {w}, "
           f"os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; "
           f"DJN: {ebits}-bit exponents, window {P.DJN_WINDOW}, table built in {table_s:.2f} s "
-          f"(once per key and process; forked workers inherit it)")
+          f"(once per key and process; forked workers inherit it); key generation: DJN "
+          f"{keygen['djn']:.2f} s, subgroup ({P.subgroup_order_bits(a.key_bits)}-bit p', q') "
+          f"{keygen['subgroup']:.2f} s")
 
     ctx = P._PrivateCtx(priv)
     pools = [P.precompute_randomizers(pub, b, workers=w) for _ in range(reps)]
@@ -145,6 +157,16 @@ def main(argv: list[str] | None = None) -> None:
         f"mask pool fill DJN x{w}": (lambda: P.RandomizerJob(djn, b, workers=w).result(), b),
         "mask online, DJN pool given": (
             lambda: P.helper_mask(djn, cts, d, FIELD, randomizers=djn_pools.pop()), b),
+        "enc owner subgroup x1": (
+            lambda: P.encrypt_many(sub, sub_plain, private_key=sub_priv, workers=1), b),
+        f"enc owner subgroup x{w}": (
+            lambda: P.encrypt_many(sub, sub_plain, private_key=sub_priv, workers=w), b),
+        "mask helper_mask subgroup x1": (
+            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub)), sub_cts, d, FIELD,
+                                  workers=1), b),
+        f"mask helper_mask subgroup x{w}": (
+            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub)), sub_cts, d, FIELD,
+                                  workers=w), b),
         "dec phe": (lambda: [priv.raw_decrypt(c) for c in flat], b),
         "dec CRT gmpy2 x1": (lambda: P.decrypt_many(priv, flat, workers=1), b),
         "dec CRT unreduced c x1": (lambda: [_unreduced(ctx, c) for c in flat], b),
@@ -152,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         f"dec CRT gmpy2 x{w}": (lambda: P.decrypt_many(priv, flat, workers=w), b),
         f"dec decrypt_shares x{w}": (
             lambda: P.decrypt_shares(priv, cts, d, FIELD, workers=w), b),
+        "dec subgroup x1": (lambda: P.decrypt_many(sub_priv, sub_flat, workers=1), b),
+        f"dec subgroup x{w}": (lambda: P.decrypt_many(sub_priv, sub_flat, workers=w), b),
     }
     res = rates(cases, reps)
     r = {name: v[0] for name, v in res.items()}
@@ -181,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
          r["dec CRT gmpy2 x1"])
     line(f"DJN, {w} workers", r[f"enc owner DJN x{w}"], r[f"mask helper_mask DJN x{w}"],
          r[f"dec CRT gmpy2 x{w}"])
+    line("subgroup, 1 process", r["enc owner subgroup x1"], r["mask helper_mask subgroup x1"],
+         r["dec subgroup x1"])
+    line(f"subgroup, {w} workers", r[f"enc owner subgroup x{w}"],
+         r[f"mask helper_mask subgroup x{w}"], r[f"dec subgroup x{w}"])
     print(f"load average now {os.getloadavg()[0]:.2f}")
     print("(wall-clock per phase with each party on its own machine like this one; the owners "
           "encrypt and decrypt in parallel, so each phase counts once)")

@@ -62,6 +62,7 @@ from bench.common import (  # noqa: E402
     synthetic,
     traffic_cells,
 )
+from engine.protocols import paillier  # noqa: E402
 
 
 def _features(spec: str) -> tuple[int, int]:
@@ -126,7 +127,8 @@ def open_connection(args: argparse.Namespace):
     """The embedded federation, or (``--netem``) three servers in network namespaces."""
     if not args.netem:
         return engine.connect(key_bits=args.key_bits, query_timeout=args.timeout,
-                              paillier_pool=pool_target(args)), "loopback"
+                              paillier_pool=pool_target(args),
+                              paillier_randomness=args.paillier_randomness), "loopback"
     from bench import netns
     from engine.client.dbapi import Connection
 
@@ -136,7 +138,8 @@ def open_connection(args: argparse.Namespace):
         print(f"netem mode: skipped — not available on this machine: {how}")
         return None, ""
     fed = netns.NetnsFederation(shaping, use_netem=use_netem, key_bits=args.key_bits,
-                                query_timeout=args.timeout, paillier_pool=pool_target(args))
+                                query_timeout=args.timeout, paillier_pool=pool_target(args),
+                                paillier_randomness=args.paillier_randomness)
     return Connection(fed, "ac"), f"3 network namespaces, {shaping} ({how})"
 
 
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--netem", metavar="DELAY_MS[:RATE_MBIT]", default=None,
                     help="parties in 3 network namespaces with shaped links (root only)")
     ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--paillier-randomness", choices=paillier.RANDOMNESS,
+                    default=paillier.DEFAULT_RANDOMNESS,
+                    help="the data parties' Paillier keys (docs/protocols.md)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="query timeout, seconds")
     ap.add_argument("--json", metavar="PATH", help="also write every run's raw stats here")
     ap.add_argument("--pool", metavar="auto|N", default=None,

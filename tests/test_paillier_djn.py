@@ -315,7 +315,7 @@ def test_party_toml_setting(tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("randomness", ["classic", "djn"])
+@pytest.mark.parametrize("randomness", ["classic", "djn", "subgroup"])
 def test_the_key_owner_s_choice_reaches_the_wire(tmp_path, randomness):
     tdir = str(tmp_path / "t")
     os.makedirs(tdir)
@@ -341,8 +341,9 @@ def test_the_key_owner_s_choice_reaches_the_wire(tmp_path, randomness):
     sent = _messages(views["helper"], "hashed_encrypted_rows")
     assert {m["from"] for m in sent} == {"ac", "emc"}
     for m in sent:
-        assert ("h" in m["obj"]) == (randomness == "djn")
-        if randomness == "djn":
+        assert ("h" in m["obj"]) == (randomness != "classic")  # a subgroup key's h too
+        assert m["obj"].get("h_order_bits") == (448 if randomness == "subgroup" else None)
+        if randomness != "classic":
             P.check_djn_h(int(m["obj"]["n"]), m["obj"]["h"])
         assert int(m["obj"]["n"]).bit_length() == 2048
     # what each owner got back is re-randomised: no ciphertext it sent comes back, not even

@@ -109,3 +109,30 @@ def test_masked_join_queries_leave_the_pools_alone(fed):
     for party in ("ac", "emc", "helper"):
         assert _ready(st, party) == _ready(full, party)
         assert st[party]["made"] == full[party]["made"]
+
+
+def test_pools_with_subgroup_keys(tmp_path):
+    """Subgroup keys (docs/protocols.md): the helper fetches each owner's n, h and order bound
+    over the control channel and fills its pool with h^a' of 488-bit a'.  Only randomisers in
+    <h> decrypt with a subgroup key's short exponents, so the exact answer shows the pooled
+    values (used: counted below) were right for the key."""
+    with engine.connect(policies=OPEN_POLICY, paillier_pool=30, workdir=str(tmp_path),
+                        paillier_randomness="subgroup") as con:
+        ac, emc = make_tables(30, 28, 25, seed=62)
+        con.register("ac", ac, party="ac", key="id")
+        con.register("emc", emc, party="emc", key="id")
+        deadline = time.monotonic() + 120
+        while True:
+            st = _pools(con)
+            if len(st["helper"]["keys"]) == 2 and all(
+                    k["ready"] == 30 for s in st.values() for k in s["keys"]):
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.2)
+        avg, total, count = con.execute(SQL).fetchall()[0]
+        after = _pools(con)
+    joined = ac.merge(emc, on="id")
+    assert count == 25 and avg == pytest.approx(joined["charges"].mean(), rel=1e-9)
+    assert total == pytest.approx(joined["bmi"].sum(), rel=1e-9)
+    h = after["helper"]
+    assert h["made"] - sum(k["ready"] for k in h["keys"]) == 2 * 25  # pooled values were used

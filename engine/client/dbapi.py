@@ -31,7 +31,7 @@ from engine.client.notebook import (
 from engine.client.progress import Progress
 from engine.control import messages, wire
 from engine.control.messages import new_query_id
-from engine.deploy.config import KEY_BITS
+from engine.deploy.config import DEFAULT_PAILLIER_RANDOMNESS, KEY_BITS
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
@@ -50,6 +50,7 @@ def connect(
     query_timeout: float = 600.0,
     transcript_dir: str | None = None,
     paillier_pool: int = 0,
+    paillier_randomness: str = DEFAULT_PAILLIER_RANDOMNESS,
 ) -> Connection:
     """Connect to a federation; with no ``dsn``, start the embedded three-party default.
 
@@ -57,9 +58,10 @@ def connect(
     server; ``tls`` is an ``ssl.SSLContext`` or ``{"ca": ..., "cert": ..., "key": ...}`` (PEM
     paths: the federation CA and your analyst certificate and key); ``?party=`` makes sure the
     server is that party's.  The embedded-only options (``workdir``, ``policies``, ``party``,
-    ``key_bits``, ``transcript_dir``, ``paillier_pool``) are set by each party's
-    ``party.toml`` instead (``[crypto] paillier_pool``: randomisers each party precomputes
-    per Paillier key while idle; 0 = off).
+    ``key_bits``, ``transcript_dir``, ``paillier_pool``, ``paillier_randomness``) are set by
+    each party's ``party.toml`` instead (``[crypto] paillier_pool``: randomisers each party
+    precomputes per Paillier key while idle, 0 = off; ``paillier_randomness``: the data parties'
+    Paillier keys, "djn", "classic" or "subgroup", docs/protocols.md).
 
     Embedded: ``party`` is the party whose analyst you are: queries go to its server, which
     coordinates.  ``policies`` maps a party name to its policy dict, e.g. ``{"emc":
@@ -74,10 +76,10 @@ def connect(
         from engine.client.remote import RemoteServer, client_ssl, parse_dsn
 
         if (workdir is not None or policies is not None or transcript_dir is not None
-                or paillier_pool):
-            raise InterfaceError("workdir, policies, transcript_dir and paillier_pool are for "
-                                 "the embedded federation; a party server takes them from its "
-                                 "party.toml")
+                or paillier_pool or paillier_randomness != DEFAULT_PAILLIER_RANDOMNESS):
+            raise InterfaceError("workdir, policies, transcript_dir, paillier_pool and "
+                                 "paillier_randomness are for the embedded federation; a party "
+                                 "server takes them from its party.toml")
         host, port, expect = parse_dsn(dsn)
         server = RemoteServer(host, port, tls=client_ssl(tls), expect_party=expect,
                               timeout=connect_timeout)
@@ -89,7 +91,7 @@ def connect(
                                 "federation makes its own credentials at every start")
     fed = LocalFederation(workdir, policies=policies, key_bits=key_bits,
                           query_timeout=query_timeout, transcript_dir=transcript_dir,
-                          paillier_pool=paillier_pool)
+                          paillier_pool=paillier_pool, paillier_randomness=paillier_randomness)
     con = Connection(fed, party)
     con.query_timeout = max(con.query_timeout, query_timeout)  # the client waits as long
     return con

@@ -328,3 +328,4 @@ class PaillierKeyReply(Reply):
     op: ClassVar[str] = "paillier_key"
     n: str = ""
     h: str = ""  # the key's DJN base h (docs/protocols.md); "": classic randomness
+    h_order_bits: int = 0  # a subgroup key's bound ord(h) < 2**bits; 0: not a subgroup key

@@ -13,8 +13,10 @@ from engine.deploy.tls import TLSFiles
 
 KEY_BITS = 2048  # Paillier modulus size used in production
 #: Paillier randomness of a data party's keys (engine.protocols.paillier.RANDOMNESS): "djn"
-#: publishes h with the key and uses h^a with a short secret a; "classic" uses r^n.
-PAILLIER_RANDOMNESS = ("djn", "classic")
+#: publishes h with the key and uses h^a with a short secret a; "classic" uses r^n;
+#: "subgroup" makes Paillier's subgroup-variant keys (h of secret order p'q', short decryption
+#: exponents; an extra assumption: docs/protocols.md "Subgroup keys").
+PAILLIER_RANDOMNESS = ("djn", "classic", "subgroup")
 DEFAULT_PAILLIER_RANDOMNESS = "djn"
 
 

@@ -151,8 +151,10 @@ def split_hashes(blob: bytes) -> list[bytes]:
     return [blob[i:i + HASH_BYTES] for i in range(0, len(blob), HASH_BYTES)]
 
 
-#: Randomness of new keys: "djn" (h**a, short secret a; Damgard-Jurik-Nielsen) or "classic".
-RANDOMNESS = ("djn", "classic")
+#: Randomness of new keys: "djn" (h**a, short secret a; Damgard-Jurik-Nielsen), "classic"
+#: (r**n), or "subgroup" (Paillier's subgroup variant: special primes, h of secret order
+#: p' q', decryption exponents p' and q'; docs/protocols.md "Subgroup keys").
+RANDOMNESS = ("djn", "classic", "subgroup")
 DEFAULT_RANDOMNESS = "djn"
 #: Bits of the DJN secret exponent a for a key of k bits: ceil(k / 2), as in DJN (2010) and
 #: SecretFlow HEU; 1024 for 2048-bit keys (see docs/protocols.md for why not 2 x 112 = 224).
@@ -160,19 +162,86 @@ def djn_exponent_bits(key_bits: int) -> int:
     return -(-int(key_bits) // 2)
 
 
-#: Bits of the helper's DJN re-randomisation exponent: k + SIGMA (2088 for 2048-bit keys).
+#: Bits of the helper's DJN re-randomisation exponent: k + SIGMA (2088 for 2048-bit keys), or
+#: b + SIGMA for a subgroup key that publishes ord(h) < 2**b (488 for 2048-bit keys).
 #: <h> has order < n, so h**a' for a uniform a' < 2**(k + SIGMA) is within 2**-SIGMA of uniform
 #: in <h>: the owner's own randomiser h**a_i times h**a' is then statistically independent of
 #: a_i, whatever the owner computes (it can take discrete logarithms modulo p and q: 1024-bit
 #: primes, index calculus).  A ceil(k/2)-bit a' would leave a' + a_i - a_j in a short range only
 #: for the owner's true row j (always; ~2/3 for another row): a linking signal at the cost of
 #: discrete logarithms modulo two 1024-bit primes.
-def rerandomizer_exponent_bits(key_bits: int) -> int:
-    return int(key_bits) + SIGMA
+def rerandomizer_exponent_bits(key_bits: int, order_bits: int | None = None) -> int:
+    return (int(key_bits) if order_bits is None else int(order_bits)) + SIGMA
 
 
 #: Window of the fixed-base table for h (bits per table row; 2**w entries a row).
 DJN_WINDOW = 8
+
+#: Security level in bits of a k-bit modulus (NIST SP 800-57 Part 1, Table 2); below 1024 bits
+#: (labelled unit-test keys only) 40.
+_SECURITY_BITS = ((15360, 256), (7680, 192), (3072, 128), (2048, 112), (1024, 80))
+
+
+def subgroup_order_bits(key_bits: int) -> int:
+    """Bits of each prime p', q' of a subgroup key (p' | p - 1, q' | q - 1): twice the key's
+    security level, since a rho walk on h modulo p finds p after ~sqrt(p') steps (224 bits for
+    2048-bit keys, as in Ma, Han and Lei, ACSAC 2021)."""
+    level = next((s for k, s in _SECURITY_BITS if int(key_bits) >= k), 40)
+    return 2 * level
+
+
+def _random_prime(bits: int) -> mpz:
+    """A uniform prime of exactly ``bits`` bits (odd candidates from the OS CSPRNG)."""
+    while True:
+        x = mpz(secrets.randbits(bits) | (1 << (bits - 1)) | 1)
+        if gmpy2.is_prime(x, 32):
+            return x
+
+
+def _subgroup_prime(bits: int, order_bits: int) -> tuple[mpz, mpz]:
+    """A prime p of ``bits`` bits, p >= sqrt(2) 2**(bits - 1), with p - 1 = 2 p' t for a fresh
+    prime p' of ``order_bits`` bits and a uniform t: returns (p, p')."""
+    lo, hi = gmpy2.isqrt(mpz(1) << (2 * bits - 1)) + 1, (mpz(1) << bits) - 1
+    while True:
+        order = _random_prime(order_bits)
+        t_lo, t_hi = -(-(lo - 1) // (2 * order)), (hi - 1) // (2 * order)
+        for _ in range(20 * bits):  # ~bits ln 2 / 2 candidates per prime; then a new p'
+            p = 2 * order * (t_lo + secrets.randbelow(int(t_hi - t_lo + 1))) + 1
+            if gmpy2.is_prime(p, 32):
+                return p, order
+
+
+def _element_of_order(prime: mpz, order: mpz) -> mpz:
+    """A uniform element of order exactly ``order`` (a prime dividing prime - 1) mod prime**2."""
+    mod = prime * prime
+    cofactor = prime * (prime - 1) // order
+    while True:
+        x = gmpy2.powmod(_random_unit(mod), cofactor, mod)
+        if x != 1:
+            return x
+
+
+def _subgroup_keypair(key_bits: int):
+    """Paillier's subgroup variant (Paillier 1999, section 5): n = p q with p - 1 = 2 p' t and
+    q - 1 = 2 q' u for primes p', q' of :func:`subgroup_order_bits` bits; h of order p' q' in
+    Z_{n^2}^* (an n-th residue: an encryption of zero).  The public key is the DJN form (n, h);
+    the private key also carries the orders (attribute ``subgroup_orders``: of its p, q)."""
+    half, order_bits = int(key_bits) // 2, subgroup_order_bits(key_bits)
+    while True:
+        p, po = _subgroup_prime(half, order_bits)
+        q, qo = _subgroup_prime(int(key_bits) - half, order_bits)
+        n = p * q
+        if p != q and n.bit_length() == int(key_bits) and gmpy2.gcd(n, (p - 1) * (q - 1)) == 1:
+            break
+    pub = paillier.PaillierPublicKey(int(n))
+    priv = paillier.PaillierPrivateKey(pub, int(p), int(q))
+    orders = {int(p): int(po), int(q): int(qo)}
+    priv.subgroup_orders = (orders[int(priv.p)], orders[int(priv.q)])
+    hp, hq = _element_of_order(p, po), _element_of_order(q, qo)
+    psq, qsq = p * p, q * q
+    pub.djn_h = int(hq + qsq * ((hp - hq) * gmpy2.invert(qsq, psq) % psq))
+    pub.djn_order_bits = 2 * order_bits  # ord(h) = p' q' < 2**(2 * order_bits): published
+    return pub, priv
 
 
 def generate_keypair(key_bits: int = KEY_BITS, randomness: str = DEFAULT_RANDOMNESS):
@@ -180,10 +249,14 @@ def generate_keypair(key_bits: int = KEY_BITS, randomness: str = DEFAULT_RANDOMN
 
     With ``randomness="djn"`` the public key also carries ``h = (-x**2)**n mod n**2`` (x uniform
     in Z_n^*, then forgotten) as its attribute ``djn_h``: encryptions and re-randomisations
-    under this key then use h**a with a short secret a (:func:`djn_exponent_bits`).
+    under this key then use h**a with a short secret a (:func:`djn_exponent_bits`).  With
+    ``"subgroup"`` the key is Paillier's subgroup variant (:func:`_subgroup_keypair`): the same
+    public form (n, h), with h of secret order p' q', plus the bound ``djn_order_bits`` on it.
     """
     if randomness not in RANDOMNESS:
         raise ValueError(f"paillier randomness must be one of {RANDOMNESS}, not {randomness!r}")
+    if randomness == "subgroup":
+        return _subgroup_keypair(key_bits)
     pub, priv = paillier.generate_paillier_keypair(n_length=key_bits)
     if randomness == "djn":
         n = mpz(pub.n)
@@ -210,12 +283,37 @@ def check_djn_h(n: int, h: object) -> int:
     return h
 
 
-def public_key(n: int, h: object = None):
+def djn_order_bits(public_key) -> int | None:
+    """The published bound ord(h) < 2**b of a subgroup key, or None (ord(h) < n assumed)."""
+    return getattr(public_key, "djn_order_bits", None)
+
+
+def check_order_bits(n: int, bits: object) -> int:
+    """``bits`` as an int if it is a bound a subgroup key of ``n``'s size may publish: at least
+    the 2 x :func:`subgroup_order_bits` of an honest key (a shorter one would shorten the
+    helper's re-randomisers below what hides an honest key's rows) and below n's bit length.
+    Anything else is refused (:class:`ProtocolError`)."""
+    k = int(n).bit_length()
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ProtocolError("Paillier subgroup order bound h_order_bits must be an integer, not "
+                            f"{type(bits).__name__}")
+    if not 2 * subgroup_order_bits(k) <= bits < k:
+        raise ProtocolError(f"Paillier subgroup order bound h_order_bits = {bits} out of range "
+                            f"[{2 * subgroup_order_bits(k)}, {k}) for a {k}-bit key")
+    return bits
+
+
+def public_key(n: int, h: object = None, order_bits: object = None):
     """The public key a peer published: modulus ``n`` and, for DJN randomness, base ``h``
-    (checked by :func:`check_djn_h`; None: classic randomness)."""
+    (checked by :func:`check_djn_h`; None: classic randomness) and, for a subgroup key, the
+    bound ``order_bits`` on h's order (:func:`check_order_bits`; only with h)."""
     pub = paillier.PaillierPublicKey(int(n))
     if h is not None:
         pub.djn_h = check_djn_h(int(n), h)
+    if order_bits is not None:
+        if h is None:
+            raise ProtocolError("Paillier h_order_bits given without a base h")
+        pub.djn_order_bits = check_order_bits(int(n), order_bits)
     return pub
 
 
@@ -497,14 +595,14 @@ class _PublicCtx:
     of :func:`rerandomizer_exponent_bits` bits (the owner's :class:`_PrivateCtx` uses short a).
     """
 
-    def __init__(self, public_key, exponent_bits: Callable[[int], int] | None = None, *,
-                 table: bool = True):
+    def __init__(self, public_key, *, table: bool = True):
         self.n = mpz(public_key.n)
         self.nsq = self.n * self.n
         h = djn_h(public_key)
         self.djn: FixedBase | None = None
         if h is not None and table:
-            bits = (exponent_bits or rerandomizer_exponent_bits)(int(self.n).bit_length())
+            bits = rerandomizer_exponent_bits(int(self.n).bit_length(),
+                                              djn_order_bits(public_key))
             self.djn = _djn_table(int(self.n), check_djn_h(int(self.n), h), bits)
 
     def randomizer(self, _i: int = 0) -> mpz:
@@ -532,19 +630,30 @@ class _PrivateCtx(_PublicCtx):
         self.psq, self.qsq = p * p, q * q
         self.qsq_inv = gmpy2.invert(self.qsq, self.psq)
         self.p_inv = gmpy2.invert(p, q)
+        # Decryption exponents: p - 1 and q - 1, or a subgroup key's p' and q' (the orders of
+        # h mod p**2 and q**2, so that c**p' mod p**2 keeps only the plaintext: 1 + m p' n).
+        orders = getattr(private_key, "subgroup_orders", None)
+        self.subgroup = orders is not None
+        if orders is None:
+            self.ep, self.eq = p - 1, q - 1
+        else:
+            self.ep, self.eq = mpz(orders[0]), mpz(orders[1])
+            if (p - 1) % self.ep or (q - 1) % self.eq or djn_h(public_key) is None:
+                raise ValueError("subgroup key whose orders do not divide p - 1 and q - 1")
         g = self.n + 1
-        self.hp = gmpy2.invert((gmpy2.powmod(g, p - 1, self.psq) - 1) // p, p)
-        self.hq = gmpy2.invert((gmpy2.powmod(g, q - 1, self.qsq) - 1) // q, q)
-        self.pm1, self.qm1 = p - 1, q - 1
+        self.hp = gmpy2.invert((gmpy2.powmod(g, self.ep, self.psq) - 1) // p, p)
+        self.hq = gmpy2.invert((gmpy2.powmod(g, self.eq, self.qsq) - 1) // q, q)
         # DJN: h**a mod p**2 and mod q**2 from two tables, joined by CRT (half the cost of one
-        # table modulo n**2: products of 2048-bit instead of 4096-bit numbers).
+        # table modulo n**2: products of 2048-bit instead of 4096-bit numbers).  A subgroup
+        # key's tables cover exponents below p' and q': h**a for a uniform mod p' q' exactly.
         self.djn_bits = djn_exponent_bits(int(self.n).bit_length())
         self.djn_pq: tuple[FixedBase, FixedBase] | None = None
         h = djn_h(public_key)
         if h is not None:
             h = check_djn_h(int(self.n), h)
-            self.djn_pq = (_fixed_base(h, int(self.psq), self.djn_bits),
-                           _fixed_base(h, int(self.qsq), self.djn_bits))
+            bp, bq = ((self.ep.bit_length(), self.eq.bit_length()) if self.subgroup
+                      else (self.djn_bits, self.djn_bits))
+            self.djn_pq = (_fixed_base(h, int(self.psq), bp), _fixed_base(h, int(self.qsq), bq))
 
     def _crt(self, xp: mpz, xq: mpz) -> mpz:
         """The x mod n**2 with x = xp mod p**2 and x = xq mod q**2."""
@@ -563,7 +672,11 @@ class _PrivateCtx(_PublicCtx):
         return self._crt(gmpy2.powmod(sp, self.p, self.psq), gmpy2.powmod(sq, self.q, self.qsq))
 
     def randomizer(self, _i: int = 0) -> mpz:
-        """h**a mod n**2 for a uniform a of :func:`djn_exponent_bits` bits (DJN), else r**n."""
+        """h**a mod n**2 for a uniform a of :func:`djn_exponent_bits` bits (DJN) or a uniform
+        in Z_{p'q'} (subgroup key: a mod p' and a mod q' drawn apart), else r**n."""
+        if self.subgroup:
+            return self._crt(self.djn_pq[0].pow(secrets.randbelow(int(self.ep))),
+                             self.djn_pq[1].pow(secrets.randbelow(int(self.eq))))
         if self.djn_pq is not None:
             a = secrets.randbits(self.djn_bits)
             return self._crt(self.djn_pq[0].pow(a), self.djn_pq[1].pow(a))
@@ -571,13 +684,14 @@ class _PrivateCtx(_PublicCtx):
 
     def decrypt(self, c: int) -> mpz:
         """Paillier decryption by CRT (as phe's raw_decrypt, on mpz): c is reduced modulo p**2
-        and q**2 before the two exponentiations (p - 1, q - 1 precomputed).  This, the
+        and q**2 before the two exponentiations (by p - 1 and q - 1, or by a subgroup key's
+        p' and q': 224- instead of 1024-bit exponents for 2048-bit keys).  This, the
         unreduced c, gmpy2's batched powmod_base_list and phe cost the same within the noise
         (bench/paillier_micro.py, "dec" rows; docs/protocols.md "DJN randomness")."""
         c = mpz(c)
         p, q = self.p, self.q
-        mp = (gmpy2.powmod(c % self.psq, self.pm1, self.psq) - 1) // p * self.hp % p
-        mq = (gmpy2.powmod(c % self.qsq, self.qm1, self.qsq) - 1) // q * self.hq % q
+        mp = (gmpy2.powmod(c % self.psq, self.ep, self.psq) - 1) // p * self.hp % p
+        mq = (gmpy2.powmod(c % self.qsq, self.eq, self.qsq) - 1) // q * self.hq % q
         return mp + p * ((mq - mp) * self.p_inv % q)
 
 

@@ -120,7 +120,8 @@ class PartyServer(PartyState):
                                    "([crypto] paillier_pool is 0)")
         pub, _ = await self.pools.own_keypair(self.cfg.name)
         h = getattr(pub, "djn_h", None)  # engine.protocols.paillier.djn_h
-        return PaillierKeyReply(n=str(pub.n), h=str(h) if h else "").to_wire()
+        bits = getattr(pub, "djn_order_bits", None) or 0  # paillier.djn_order_bits
+        return PaillierKeyReply(n=str(pub.n), h=str(h) if h else "", h_order_bits=bits).to_wire()
 
     async def configure(self, req: messages.Configure, caller: Caller, blob, reader
                         ) -> dict[str, Any]:

@@ -200,10 +200,10 @@ def first_error(failed, tasks) -> Error:
     return errs[0]
 
 
-async def peer_paillier_keys(server: PartyState) -> dict[str, tuple[int, int | None] | int | None]:
-    """The data parties' current long-term public keys as (n, DJN base h or None) (None: no
-    answer; 0: the party keeps none)."""
-    out: dict[str, tuple[int, int | None] | int | None] = {}
+async def peer_paillier_keys(server: PartyState) -> dict[str, tuple | int | None]:
+    """The data parties' current long-term public keys as (n, DJN base h or None, subgroup
+    order bound or None) (None: no answer; 0: the party keeps none)."""
+    out: dict[str, tuple | int | None] = {}
     peers = Peers(server)
     try:
         for name, role in server.cfg.parties:
@@ -218,7 +218,9 @@ async def peer_paillier_keys(server: PartyState) -> dict[str, tuple[int, int | N
                                                server.cfg.peer_timeout)
                 h = str(reply.get("h") or "")  # range and gcd checked by the pool
                 # a malformed h becomes -1, which the pool refuses (and logs) for that key
-                out[name] = (int(reply["n"]), (int(h) if h.isdigit() else -1) if h else None)
+                bits = reply.get("h_order_bits") or None  # checked by the pool, as h
+                out[name] = (int(reply["n"]), (int(h) if h.isdigit() else -1) if h else None,
+                             bits)
             except ProgrammingError as e:  # it keeps no long-term key: ask again later
                 out[name] = 0
                 log.info("no Paillier pool for %s: %s", name, e)

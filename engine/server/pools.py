@@ -69,13 +69,16 @@ class PaillierPools:
                 log.info("long-term %d-bit Paillier key %s", self.key_bits, key_id(pub.n))
             return self.keypair
 
-    def set_peer_key(self, party: str, n: int, h: int | None = None) -> None:
+    def set_peer_key(self, party: str, n: int, h: int | None = None,
+                     order_bits: int | None = None) -> None:
         """The helper learned ``party``'s current public key (``h``: its DJN base, checked:
-        the pool's re-randomisers are then h^a; None: classic r^n); a replaced key's pool
-        goes."""
+        the pool's re-randomisers are then h^a; None: classic r^n; ``order_bits``: a subgroup
+        key's bound on h's order, checked: a' of that many bits + SIGMA); a replaced key's
+        pool goes."""
         n = int(n)
-        pub = paillier.public_key(n, h)  # ProtocolError for an invalid h (logged by run)
-        if n in self.keys and paillier.djn_h(self.keys[n][0]) == paillier.djn_h(pub):
+        pub = paillier.public_key(n, h, order_bits)  # ProtocolError if invalid (logged by run)
+        if n in self.keys and (paillier.djn_h(self.keys[n][0]), paillier.djn_order_bits(
+                self.keys[n][0])) == (paillier.djn_h(pub), paillier.djn_order_bits(pub)):
             return
         for old, owner in list(self.owners.items()):
             if owner == party:

@@ -41,8 +41,10 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
 
     ``keypair`` is a data party's long-term Paillier key (pools on; else a fresh one) and
     ``randomizers`` the precomputed r^n per modulus handed over by the party's pool.
-    ``randomness`` ("djn" or "classic") is this data party's choice for a fresh key; a DJN key
-    publishes its base h with n, and H re-randomises with h (checked) whenever it is present.
+    ``randomness`` ("djn", "classic" or "subgroup") is this data party's choice for a fresh
+    key; a DJN or subgroup key publishes its base h with n (a subgroup key also the bound
+    ``h_order_bits`` on h's order), and H re-randomises with h (checked) whenever it is
+    present, with exponents of that many bits + SIGMA.
     """
     left, right, helper = join.left.party, join.right.party, join.helper
     randomizers = {} if randomizers is None else randomizers
@@ -63,9 +65,13 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
             cts = paillier.encrypt_rows(pub, enc.tolist(), private_key=priv,
                                         randomizers=randomizers.get(int(pub.n)), progress=count)
         chan.phase("encrypt")
+        out: dict[str, Any] = {"n": int(pub.n), "cts": cts}
         h = paillier.djn_h(pub)  # the key owner's choice of randomness, published with n
-        return {"n": int(pub.n), "cts": cts} if h is None else {"n": int(pub.n), "h": h,
-                                                                "cts": cts}
+        if h is not None:
+            out["h"] = h
+        if paillier.djn_order_bits(pub) is not None:  # a subgroup key: ord(h) < 2**bits
+            out["h_order_bits"] = paillier.djn_order_bits(pub)
+        return out
 
     matched = await hash_and_match(chan, join, key_label="hmac_key",
                                    rows_label="hashed_encrypted_rows", hash_key=lambda k: k,
@@ -82,7 +88,8 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
         for party, idx in ((left, 0), (right, 1)):
             inbox = matched.inboxes[party]
             if d[party]:
-                pub = paillier.public_key(int(inbox["n"]), inbox.get("h"))  # h checked
+                pub = paillier.public_key(int(inbox["n"]), inbox.get("h"),
+                                          inbox.get("h_order_bits"))  # both checked
                 rows = [inbox["cts"][pair[idx]] for pair in matched.pairs]
                 count = step(chan, f"re-randomising {party}'s rows", m, "rows")
                 boxes[party], hshares[party] = paillier.helper_mask(
