@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> None:
         f"enc owner subgroup x{w}": (
             lambda: P.encrypt_many(sub, sub_plain, private_key=sub_priv, workers=w), b),
         "mask helper_mask subgroup x1": (
-            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub)), sub_cts, d, FIELD,
+            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub), P.djn_order_bits(sub)), sub_cts, d, FIELD,
                                   workers=1), b),
         f"mask helper_mask subgroup x{w}": (
-            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub)), sub_cts, d, FIELD,
+            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub), P.djn_order_bits(sub)), sub_cts, d, FIELD,
                                   workers=w), b),
         "dec phe": (lambda: [priv.raw_decrypt(c) for c in flat], b),
         "dec CRT gmpy2 x1": (lambda: P.decrypt_many(priv, flat, workers=1), b),

@@ -12,17 +12,26 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import engine
 from engine.protocols.paillier import MASK_BITS, OFFSET
-from tests.conftest import make_tables, run_recorded
+from tests.conftest import OPEN_POLICY, make_tables, run_recorded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.leakage]
 
 SQL = "SELECT COUNT(*), AVG(ac.charges), AVG(ac.delta), SUM(emc.bmi) FROM ac JOIN emc USING (id)"
 
 
-@pytest.fixture(scope="module")
-def recorded(recording):
-    yield lambda ac, emc: run_recorded(recording, ac, emc, SQL)
+@pytest.fixture(scope="module", params=["djn", "subgroup"])
+def recorded(request, recording, tmp_path_factory):
+    """The recording federation (DJN keys, the default), and one whose data parties make
+    subgroup keys (docs/protocols.md "Subgroup keys"): every check below holds for both."""
+    if request.param == "djn":
+        yield lambda ac, emc: run_recorded(recording, ac, emc, SQL)
+        return
+    tdir = str(tmp_path_factory.mktemp("subgroup-transcripts"))
+    with engine.connect(policies=OPEN_POLICY, transcript_dir=tdir,
+                        paillier_randomness="subgroup") as con:
+        yield lambda ac, emc: run_recorded((con, tdir), ac, emc, SQL)
 
 
 def _change_non_matching(df, matching_ids, seed):
