@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     sub_cts = P.encrypt_rows(sub, rows, private_key=sub_priv)
     sub_flat = [r[0] for r in sub_cts]
     sub_plain = [m % sub.n for m in plain]
+    sub_wire = P.public_key(sub.n, P.djn_h(sub), P.djn_order_bits(sub))  # as the helper has it
     print(f"{a.key_bits}-bit key, batch {b}, median of {reps}, workers = {w}, "
           f"os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; "
           f"DJN: {ebits}-bit exponents, window {P.DJN_WINDOW}, table built in {table_s:.2f} s "
@@ -162,11 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         f"enc owner subgroup x{w}": (
             lambda: P.encrypt_many(sub, sub_plain, private_key=sub_priv, workers=w), b),
         "mask helper_mask subgroup x1": (
-            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub), P.djn_order_bits(sub)), sub_cts, d, FIELD,
-                                  workers=1), b),
+            lambda: P.helper_mask(sub_wire, sub_cts, d, FIELD, workers=1), b),
         f"mask helper_mask subgroup x{w}": (
-            lambda: P.helper_mask(P.public_key(sub.n, P.djn_h(sub), P.djn_order_bits(sub)), sub_cts, d, FIELD,
-                                  workers=w), b),
+            lambda: P.helper_mask(sub_wire, sub_cts, d, FIELD, workers=w), b),
         "dec phe": (lambda: [priv.raw_decrypt(c) for c in flat], b),
         "dec CRT gmpy2 x1": (lambda: P.decrypt_many(priv, flat, workers=1), b),
         "dec CRT unreduced c x1": (lambda: [_unreduced(ctx, c) for c in flat], b),
