@@ -45,8 +45,9 @@ def real():
 
 
 def _wire(pub):
-    """The public key as the helper rebuilds it from the join message (n and h)."""
-    return P.public_key(int(pub.n), P.djn_h(pub))
+    """The public key as the helper rebuilds it from the join message (n, h and, for a
+    subgroup key, h_order_bits)."""
+    return P.public_key(int(pub.n), P.djn_h(pub), P.djn_order_bits(pub))
 
 
 def test_djn_key_publishes_a_valid_h_and_classic_keys_none(small):

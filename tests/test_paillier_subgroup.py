@@ -12,7 +12,6 @@ the pools; the setting.  The end-to-end wire checks run in tests/test_paillier_d
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 
@@ -25,8 +24,7 @@ from engine.deploy import config as deploy_config
 from engine.deploy.config import load_party_toml
 from engine.protocols import paillier as P
 from engine.server.pools import PaillierPools
-
-FIELD = 2**127 - 1
+from tests.test_paillier_djn import FIELD, _roundtrip, _run, _wire
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +35,6 @@ def small():
 @pytest.fixture(scope="module")
 def real():
     return P.generate_keypair(2048, "subgroup")
-
-
-def _wire(pub):
-    """The public key as the helper rebuilds it from the join message (n, h, h_order_bits)."""
-    return P.public_key(int(pub.n), P.djn_h(pub), P.djn_order_bits(pub))
 
 
 def _order(pub, priv):
@@ -168,16 +161,6 @@ def test_an_invalid_order_bound_is_refused(small, bad):
     assert P.djn_order_bits(pools.keys[n][0]) is None
 
 
-def _roundtrip(pub, priv, rows, d, workers=1, randomizers=None):
-    cts = P.encrypt_rows(pub, rows, private_key=priv, workers=workers)
-    masked, hshares = P.helper_mask(_wire(pub), cts, d, FIELD, workers=workers,
-                                    randomizers=randomizers)
-    owner = P.decrypt_shares(priv, masked, d, FIELD, workers=workers)
-    got = [[(a + b) % FIELD for a, b in zip(o, h, strict=True)]
-           for o, h in zip(owner, hshares, strict=True)]
-    return cts, masked, got
-
-
 def test_join_steps_with_real_2048_bit_keys(real):
     pub, priv = real
     d = 15
@@ -238,11 +221,3 @@ def test_setting_is_parsed(tmp_path):
     path.write_text(re.sub(r'(?m)^paillier_randomness = "djn"', 'paillier_randomness = "subgroup"',
                            text))
     assert load_party_toml(str(path)).paillier_randomness == "subgroup"
-
-
-def _run(coro):
-    loop = asyncio.new_event_loop()  # private: asyncio.run would unset MPyC's current loop
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()

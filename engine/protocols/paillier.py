@@ -632,13 +632,14 @@ class _PrivateCtx(_PublicCtx):
         self.p_inv = gmpy2.invert(p, q)
         # Decryption exponents: p - 1 and q - 1, or a subgroup key's p' and q' (the orders of
         # h mod p**2 and q**2, so that c**p' mod p**2 keeps only the plaintext: 1 + m p' n).
+        h = djn_h(public_key)
         orders = getattr(private_key, "subgroup_orders", None)
         self.subgroup = orders is not None
         if orders is None:
             self.ep, self.eq = p - 1, q - 1
         else:
             self.ep, self.eq = mpz(orders[0]), mpz(orders[1])
-            if (p - 1) % self.ep or (q - 1) % self.eq or djn_h(public_key) is None:
+            if (p - 1) % self.ep or (q - 1) % self.eq or h is None:
                 raise ValueError("subgroup key whose orders do not divide p - 1 and q - 1")
         g = self.n + 1
         self.hp = gmpy2.invert((gmpy2.powmod(g, self.ep, self.psq) - 1) // p, p)
@@ -648,7 +649,6 @@ class _PrivateCtx(_PublicCtx):
         # key's tables cover exponents below p' and q': h**a for a uniform mod p' q' exactly.
         self.djn_bits = djn_exponent_bits(int(self.n).bit_length())
         self.djn_pq: tuple[FixedBase, FixedBase] | None = None
-        h = djn_h(public_key)
         if h is not None:
             h = check_djn_h(int(self.n), h)
             bp, bq = ((self.ep.bit_length(), self.eq.bit_length()) if self.subgroup

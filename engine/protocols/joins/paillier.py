@@ -67,10 +67,11 @@ async def paillier_join(chan: Channel, join: PrivateJoin, sf, *, key_bits: int =
         chan.phase("encrypt")
         out: dict[str, Any] = {"n": int(pub.n), "cts": cts}
         h = paillier.djn_h(pub)  # the key owner's choice of randomness, published with n
+        bits = paillier.djn_order_bits(pub)  # a subgroup key's bound: ord(h) < 2**bits
         if h is not None:
             out["h"] = h
-        if paillier.djn_order_bits(pub) is not None:  # a subgroup key: ord(h) < 2**bits
-            out["h_order_bits"] = paillier.djn_order_bits(pub)
+        if bits is not None:
+            out["h_order_bits"] = bits
         return out
 
     matched = await hash_and_match(chan, join, key_label="hmac_key",
