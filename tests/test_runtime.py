@@ -1,5 +1,6 @@
 """engine.protocols.runtime: MPyC's field-array constructor without its per-call version parsing
-behaves exactly as MPyC's own (values, shapes, copies, in-place effects on the caller's array)."""
+behaves exactly as MPyC's own (values, shapes, copies, in-place effects on the caller's array);
+its recombination with small Lagrange coefficients returns what MPyC's returns."""
 
 from __future__ import annotations
 
@@ -36,3 +37,39 @@ def test_field_array_constructor_equals_mpyc_s(kw, shape):
     assert ours_in.tolist() == theirs_in.tolist()  # the same in-place effect, if any
     assert (ours.value is ours_in) == (theirs.value is theirs_in)  # the same copying
     assert (ours + ours).value.tolist() == (theirs + theirs).value.tolist()
+
+
+def _fields():
+    from mpyc import finfields
+
+    return [mpcrt.secfxp().field, finfields.GF(finfields.find_prime_root(62)[0]),
+            finfields.GF(finfields.find_prime_root(176)[0])]
+
+
+@pytest.mark.parametrize("xs", [(1, 2, 3), (1, 2), (2, 3), (1, 3), (3, 1), (2,)])
+def test_recombine_with_small_coefficients_equals_mpyc_s(xs):
+    thresha = mpyc.thresha
+    ours = thresha.np_recombine
+    while not getattr(ours, "_small_coefficients", False):  # under codec's shape check
+        ours = ours.__wrapped__
+    rng = np.random.default_rng(len(xs) * 10 + xs[0])
+    for field in _fields():
+        p = field.modulus
+        for shape in [(0,), (1,), (7,)]:  # MPyC recombines flat shares
+            shares = [np.array([int(v) for v in rng.integers(0, 2**62, int(np.prod(shape)))],
+                               dtype=object).reshape(shape) * (p // 2**61) % p for _ in xs]
+            shares[0].flat[:1] = p - 1  # the largest share
+            points = list(zip(xs, shares, strict=True))
+            got = ours(field, points)
+            want = ours.mpyc_np_recombine(field, points)
+            assert type(got) is type(want)
+            assert got.value.shape == want.value.shape
+            assert got.value.tolist() == want.value.tolist()
+    # another recombination point and lists of points are MPyC's own
+    field = _fields()[0]
+    points = [(1, np.array([3, 4], dtype=object)), (2, np.array([5, 9], dtype=object))]
+    for x_rs in (1, [0, 1]):
+        got = ours(field, points, x_rs)
+        want = ours.mpyc_np_recombine(field, points, x_rs)
+        assert np.asarray(got.value).tolist() == np.asarray(want.value).tolist()
+

@@ -134,7 +134,8 @@ async def _ns_inverse(A, lam_min: float, lam_hi: float, lam_lo=None):
     sched = [s + [(2.0, 1.0)] * (n_steps - len(s)) for s in sched]
     stack = A.ndim == 3
     lo = los.reshape(-1, 1, 1) if stack else los[0]
-    X = type(A).sectype.array(np.broadcast_to(eye * (2 / (lo + lam_hi)), A.shape).copy())
+    stype = type(A)
+    X = fx.public(stype, np.broadcast_to(eye * (2 / (lo + lam_hi)), A.shape))
     for k in range(n_steps):
         a = np.array([s[k][0] for s in sched])
         b = np.array([s[k][1] for s in sched])
@@ -143,5 +144,5 @@ async def _ns_inverse(A, lam_min: float, lam_hi: float, lam_lo=None):
         else:
             a, b = a[0], b[0]
         AX = fx.matmul(A, X) if np.all(b == 1) else fx.matmul(A, X, factor=b)
-        X = fx.matmul(X, a * eye - AX)
+        X = fx.matmul(X, fx.public(stype, a * eye) - AX)
     return X
