@@ -51,6 +51,9 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
                                 otypes=[object])(v)
 
         full, low = fx.matmul(sA, sB, extra=20)
+        S = np.round(A[:5] @ A[:5].T * 4) / 4  # symmetric; S, S^2 + I commute (exact encodings)
+        sS, sS2 = (mpc.input(t2.array(x), senders=0) for x in (S, S @ S + np.eye(5)))
+        sym_stack = mpc.input(t2.array(np.stack([S, -S])), senders=0)
         stack = mpc.input(t2.array(np.stack([A, 2 * A])), senders=0)
         fac = np.array([3.7, 0.3]).reshape(2, 1, 1)
         # PRSS integers (shared mod p and mod a 62-bit prime) and degree-2t zero sharings
@@ -77,6 +80,9 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
             "all": await val(fx.all_bits(1 - bits)),
             "all1": await val(fx.all_bits(bits * 0 + 1)),
             "factor": await val(fx.matmul(stack, sB, factor=fac)),
+            "sym": await val(fx.symmatmul(sS, sS2)),
+            "sym_mm": await val(fx.matmul(sS, sS2)),
+            "sym_stack": await val(fx.symmatmul(sym_stack, sS2, factor=fac)),
             **prss,
         }
         for bl, v in cmp_vals.items():  # LTZ-SMALL at several bit lengths (small field sizes)
@@ -87,6 +93,11 @@ def _party(pid: int, ports: list[int], out: mp.Queue) -> None:
         return res
 
     out.put((pid, mpc.run(main()), a, b, A, B, cmp_vals))
+
+
+def _sym_inputs(A):
+    S = np.round(A[:5] @ A[:5].T * 4) / 4
+    return _enc(S), _enc(S @ S + np.eye(5))
 
 
 def _enc(x) -> np.ndarray:
@@ -120,6 +131,13 @@ def test_one_round_products_three_parties():
     stack = _enc(np.stack([A, 2 * A]))  # 2A is encoded itself: enc(2A) != 2 enc(A) by up to 1 ulp
     for k, f in enumerate(fac):  # one truncation per entry
         assert np.abs(err(res["factor"][k], (stack[k] @ eB) * f)).max() < 2 * ulp
+    eS, eS2 = _sym_inputs(A)
+    assert (res["sym"] == res["sym"].T).all()  # exactly symmetric: the mirror of i <= j
+    assert np.abs(err(res["sym"], eS @ eS2)).max() < 2 * ulp  # one truncation per entry
+    assert np.abs(err(res["sym_mm"], eS @ eS2)).max() < 2 * ulp
+    for k, (f, sign) in enumerate(zip(fac, (1, -1), strict=True)):
+        assert (res["sym_stack"][k] == res["sym_stack"][k].T).all()
+        assert np.abs(err(res["sym_stack"][k], sign * (eS @ eS2) * f)).max() < 2 * ulp
     assert res["Rp"] == res["Rq"]  # the same integers in both fields
     assert all(0 <= r < 3 * 2**57 for r in res["Rp"]) and max(res["Rp"]) > 2**57
     assert res["z2"] == [0] * N and res["zp"] == [0] * 5

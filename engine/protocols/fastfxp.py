@@ -157,6 +157,54 @@ async def _matmul(A, B, extra: int, factor):
     return out if extra else out[0]
 
 
+@functools.cache
+def _triangle(d: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The upper triangle's indices (i <= j) of a d x d matrix and, at every (i, j), the
+    position of (min(i, j), max(i, j)) among them."""
+    iu = np.triu_indices(d)
+    pos = np.zeros((d, d), dtype=np.intp)
+    pos[iu] = np.arange(iu[0].size)
+    pos.T[iu] = np.arange(iu[0].size)
+    return iu, pos
+
+
+@coroutine
+async def _symmatmul(A, B, factor):
+    rt = _rt()
+    stype = type(A)
+    shape = (np.zeros(A.shape) @ np.zeros(B.shape)).shape
+    await rt.returnType((stype, False, shape))
+    A, B = await rt.gather(A, B)
+    sec = stype.sectype
+    f = sec.frac_length
+    iu, pos = _triangle(shape[-1])
+    rows = np.asarray(A.value)[..., iu[0], :]
+    cols = np.swapaxes(np.asarray(B.value), -1, -2)[..., iu[1], :]
+    raw = (rows * cols).sum(axis=-1)  # (A @ B)[..., i, j] for i <= j
+    g = f
+    if factor is not None:
+        fac = np.broadcast_to(np.asarray(factor, float), shape)[..., iu[0], iu[1]]
+        raw = raw * _encode(fac, FACTOR_BITS)
+        g = f + FACTOR_BITS
+    tri = (await _open_trunc(sec.field, np.asarray(raw, dtype=object), True, g,
+                             sec.bit_length + f))[0]
+    return sec.field.array(tri.value[..., pos], check=False)
+
+
+def symmatmul(A, B, *, factor=None):
+    """A @ B, in one round, for square A and B (or stacks) whose product is symmetric, e.g. two
+    polynomials in the same symmetric matrix (NS-INVERSE's A X and X (a I - A X)).
+
+    Only the d (d + 1) / 2 entries i <= j are computed, truncated and opened (the opening is
+    the cost: about half of :func:`matmul`'s); the result is their mirror image, exactly
+    symmetric. ``factor`` as for :func:`matmul`.
+    """
+    assert A.shape[-1] == A.shape[-2] == B.shape[-2] == B.shape[-1]
+    if _fallback():
+        return matmul(A, B, factor=factor)
+    return _symmatmul(A, B, factor)
+
+
 def matmul(A, B, *, extra: int = 0, factor=None):
     """A @ B for secure fixed-point arrays (1-D, 2-D or stacks), in one round.
 

@@ -204,12 +204,15 @@ def _admm_system(rt, G, c, t, v_max: float):
     rhos = np.array(ADMM_RHOS).reshape(n, 1, 1)
     eye = np.eye(d)
     Gs = rt.np_concatenate([rt.np_reshape(G, (1, d, d))] * n, axis=0)
-    M = _ns_inverse(Gs + eye * rhos, min(ADMM_RHOS), d * (1 + 2.0**-30) + max(ADMM_RHOS),
-                    lam_lo=rhos.reshape(-1))
+    stype = type(Gs)
+    M = _ns_inverse(Gs + fx.public(stype, eye * rhos), min(ADMM_RHOS),
+                    d * (1 + 2.0**-30) + max(ADMM_RHOS),
+                    lam_lo=rhos.reshape(-1), definite=True)
     # Over-relaxed step a = r v + (1 - r) z + u with v = M c + rho M (z - u), as one product:
     # a = K0 + [r rho M + (1 - r) I | I - r rho M] @ [z; u].
     rM = fx.scale(M, ADMM_RELAX * rhos)
-    K = rt.np_concatenate((rM + (1 - ADMM_RELAX) * eye, eye - rM), axis=2)
+    K = rt.np_concatenate((rM + fx.public(stype, (1 - ADMM_RELAX) * eye),
+                           fx.public(stype, eye) - rM), axis=2)
     K0 = rt.np_reshape(fx.matmul(M, rt.np_reshape(fx.scale(c, ADMM_RELAX), (d, 1))), (n * d,))
     tt = rt.np_concatenate([t] * n)
     inv_rho = np.repeat(1 / rhos.reshape(-1), d)
