@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import struct
 import subprocess
 
 import numpy as np
@@ -152,7 +153,50 @@ def test_reduce_pickle_is_refused_and_runs_nothing(tmp_path, cls):
 def test_mpyc_runtime_uses_the_codec():
     runtime.make_runtime(0, [runtime.Address("127.0.0.1", 0)])
     assert runtime.runtime_module.pickle.loads is codec.loads
-    assert runtime.runtime_module.pickle.dumps is pickle.dumps
+    assert runtime.runtime_module.pickle.dumps is codec.dumps
+
+
+@pytest.mark.parametrize("values", [[0], [1, -1, 2**63 - 1, -(2**63)], list(range(24))])
+@pytest.mark.parametrize("shape", [None, (2, 1, -1)])
+def test_share_arrays_of_small_ints_travel_as_int64(values, shape):
+    a = np.array(values, dtype=object)
+    if shape is not None:
+        a = a.reshape(shape if a.size % 2 == 0 else (1, 1, -1))
+    data = codec.dumps(a)
+    assert data.startswith(codec.INT64_MAGIC)
+    assert len(data) == len(codec.INT64_MAGIC) + 1 + 8 * a.ndim + 8 * a.size  # fixed width
+    out = codec.loads(codec.PeerBytes.of(data, 1))
+    assert out.dtype == object and out.shape == a.shape
+    assert out.tolist() == a.tolist() and all(type(v) is int for v in out.flat)
+    zero_d = codec.loads(codec.dumps(np.array(5, dtype=object)))
+    assert zero_d.shape == () and zero_d.item() == 5
+    assert codec.loads(codec.dumps(np.zeros((0, 3), dtype=object))).shape == (0, 3)
+
+
+@pytest.mark.parametrize("obj", [np.array([2**63, 1], dtype=object),
+                                 np.array([1, 1.5], dtype=object),
+                                 np.array([True, 1], dtype=object),
+                                 np.array([1, None], dtype=object),
+                                 np.array([1, 2], dtype=np.int64), [1, 2], {"a": 1}])
+def test_everything_else_is_pickled_as_before(obj):
+    assert codec.dumps(obj) == pickle.dumps(obj)
+
+
+def test_malformed_int64_arrays_are_refused_naming_the_sender():
+    good = codec.dumps(np.arange(6, dtype=np.int64).astype(object).reshape(2, 3))
+    m = len(codec.INT64_MAGIC)
+    bad = {
+        "truncated values": good[:-1],
+        "extra bytes": good + b"\0",
+        "no header": codec.INT64_MAGIC,
+        "a truncated shape": good[:m + 1 + 4],
+        "too many axes": codec.INT64_MAGIC + bytes((33,)) + b"\0" * 8 * 33,
+        "a huge shape": codec.INT64_MAGIC + bytes((2,)) + struct.pack("<2Q", 2**40, 2**40),
+    }
+    for what, data in bad.items():
+        with pytest.raises(ProtocolError, match="party emc: .*int64 array") as info:
+            codec.loads(codec.PeerBytes.of(data, 1))
+        assert info.value is not None, what
 
 
 def _pickle(ops: bytes) -> bytes:

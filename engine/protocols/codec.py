@@ -28,6 +28,13 @@ module MPyC's runtime module uses by one whose ``loads`` is :func:`loads`:
   pickles its field-element arrays when the modulus exceeds 64 bits, e.g. the 128-bit field of
   SecFxp(64, 32)), and lists, tuples and dicts of those.
 
+What the parties send is still made by ``pickle.dumps``, with one exception (:func:`dumps`):
+an object array of Python ints that all fit in 64 signed bits (MPyC's share arrays in the
+62-bit fields of the solver and the aggregates) travels as fixed-width little-endian int64
+behind :data:`INT64_MAGIC`, which no pickle starts with; :func:`loads` decodes that form
+without pickle, checks that its length matches its shape exactly and returns the same object
+array of ints.
+
 The engine's own join messages (``hmac_key``/``join_key`` bytes, ``hashed_encrypted_rows``
 dicts of an int, bytes and a list of ints, ``hashed_masked_rows``, ``matched_positions`` int64
 arrays, ``masked_rows``, sizes as int or None, the agreement's (str, int) pairs) keep going
@@ -55,6 +62,7 @@ that error even though MPyC stops its event loop when one of its coroutines rais
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import struct
@@ -366,10 +374,61 @@ def check_plain(obj: Any) -> None:
             raise ValueError(f"an object of type {t.__module__}.{t.__qualname__}")
 
 
+# --- object arrays of small integers: fixed-width int64 instead of a pickle ---------------------
+#
+# MPyC sends every opened or reshared share array with pickle.dumps: an object array of Python
+# ints, pickled one int at a time and, here, unpickled and checked one at a time (~15 % of a
+# LASSO solve's CPU went there; most of its messages are shares in a 62-bit field). dumps
+# sends such an array, when every element is a Python int in the int64 range, as
+# INT64_MAGIC, ndim (1 byte), the shape (8 bytes per axis) and the values (8 bytes each,
+# little-endian); loads turns it back into the same object array of ints. No pickle starts
+# with these bytes (a pickle starts with an opcode, 0x01 is none), the length must match the
+# shape exactly, and the result can only hold ints: nothing else can be decoded from it.
+
+INT64_MAGIC = b"\x01I64"
+_MAX_NDIM = 32
+
+
+def dumps(obj: Any, *args, **kwargs) -> bytes:
+    """``pickle.dumps``, except for an object array of int64-range Python ints (see above)."""
+    if type(obj) is np.ndarray and obj.dtype == object and obj.ndim <= _MAX_NDIM \
+            and all(type(v) is int for v in obj.flat):
+        try:
+            values = obj.astype("<i8")
+        except OverflowError:
+            pass
+        else:
+            return b"".join((INT64_MAGIC, bytes((obj.ndim,)),
+                             struct.pack(f"<{obj.ndim}Q", *obj.shape), values.tobytes()))
+    return pickle.dumps(obj, *args, **kwargs)
+
+
+def _int64_array(data) -> np.ndarray:
+    """The object array of ints :func:`dumps` encoded in ``data``, or ValueError."""
+    view = memoryview(data)
+    head = len(INT64_MAGIC) + 1
+    if len(view) < head or view[head - 1] > _MAX_NDIM:
+        raise ValueError("an int64 array with a bad header")
+    ndim = view[head - 1]
+    if len(view) < head + 8 * ndim:
+        raise ValueError("an int64 array with a bad header")
+    shape = struct.unpack_from(f"<{ndim}Q", view, head)
+    start = head + 8 * ndim
+    if len(view) - start != 8 * math.prod(shape):
+        raise ValueError(f"an int64 array of shape {shape} in {len(view) - start} bytes")
+    values = np.frombuffer(view, dtype="<i8", offset=start)
+    return values.astype(object).reshape(shape)
+
+
 def loads(data, peer: int | None = None) -> Any:
     """Decode a peer's pickle into plain data, or raise :class:`ProtocolError` naming it."""
     if peer is None:
         peer = getattr(data, "peer", None)
+    if bytes(data[:len(INT64_MAGIC)]) == INT64_MAGIC:
+        try:
+            return _int64_array(data)
+        except ValueError as e:
+            raise refuse(peer, str(e)) from None
     try:
         obj = _finish(_PlainUnpickler(io.BytesIO(data)).load())
     except (pickle.UnpicklingError, ValueError) as e:
@@ -379,8 +438,9 @@ def loads(data, peer: int | None = None) -> Any:
     return obj
 
 
-#: Stand-in for the ``pickle`` module inside ``mpyc.runtime``: dumps as usual, loads restricted.
-safe_pickle = types.SimpleNamespace(dumps=pickle.dumps, loads=loads,
+#: Stand-in for the ``pickle`` module inside ``mpyc.runtime``: dumps as pickle does (share
+#: arrays of small ints as int64), loads restricted.
+safe_pickle = types.SimpleNamespace(dumps=dumps, loads=loads,
                                     HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL,
                                     DEFAULT_PROTOCOL=pickle.DEFAULT_PROTOCOL,
                                     UnpicklingError=pickle.UnpicklingError,
