@@ -192,6 +192,8 @@ def test_malformed_int64_arrays_are_refused_naming_the_sender():
         "a truncated shape": good[:m + 1 + 4],
         "too many axes": codec.INT64_MAGIC + bytes((33,)) + b"\0" * 8 * 33,
         "a huge shape": codec.INT64_MAGIC + bytes((2,)) + struct.pack("<2Q", 2**40, 2**40),
+        "an empty array of a huge shape": codec.INT64_MAGIC + bytes((3,))
+        + struct.pack("<3Q", 0, 2**62, 2**63),
     }
     for what, data in bad.items():
         with pytest.raises(ProtocolError, match="party emc: .*int64 array") as info:

@@ -32,8 +32,8 @@ What the parties send is still made by ``pickle.dumps``, with one exception (:fu
 an object array of Python ints that all fit in 64 signed bits (MPyC's share arrays in the
 62-bit fields of the solver and the aggregates) travels as fixed-width little-endian int64
 behind :data:`INT64_MAGIC`, which no pickle starts with; :func:`loads` decodes that form
-without pickle, checks that its length matches its shape exactly and returns the same object
-array of ints.
+without pickle, checks its shape (at most 32 axes of at most 2^40) and that its length matches
+it exactly, and returns the same object array of ints.
 
 The engine's own join messages (``hmac_key``/``join_key`` bytes, ``hashed_encrypted_rows``
 dicts of an int, bytes and a list of ints, ``hashed_masked_rows``, ``matched_positions`` int64
@@ -387,6 +387,7 @@ def check_plain(obj: Any) -> None:
 
 INT64_MAGIC = b"\x01I64"
 _MAX_NDIM = 32
+_MAX_AXIS = 1 << 40  # no share array is near this; an empty array may not claim more
 
 
 def dumps(obj: Any, *args, **kwargs) -> bytes:
@@ -413,6 +414,8 @@ def _int64_array(data) -> np.ndarray:
     if len(view) < head + 8 * ndim:
         raise ValueError("an int64 array with a bad header")
     shape = struct.unpack_from(f"<{ndim}Q", view, head)
+    if any(a > _MAX_AXIS for a in shape):
+        raise ValueError(f"an int64 array of shape {shape}")
     start = head + 8 * ndim
     if len(view) - start != 8 * math.prod(shape):
         raise ValueError(f"an int64 array of shape {shape} in {len(view) - start} bytes")
