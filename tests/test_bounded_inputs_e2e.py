@@ -79,6 +79,19 @@ def test_an_oversized_header_is_refused_before_it_is_read(dep):
     _still_serving(dep)
 
 
+def test_a_refused_client_still_sending_gets_the_refusal_not_a_reset(dep):
+    """The server drops (bounded) what follows a refused header before it closes: closing with
+    unread input would reset the connection, and the client lose the reply or its send."""
+    for _ in range(3):
+        with _tls_socket(dep, dep.alice) as s:
+            s.sendall(struct.pack(">I", 512 << 20))
+            time.sleep(0.3)  # the refusal is sent by now; the client is still sending
+            s.sendall(b"{" * (256 << 10))
+            reply = _reply(s)
+        assert not reply["ok"] and "over the limit" in reply["error"]["message"]
+    _still_serving(dep)
+
+
 def test_data_for_an_operation_that_takes_none_is_refused_unread(dep):
     head = json.dumps({"op": "status", "blob_len": 1 << 30}).encode()
     with _tls_socket(dep, dep.alice) as s:
