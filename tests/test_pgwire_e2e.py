@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -399,3 +402,50 @@ def test_jdbc_driver_metadata_and_query(endpoint, tmp_path):
         x for x in out if x.startswith("column ")]
     check_groups([x[4:].split("|") for x in out if x.startswith("row ")], reference(endpoint))
     assert "refused 42501" in out
+
+
+# --- bounded input -------------------------------------------------------------------------
+
+
+def _pg_tls_socket(ep):
+    raw = socket.create_connection(("127.0.0.1", ep["port"]), timeout=30)
+    raw.sendall(struct.pack("!II", 8, 80877103))  # SSLRequest
+    assert raw.recv(1) == b"S"
+    ctx = ssl.create_default_context(cafile=f"{ep['dir']}/ca.crt")
+    ctx.check_hostname = False  # the endpoint's certificate names its party, not the host
+    return ctx.wrap_socket(raw)
+
+
+def _pg_message(sock) -> tuple[bytes, bytes]:
+    def read(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            assert chunk, "connection closed early"
+            buf += chunk
+        return buf
+
+    kind = read(1)
+    (n,) = struct.unpack("!I", read(4))
+    return kind, read(n - 4)
+
+
+def test_an_oversized_message_gets_its_error_even_while_the_client_sends(endpoint):
+    """A message over the limit is answered by a FATAL 08P01 naming the limit; the endpoint
+    drops (bounded) what the client still sends before it closes, so the error arrives instead
+    of a connection reset, and the endpoint keeps serving."""
+    for _ in range(3):
+        with _pg_tls_socket(endpoint) as s:
+            body = b"user\0bob\0database\0mpcsql\0\0"
+            s.sendall(struct.pack("!II", 8 + len(body), 196608) + body)
+            kind, data = _pg_message(s)
+            assert kind == b"R" and struct.unpack("!I", data[:4])[0] == 5  # MD5 password
+            s.sendall(b"p" + struct.pack("!I", 20_000))  # over the 10,000-byte limit
+            time.sleep(0.3)  # the error is sent by now; the client is still sending
+            s.sendall(b"x" * (768 << 10))  # below wire.DRAIN_BYTES; resets without the drain
+            kind, data = _pg_message(s)
+        fields = {f[:1]: f[1:].decode() for f in data.split(b"\0") if f}
+        assert kind == b"E" and fields[b"S"] == "FATAL" and fields[b"C"] == "08P01"
+        assert "over the limit of 10000 bytes" in fields[b"M"]
+    with psycopg.connect(dsn(endpoint)) as con:
+        assert con.execute("SELECT 1").fetchone() == (1,)

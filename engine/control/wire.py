@@ -70,6 +70,29 @@ async def recv(reader: asyncio.StreamReader, *, max_header: int = MAX_HEADER,
     return msg, blob
 
 
+#: After a refusal that leaves input unread: at most this much is read and dropped, for at
+#: most DRAIN_SECONDS, before the connection is closed (see :func:`drain_unread`).
+DRAIN_BYTES = 1 << 20
+DRAIN_SECONDS = 2.0
+
+
+async def drain_unread(reader: asyncio.StreamReader) -> None:
+    """Read and drop (bounded, never kept) what a refused client is still sending, so that
+    closing does not reset the connection (TCP does when unread data is left) before the
+    client has read the refusal it was sent. Used by the party servers and the PostgreSQL
+    endpoint."""
+    left = DRAIN_BYTES
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while left > 0:
+                chunk = await reader.read(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+    except (TimeoutError, ConnectionError, ssl.SSLError):
+        pass
+
+
 class BlockingClient:
     """A synchronous request/response connection to one party server (used by the API).
 

@@ -34,6 +34,7 @@ from dialect.errors import (
     NotSupportedError,
     ProgrammingError,
 )
+from engine.control import wire
 from engine.deploy.config import PgConfig, PgUser
 from engine.pgwire import auth, sqlstate
 from engine.pgwire import types as pgt
@@ -247,6 +248,8 @@ class Session:
             self.writer.write(_error_bytes("FATAL", sqlstate.PROTOCOL_VIOLATION,
                                            f"message of {n} bytes is over the limit of "
                                            f"{limit} bytes"))
+            await _drain(self.writer)
+            await wire.drain_unread(self.reader)
             raise _Closed()
         return list(self.conn.receive(head + await self._read_exactly(n - 4)))
 

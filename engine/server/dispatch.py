@@ -133,26 +133,6 @@ def authorize(server: PartyState, req: Request, ident: Identity | None) -> Calle
 READ_SECONDS = 30.0
 #: Control connections served at once; more are closed at once.
 MAX_CONNECTIONS = 64
-#: After a refusal that leaves input unread: at most this much is read and dropped, for at
-#: most LINGER_SECONDS, before the connection is closed (see :func:`_linger`).
-LINGER_BYTES = 1 << 20
-LINGER_SECONDS = 2.0
-
-
-async def _linger(reader: asyncio.StreamReader) -> None:
-    """Read and drop what the client is still sending (bounded), so that closing does not
-    reset the connection (TCP does when unread data is left) before the client has read the
-    refusal it was sent."""
-    left = LINGER_BYTES
-    try:
-        async with asyncio.timeout(LINGER_SECONDS):
-            while left > 0:
-                chunk = await reader.read(min(left, 1 << 16))
-                if not chunk:
-                    return
-                left -= len(chunk)
-    except (TimeoutError, ConnectionError, ssl.SSLError):
-        pass
 
 
 async def _refuse(server: PartyState, reader, writer, peer, e: AuthorizationError) -> None:
@@ -234,7 +214,7 @@ async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
                 return
             except OperationalError as e:
                 await wire.send(writer, _error(server, e))
-                await _linger(reader)
+                await wire.drain_unread(reader)
                 return
             reply, go_on = await answer(server, msg, blob_len, ident, reader)
             if reply is None:  # connection abandoned (aborted run)
@@ -245,7 +225,7 @@ async def handle_connection(server: PartyState, reader: asyncio.StreamReader,
                          reply["error"].get("message"))
             await wire.send(writer, reply)
             if not go_on:
-                await _linger(reader)
+                await wire.drain_unread(reader)
                 return
     except (ConnectionError, ssl.SSLError) as e:
         log.info("connection from %s ended: %s", peer, e)
