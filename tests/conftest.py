@@ -71,6 +71,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def recv_exactly(sock, n: int) -> bytes:
+    """n bytes from a (TLS) socket; fails the test if the peer closes first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        assert chunk, "connection closed early"
+        buf += chunk
+    return buf
+
+
 @pytest.fixture(scope="session")
 def con():
     """One embedded federation for the whole test session (real processes, real 2048-bit

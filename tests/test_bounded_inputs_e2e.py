@@ -16,7 +16,7 @@ import pytest
 
 import engine
 from engine.deploy.tls import TLSFiles, client_context
-from tests.conftest import make_tables
+from tests.conftest import make_tables, recv_exactly
 from tests.deployment import Deployment
 
 pytestmark = pytest.mark.e2e
@@ -50,18 +50,9 @@ def _rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
-def _read(sock, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        assert chunk, "connection closed early"
-        buf += chunk
-    return buf
-
-
 def _reply(sock) -> dict:
-    n = struct.unpack(">I", _read(sock, 4))[0]
-    return json.loads(_read(sock, n))
+    n = struct.unpack(">I", recv_exactly(sock, 4))[0]
+    return json.loads(recv_exactly(sock, n))
 
 
 def _still_serving(dep) -> None:

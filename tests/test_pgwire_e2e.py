@@ -29,6 +29,7 @@ pytest.importorskip("pygwire", reason="pygwire (the wire codec) is in the test e
 from engine.data.demo import plaintext, register, split  # noqa: E402
 from engine.deploy import certs  # noqa: E402
 from engine.pgwire.auth import md5_verifier, scram_verifier  # noqa: E402
+from tests.conftest import recv_exactly  # noqa: E402
 
 PSQL = shutil.which("psql")
 needs_psql = pytest.mark.skipif(PSQL is None, reason="the psql client is not installed "
@@ -417,17 +418,9 @@ def _pg_tls_socket(ep):
 
 
 def _pg_message(sock) -> tuple[bytes, bytes]:
-    def read(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            assert chunk, "connection closed early"
-            buf += chunk
-        return buf
-
-    kind = read(1)
-    (n,) = struct.unpack("!I", read(4))
-    return kind, read(n - 4)
+    kind = recv_exactly(sock, 1)
+    (n,) = struct.unpack("!I", recv_exactly(sock, 4))
+    return kind, recv_exactly(sock, n - 4)
 
 
 def test_an_oversized_message_gets_its_error_even_while_the_client_sends(endpoint):
