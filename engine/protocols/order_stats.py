@@ -86,11 +86,17 @@ async def order_statistic(chan: Any, kind: str, values: Any, weights: Any, bits:
     stype = type(values)
     if G == 0 or m == 0:
         return stype(np.zeros(G), integral=True), stype(np.ones(G), integral=True)
-    if kind == "quantile":
-        return await quantile(chan, [await convert(chan, values, weights)], q)
     # under a program counter forked now: the same message labels at every party whatever
-    # else runs concurrently
+    # else runs concurrently (a quantile's own forks, after its conversion, would otherwise be
+    # taken in the order the concurrent conversions happen to finish, which differs by party)
+    if kind == "quantile":
+        return await bs.forked(chan.mpc, _convert_and_select(chan, values, weights, q))
     return await bs.forked(chan.mpc, _run(chan, kind, values, weights))
+
+
+async def _convert_and_select(chan: Any, values: Any, weights: Any,
+                              q: float | None) -> tuple[Any, Any]:
+    return await quantile(chan, [await convert(chan, values, weights)], q)
 
 
 @dataclass
